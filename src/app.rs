@@ -1,0 +1,201 @@
+//! Wiring: builds the listeners, the admin listener, the hub and the routes (with their upstream starters) from a
+//! [`Config`], and owns drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Empty;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::error::StartError;
+use crate::hub::{Hub, Settings, StartUpstream, Stream};
+use crate::listener::{self, Shared};
+use crate::metrics::Metrics;
+use crate::pt_shim::Passthrough;
+use crate::server::{Route, Router};
+use crate::shutdown::Drain;
+use crate::tls::ServerTls;
+use crate::upstream::{self, Backoff, UpstreamSpec};
+
+/// A started server.
+pub struct Running {
+    listen_addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    drain: Drain,
+    connections: TaskTracker,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    router: Arc<ArcSwap<Router>>,
+    grace: Duration,
+}
+
+/// Binds every listener and starts serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let route_names: Vec<String> = config.streams.iter().map(|s| s.name.clone()).collect();
+    let metrics = Arc::new(Metrics::new(&route_names)?);
+    let hub = Hub::new(metrics.clone());
+    let drain = Drain::new();
+    let router = Arc::new(ArcSwap::from_pointee(build_router(&config, &hub, &metrics, &drain)?));
+
+    // Load every certificate and bind every address before serving anything: a bad one fails the start.
+    let mut bound = Vec::new();
+    for listen in &config.listen {
+        let tls = match &listen.tls {
+            Some(files) => Some(Arc::new(ServerTls::load(&files.cert, &files.key)?)),
+            None => None,
+        };
+        bound.push((bind(listen.address).await?, tls));
+    }
+    let admin = match &config.admin {
+        Some(admin) => Some(bind(admin.address).await?),
+        None => None,
+    };
+
+    let shared = Shared {
+        router: router.clone(),
+        permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+        handshake_timeout: config.limits.handshake_timeout,
+        metrics: metrics.clone(),
+        drain: drain.token(),
+        connections: TaskTracker::new(),
+    };
+    let mut listen_addrs = Vec::new();
+    for (tcp, tls) in bound {
+        let address = tcp.local_addr().map_err(|source| StartError::Bind { address: listen_addrs_hint(&tcp), source })?;
+        tracing::info!(%address, tls = tls.is_some(), version = env!("CARGO_PKG_VERSION"), "Listening");
+        listen_addrs.push(address);
+        tokio::spawn(listener::serve(tcp, tls, shared.clone()));
+    }
+    let admin_addr = match admin {
+        Some(tcp) => {
+            let address = tcp.local_addr().map_err(|source| StartError::Bind { address: listen_addrs_hint(&tcp), source })?;
+            tracing::info!(%address, "Admin listening");
+            tokio::spawn(crate::admin::serve(tcp, hub.clone(), metrics.clone(), drain.clone()));
+            Some(address)
+        }
+        None => None,
+    };
+    Ok(Running { listen_addrs, admin_addr, drain, connections: shared.connections, hub, metrics, router, grace: config.shutdown.grace })
+}
+
+fn listen_addrs_hint(tcp: &TcpListener) -> SocketAddr {
+    tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })
+}
+
+/// The routing table for a config.
+pub fn build_router(config: &Config, hub: &Arc<Hub>, metrics: &Arc<Metrics>, drain: &Drain) -> Result<Router, StartError> {
+    let mut routes = Vec::new();
+    for stream in &config.streams {
+        routes.push(Arc::new(build_route(config, stream, metrics)?));
+    }
+    let passthrough = match &config.passthrough {
+        Some(cfg) => Some(Passthrough::new(cfg).map_err(|e| StartError::Passthrough(e.to_string()))?),
+        None => None,
+    };
+    Ok(Router { routes, passthrough, hub: hub.clone(), metrics: metrics.clone(), drain: drain.token() })
+}
+
+fn build_route(config: &Config, stream: &crate::config::StreamConfig, metrics: &Arc<Metrics>) -> Result<Route, StartError> {
+    let upstream = &stream.upstream;
+    let route_error = |message: String| StartError::Route { route: stream.name.clone(), message };
+    let client = upstream::http_client::<Empty<Bytes>>(upstream.ca_file.as_deref(), upstream.connect_timeout)?;
+    let backoff = Backoff::try_new(upstream.reconnect.initial, upstream.reconnect.max).map_err(route_error)?;
+    let name: Arc<str> = stream.name.as_str().into();
+    let template = upstream.url.clone();
+    let kind = upstream.kind;
+    let connect_timeout = upstream.connect_timeout;
+    let max_event_bytes = config.limits.max_event_bytes;
+    let start_metrics = metrics.clone();
+    let route_name = name.clone();
+    let start: StartUpstream = Arc::new(move |stream: Arc<Stream>, stop| {
+        let url = match template.render(&stream.key().params) {
+            Ok(url) => url,
+            Err(error) => {
+                tracing::error!(%error, stream = %stream.key(), "Cannot build the upstream URL");
+                return;
+            }
+        };
+        let spec = UpstreamSpec {
+            route: route_name.clone(),
+            url,
+            kind,
+            headers: http::HeaderMap::new(),
+            connect_timeout,
+            backoff,
+            max_event_bytes,
+        };
+        tokio::spawn(upstream::supervise(spec, client.clone(), stream, stop, start_metrics.clone()));
+    });
+    let settings = Settings {
+        buffer_events: stream.buffer.events,
+        buffer_age: stream.buffer.age,
+        client_queue: config.limits.client_queue,
+        idle_timeout: stream.idle_timeout,
+    };
+    Ok(Route { name, config: stream.clone(), settings, start })
+}
+
+impl Running {
+    /// The bound client listener addresses, in config order.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen_addrs
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn router(&self) -> &Arc<ArcSwap<Router>> {
+        &self.router
+    }
+
+    /// Drains (DESIGN §7): stop accepting, `/readyz` 503, end every stream, let in-flight requests finish.
+    /// Returns true when everything finished within `shutdown.grace`.
+    pub async fn shutdown(self) -> bool {
+        tracing::info!(grace = ?self.grace, "Draining");
+        self.drain.start();
+        self.hub.close_all();
+        self.connections.close();
+        let finished = tokio::time::timeout(self.grace, self.connections.wait()).await.is_ok();
+        if finished {
+            tracing::info!("Drained");
+        } else {
+            tracing::warn!(grace = ?self.grace, "Grace period over: closing remaining connections");
+        }
+        finished
+    }
+}
+
+/// `pushbridge run`: serve until SIGTERM/SIGINT, then drain. SIGHUP reloads (when supported).
+pub async fn run(path: std::path::PathBuf, config: Config) -> Result<(), crate::BoxError> {
+    let mut signals = crate::shutdown::signals()?;
+    let running = start(config).await?;
+    while let Some(signal) = signals.recv().await {
+        match signal {
+            crate::shutdown::Signal::Drain => break,
+            crate::shutdown::Signal::Reload => {
+                tracing::warn!(config = %path.display(), "Reload requested: not supported yet, ignoring")
+            }
+        }
+    }
+    running.shutdown().await;
+    Ok(())
+}

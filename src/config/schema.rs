@@ -1,0 +1,521 @@
+//! The configuration schema: one serde struct per YAML mapping, every field documented, every default a named
+//! `DEFAULT_*` const (docs/config.md is the same table). Deserialization is strict (`deny_unknown_fields`, no
+//! `flatten`); rules serde cannot express live in `validate.rs`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::route::{RoutePattern, UrlTemplate};
+use super::units;
+
+/// Passthrough: time allowed to connect to the application.
+pub const DEFAULT_PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Passthrough: time allowed until the application's response headers arrive.
+pub const DEFAULT_PASSTHROUGH_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Stream: client transports offered, in order of preference.
+pub const DEFAULT_TRANSPORTS: [TransportKind; 3] = [
+    TransportKind::Ws,
+    TransportKind::Sse,
+    TransportKind::LongPoll,
+];
+/// Stream buffer: events kept for resume.
+pub const DEFAULT_BUFFER_EVENTS: usize = 1000;
+/// Stream buffer: the oldest event kept for resume.
+pub const DEFAULT_BUFFER_AGE: Duration = Duration::from_secs(5 * 60);
+/// Stream: SSE heartbeat comment / WebSocket ping interval.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// Stream: how long a shared stream with no subscribers stays open.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Stream: the event name that tells a client its resume point is gone.
+pub const DEFAULT_GAP_EVENT: &str = "pushbridge-gap";
+/// Long-poll: how long a request is held when there is nothing new.
+pub const DEFAULT_LONG_POLL_TIMEOUT: Duration = Duration::from_secs(25);
+/// Long-poll: most events returned by one response.
+pub const DEFAULT_LONG_POLL_MAX_BATCH: usize = 100;
+/// Client messages: largest message forwarded to the application.
+pub const DEFAULT_CLIENT_MESSAGE_MAX_BYTES: usize = 64 * 1024;
+/// Upstream: time allowed to connect to the application's stream.
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upstream reconnect: first backoff delay.
+pub const DEFAULT_RECONNECT_INITIAL: Duration = Duration::from_millis(500);
+/// Upstream reconnect: largest backoff delay.
+pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// Limits: simultaneous client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Limits: events a subscriber may fall behind before it is disconnected.
+pub const DEFAULT_CLIENT_QUEUE: usize = 256;
+/// Limits: largest upstream event accepted.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// Limits: time allowed for a client's TLS handshake and request head.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shutdown: time allowed for connections to finish after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Log: the tracing filter.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Client listeners; at least one.
+    pub listen: Vec<ListenConfig>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`); none if absent.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Where requests that match no stream go; absent: such requests are not proxied.
+    #[serde(default)]
+    pub passthrough: Option<PassthroughConfig>,
+    /// The event streams re-exposed to clients.
+    #[serde(default)]
+    pub streams: Vec<StreamConfig>,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Drain behaviour on SIGTERM.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// One client listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Socket address to bind, e.g. `0.0.0.0:8443` or `[::]:8443`.
+    #[serde(deserialize_with = "units::socket_addr")]
+    pub address: SocketAddr,
+    /// Serve TLS with these PEM files; absent: plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM certificate chain and private key. Relative paths are resolved against the config file's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM), leaf first.
+    #[serde(deserialize_with = "units::path")]
+    pub cert: PathBuf,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(deserialize_with = "units::path")]
+    pub key: PathBuf,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Socket address to bind (plaintext).
+    #[serde(deserialize_with = "units::socket_addr")]
+    pub address: SocketAddr,
+}
+
+/// Plain reverse proxying of every request that is not a stream.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassthroughConfig {
+    /// The application: `http://` or `https://` with a host; an optional path prefix; no query.
+    #[serde(deserialize_with = "units::uri")]
+    pub upstream: http::Uri,
+    /// Time allowed to connect to the application.
+    #[serde(
+        default = "d::passthrough_connect_timeout",
+        deserialize_with = "units::duration"
+    )]
+    pub connect_timeout: Duration,
+    /// Time allowed until the application's response headers arrive.
+    #[serde(
+        default = "d::passthrough_response_timeout",
+        deserialize_with = "units::duration"
+    )]
+    pub response_timeout: Duration,
+    /// Extra CA certificate (PEM) trusted for an `https` upstream, besides the webpki roots.
+    #[serde(default, deserialize_with = "units::opt_path")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One event stream route.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Name used in logs and as a metrics label; unique. Default: the path.
+    #[serde(default, deserialize_with = "units::non_empty")]
+    pub name: String,
+    /// Request path: literal segments and whole-segment `{params}`, e.g. `/events/{channel}`; unique.
+    pub path: RoutePattern,
+    /// The application's stream.
+    pub upstream: UpstreamConfig,
+    /// One upstream connection per stream key (`shared`) or per client session (`per-client`).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Client transports offered, in order of preference; non-empty, no duplicates.
+    #[serde(default = "d::transports")]
+    pub transports: Vec<TransportKind>,
+    /// The resume buffer.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    /// SSE heartbeat comment / WebSocket ping interval; more than zero.
+    #[serde(default = "d::heartbeat", deserialize_with = "units::duration")]
+    pub heartbeat: Duration,
+    /// How long a shared stream with no subscribers keeps its upstream connection.
+    #[serde(default = "d::idle_timeout", deserialize_with = "units::duration")]
+    pub idle_timeout: Duration,
+    /// SSE/WebSocket event name sent when a client's resume point is no longer buffered.
+    #[serde(default = "d::gap_event", deserialize_with = "units::string")]
+    pub gap_event: String,
+    /// Long-poll behaviour.
+    #[serde(default)]
+    pub long_poll: LongPollConfig,
+    /// WebSocket behaviour.
+    #[serde(default)]
+    pub ws: WsConfig,
+    /// Where client → application messages go; absent: they are refused.
+    #[serde(default)]
+    pub client_messages: Option<ClientMessagesConfig>,
+    /// Client credentials: headers forwarded upstream and an optional auth sub-request.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Allowed `Origin`s (`scheme://host[:port]`, compared lower-case); empty: any origin.
+    #[serde(default, deserialize_with = "units::string_list")]
+    pub origins: Vec<String>,
+}
+
+/// The application's stream for one route.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http(s)://` URL (also `ws(s)://` for `kind: ws`) that may use the path's `{params}`.
+    pub url: UrlTemplate,
+    /// The upstream protocol.
+    #[serde(default)]
+    pub kind: UpstreamKind,
+    /// Extra CA certificate (PEM) trusted for a TLS upstream.
+    #[serde(default, deserialize_with = "units::opt_path")]
+    pub ca_file: Option<PathBuf>,
+    /// Time allowed to connect.
+    #[serde(
+        default = "d::upstream_connect_timeout",
+        deserialize_with = "units::duration"
+    )]
+    pub connect_timeout: Duration,
+    /// Reconnect backoff after the upstream fails or ends.
+    #[serde(default)]
+    pub reconnect: BackoffConfig,
+}
+
+/// Jittered exponential backoff bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// First delay; more than zero.
+    #[serde(deserialize_with = "units::duration")]
+    pub initial: Duration,
+    /// Largest delay; at least `initial`.
+    #[serde(deserialize_with = "units::duration")]
+    pub max: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: DEFAULT_RECONNECT_INITIAL,
+            max: DEFAULT_RECONNECT_MAX,
+        }
+    }
+}
+
+/// The per-stream resume buffer: bounded by count and by age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Most events kept; at least 1.
+    pub events: usize,
+    /// Oldest event kept; more than zero.
+    #[serde(deserialize_with = "units::duration")]
+    pub age: Duration,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        Self {
+            events: DEFAULT_BUFFER_EVENTS,
+            age: DEFAULT_BUFFER_AGE,
+        }
+    }
+}
+
+/// Long-poll behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LongPollConfig {
+    /// How long a request is held when there is nothing new; more than zero.
+    #[serde(deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    /// Most events in one response; at least 1.
+    pub max_batch: usize,
+    /// Answer `callback=` requests with JSONP (for very old browsers).
+    pub jsonp: bool,
+}
+
+impl Default for LongPollConfig {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_LONG_POLL_TIMEOUT,
+            max_batch: DEFAULT_LONG_POLL_MAX_BATCH,
+            jsonp: false,
+        }
+    }
+}
+
+/// WebSocket behaviour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// Text frame payload per event.
+    pub format: WsFormat,
+}
+
+/// WebSocket text frame payload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WsFormat {
+    /// `{"id":"…","event":"…","data":"…"}`.
+    #[default]
+    Envelope,
+    /// The event's data alone.
+    Data,
+}
+
+/// Client → application messages.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientMessagesConfig {
+    /// `http(s)://` URL each message is POSTed to (unless the upstream is a WebSocket).
+    #[serde(deserialize_with = "units::uri")]
+    pub forward: http::Uri,
+    /// Largest message accepted; at least 1.
+    #[serde(
+        default = "d::client_message_max_bytes",
+        deserialize_with = "units::size"
+    )]
+    pub max_bytes: usize,
+}
+
+/// Client credentials.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `http(s)://` URL asked (GET, with the forwarded headers) before a client subscribes; 2xx allows.
+    #[serde(deserialize_with = "units::opt_uri")]
+    pub check: Option<http::Uri>,
+    /// Client request headers passed to the upstream and the check (lower-cased header names).
+    #[serde(deserialize_with = "units::header_name_list")]
+    pub forward_headers: Vec<String>,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Simultaneous client connections; at least 1.
+    pub max_connections: usize,
+    /// Events a subscriber may fall behind before it is disconnected; at least 1.
+    pub client_queue: usize,
+    /// Largest upstream event accepted; at least 1.
+    #[serde(deserialize_with = "units::size")]
+    pub max_event_bytes: usize,
+    /// Time allowed for a client's TLS handshake and request head; more than zero.
+    #[serde(deserialize_with = "units::duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            client_queue: DEFAULT_CLIENT_QUEUE,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+/// Drain behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Time allowed for connections to finish after SIGTERM before exit.
+    #[serde(deserialize_with = "units::duration")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Tracing filter, e.g. `info` or `pushbridge=debug,info`.
+    #[serde(deserialize_with = "units::string")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: DEFAULT_LOG_LEVEL.to_owned(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Upstream sharing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// One upstream connection per (route, key) feeds every subscriber.
+    #[default]
+    Shared,
+    /// One upstream connection per client session, with the client's forwarded headers.
+    PerClient,
+}
+
+/// A client transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    /// WebSocket (RFC 6455, or RFC 8441 over HTTP/2).
+    Ws,
+    /// Server-Sent Events.
+    Sse,
+    /// JSON long-poll.
+    LongPoll,
+}
+
+/// The upstream protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamKind {
+    /// `text/event-stream`.
+    #[default]
+    Sse,
+    /// WebSocket, one event per text frame.
+    Ws,
+    /// Newline-delimited JSON over a streamed HTTP response.
+    Ndjson,
+    /// Repeated HTTP GETs.
+    Poll,
+}
+
+/// The YAML spelling of each enum value, for `Display`, logs and metrics labels.
+macro_rules! names {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The YAML spelling, e.g. for a metrics label.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),+ }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names!(TransportKind { Ws => "ws", Sse => "sse", LongPoll => "long-poll" });
+names!(Mode { Shared => "shared", PerClient => "per-client" });
+names!(UpstreamKind { Sse => "sse", Ws => "ws", Ndjson => "ndjson", Poll => "poll" });
+names!(WsFormat { Envelope => "envelope", Data => "data" });
+names!(LogFormat { Text => "text", Json => "json" });
+
+impl UpstreamConfig {
+    /// An upstream with every optional field at its default.
+    pub fn new(url: UrlTemplate) -> Self {
+        Self {
+            url,
+            kind: UpstreamKind::default(),
+            ca_file: None,
+            connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+            reconnect: BackoffConfig::default(),
+        }
+    }
+}
+
+impl StreamConfig {
+    /// A stream with every optional field at its default (name = the path), e.g. for the demo.
+    pub fn new(path: RoutePattern, upstream: UpstreamConfig) -> Self {
+        Self {
+            name: path.as_str().to_owned(),
+            path,
+            upstream,
+            mode: Mode::default(),
+            transports: DEFAULT_TRANSPORTS.to_vec(),
+            buffer: BufferConfig::default(),
+            heartbeat: DEFAULT_HEARTBEAT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            gap_event: DEFAULT_GAP_EVENT.to_owned(),
+            long_poll: LongPollConfig::default(),
+            ws: WsConfig::default(),
+            client_messages: None,
+            auth: None,
+            origins: Vec::new(),
+        }
+    }
+}
+
+/// `#[serde(default = "…")]` needs functions; each returns the named const above.
+mod d {
+    use super::*;
+
+    pub fn passthrough_connect_timeout() -> Duration {
+        DEFAULT_PASSTHROUGH_CONNECT_TIMEOUT
+    }
+    pub fn passthrough_response_timeout() -> Duration {
+        DEFAULT_PASSTHROUGH_RESPONSE_TIMEOUT
+    }
+    pub fn transports() -> Vec<TransportKind> {
+        DEFAULT_TRANSPORTS.to_vec()
+    }
+    pub fn heartbeat() -> Duration {
+        DEFAULT_HEARTBEAT
+    }
+    pub fn idle_timeout() -> Duration {
+        DEFAULT_IDLE_TIMEOUT
+    }
+    pub fn gap_event() -> String {
+        DEFAULT_GAP_EVENT.to_owned()
+    }
+    pub fn client_message_max_bytes() -> usize {
+        DEFAULT_CLIENT_MESSAGE_MAX_BYTES
+    }
+    pub fn upstream_connect_timeout() -> Duration {
+        DEFAULT_UPSTREAM_CONNECT_TIMEOUT
+    }
+}

@@ -1,0 +1,302 @@
+//! Rules serde cannot express: non-zero limits, unique stream names and paths, URL params that exist in the
+//! path, usable URLs, readable TLS files. Every rule reports into one list, so all problems come out at once,
+//! each located at the offending value through [`Spans`].
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::errors::Problem;
+use super::schema::{Config, StreamConfig, UpstreamKind};
+use super::spans::Spans;
+use super::units::clip;
+
+/// Paths under this prefix are served by pushbridge itself (the JS client).
+pub const RESERVED_PREFIX: &str = "/_pushbridge";
+
+/// Collects located problems.
+struct Report<'a> {
+    file: &'a str,
+    spans: &'a Spans,
+    problems: Vec<Problem>,
+}
+
+impl Report<'_> {
+    fn add(&mut self, path: &str, message: impl Into<String>) {
+        let at = self.spans.value(path);
+        self.problems
+            .push(Problem::at(self.file, at, path, message));
+    }
+
+    fn positive(&mut self, path: &str, value: Duration) {
+        if value.is_zero() {
+            self.add(path, "must be more than zero");
+        }
+    }
+
+    fn at_least_one(&mut self, path: &str, value: usize) {
+        if value == 0 {
+            self.add(path, "must be at least 1");
+        }
+    }
+
+    fn readable(&mut self, path: &str, file: &Path) {
+        if let Err(message) = check_readable(file) {
+            self.add(path, message);
+        }
+    }
+
+    fn url(&mut self, path: &str, uri: &http::Uri, schemes: &[&str]) {
+        if let Err(message) = check_url(uri, schemes) {
+            self.add(path, message);
+        }
+    }
+}
+
+/// Every problem with an already deserialized (and normalized) configuration, in file order.
+pub fn validate(config: &Config, file: &str, spans: &Spans) -> Vec<Problem> {
+    let mut report = Report {
+        file,
+        spans,
+        problems: Vec::new(),
+    };
+    listeners(config, &mut report);
+    if let Some(pass) = &config.passthrough {
+        report.url("passthrough.upstream", &pass.upstream, &["http", "https"]);
+        if pass.upstream.query().is_some() {
+            report.add("passthrough.upstream", "must not have a query");
+        }
+        report.positive("passthrough.connect_timeout", pass.connect_timeout);
+        report.positive("passthrough.response_timeout", pass.response_timeout);
+        if let Some(ca) = &pass.ca_file {
+            report.readable("passthrough.ca_file", ca);
+        }
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut shapes: HashMap<String, usize> = HashMap::new();
+    for (i, stream) in config.streams.iter().enumerate() {
+        let at = format!("streams[{i}]");
+        if let Some(&first) = names.get(stream.name.as_str()) {
+            report.add(
+                &format!("{at}.name"),
+                format!(
+                    "name {:?} is also used by streams[{first}]",
+                    clip(&stream.name)
+                ),
+            );
+        } else {
+            names.insert(&stream.name, i);
+        }
+        if let Some(&first) = shapes.get(&stream.path.shape()) {
+            let other = config.streams.get(first).map_or("", |s| s.path.as_str());
+            report.add(
+                &format!("{at}.path"),
+                format!("path matches the same requests as streams[{first}] ({other})"),
+            );
+        } else {
+            shapes.insert(stream.path.shape(), i);
+        }
+        stream_rules(stream, &at, &mut report);
+    }
+    let limits = &config.limits;
+    report.at_least_one("limits.max_connections", limits.max_connections);
+    report.at_least_one("limits.client_queue", limits.client_queue);
+    report.at_least_one("limits.max_event_bytes", limits.max_event_bytes);
+    report.positive("limits.handshake_timeout", limits.handshake_timeout);
+    if config.log.level.trim().is_empty() {
+        report.add("log.level", "must not be empty (e.g. \"info\")");
+    } else if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
+        report.add(
+            "log.level",
+            format!("invalid log filter {:?}: {e}", clip(&config.log.level)),
+        );
+    }
+    let mut problems = report.problems;
+    problems.sort_by_key(|p| (p.line, p.column));
+    problems
+}
+
+fn listeners(config: &Config, report: &mut Report<'_>) {
+    if config.listen.is_empty() {
+        report.add("listen", "at least one listener is required");
+    }
+    let mut seen = HashMap::new();
+    for (i, listen) in config.listen.iter().enumerate() {
+        // Port 0 asks the OS for a free port, so it never clashes.
+        if listen.address.port() != 0
+            && let Some(first) = seen.get(&listen.address)
+        {
+            report.add(
+                &format!("listen[{i}].address"),
+                format!("{} is also used by listen[{first}]", listen.address),
+            );
+        } else {
+            seen.insert(listen.address, i);
+        }
+        if let Some(tls) = &listen.tls {
+            report.readable(&format!("listen[{i}].tls.cert"), &tls.cert);
+            report.readable(&format!("listen[{i}].tls.key"), &tls.key);
+        }
+    }
+    if let Some(admin) = &config.admin
+        && admin.address.port() != 0
+        && let Some(first) = seen.get(&admin.address)
+    {
+        let message = format!("{} is also used by listen[{first}]", admin.address);
+        report.add("admin.address", message);
+    }
+}
+
+fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
+    let path = stream.path.as_str();
+    if path == RESERVED_PREFIX || path.starts_with(&format!("{RESERVED_PREFIX}/")) {
+        report.add(
+            &format!("{at}.path"),
+            format!("paths under {RESERVED_PREFIX}/ are reserved for pushbridge"),
+        );
+    }
+    upstream_rules(stream, at, report);
+    if stream.transports.is_empty() {
+        report.add(
+            &format!("{at}.transports"),
+            "at least one transport is required (ws, sse, long-poll)",
+        );
+    }
+    for (i, kind) in stream.transports.iter().enumerate() {
+        if stream.transports[..i].contains(kind) {
+            report.add(
+                &format!("{at}.transports[{i}]"),
+                format!("{kind} is listed twice"),
+            );
+        }
+    }
+    report.at_least_one(&format!("{at}.buffer.events"), stream.buffer.events);
+    report.positive(&format!("{at}.buffer.age"), stream.buffer.age);
+    report.positive(&format!("{at}.heartbeat"), stream.heartbeat);
+    if stream.gap_event.is_empty() || stream.gap_event.contains(['\r', '\n']) {
+        report.add(
+            &format!("{at}.gap_event"),
+            "must be a non-empty event name without line breaks",
+        );
+    }
+    report.positive(&format!("{at}.long_poll.timeout"), stream.long_poll.timeout);
+    report.at_least_one(
+        &format!("{at}.long_poll.max_batch"),
+        stream.long_poll.max_batch,
+    );
+    if let Some(messages) = &stream.client_messages {
+        report.url(
+            &format!("{at}.client_messages.forward"),
+            &messages.forward,
+            &["http", "https"],
+        );
+        report.at_least_one(
+            &format!("{at}.client_messages.max_bytes"),
+            messages.max_bytes,
+        );
+    }
+    if let Some(check) = stream.auth.as_ref().and_then(|auth| auth.check.as_ref()) {
+        report.url(&format!("{at}.auth.check"), check, &["http", "https"]);
+    }
+    for (i, origin) in stream.origins.iter().enumerate() {
+        if let Err(message) = check_origin(origin) {
+            report.add(&format!("{at}.origins[{i}]"), message);
+        }
+    }
+}
+
+fn upstream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
+    let upstream = &stream.upstream;
+    let url_at = format!("{at}.upstream.url");
+    let mut complete = true;
+    for name in upstream.url.params() {
+        if !stream.path.params().any(|p| p == name) {
+            complete = false;
+            report.add(
+                &url_at,
+                format!(
+                    "{{{name}}} is not a parameter of the path {}",
+                    stream.path.as_str()
+                ),
+            );
+        }
+    }
+    if complete {
+        let sample: Vec<(String, String)> = stream
+            .path
+            .params()
+            .map(|p| (p.to_owned(), "x".to_owned()))
+            .collect();
+        let schemes: &[&str] = match upstream.kind {
+            UpstreamKind::Ws => &["http", "https", "ws", "wss"],
+            _ => &["http", "https"],
+        };
+        match upstream.url.render(&sample) {
+            Ok(uri) => report.url(&url_at, &uri, schemes),
+            Err(message) => report.add(&url_at, message),
+        }
+    }
+    if let Some(ca) = &upstream.ca_file {
+        report.readable(&format!("{at}.upstream.ca_file"), ca);
+    }
+    report.positive(
+        &format!("{at}.upstream.connect_timeout"),
+        upstream.connect_timeout,
+    );
+    let backoff = &upstream.reconnect;
+    report.positive(&format!("{at}.upstream.reconnect.initial"), backoff.initial);
+    if backoff.max < backoff.initial {
+        report.add(
+            &format!("{at}.upstream.reconnect.max"),
+            "must be at least `initial`",
+        );
+    }
+}
+
+/// The file exists, is a regular file and can be opened for reading (its contents are the user's concern).
+fn check_readable(file: &Path) -> Result<(), String> {
+    let shown = file.display();
+    let meta = std::fs::metadata(file).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a file"));
+    }
+    std::fs::File::open(file)
+        .map(drop)
+        .map_err(|e| format!("cannot read {shown}: {e}"))
+}
+
+/// An absolute URL with one of `schemes` and a host.
+fn check_url(uri: &http::Uri, schemes: &[&str]) -> Result<(), String> {
+    let scheme = uri.scheme_str().unwrap_or("");
+    if !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+        return Err(format!(
+            "URL {:?} must start with {}://",
+            clip(&uri.to_string()),
+            schemes.join("://, ")
+        ));
+    }
+    match uri.host() {
+        Some(host) if !host.is_empty() => Ok(()),
+        _ => Err(format!("URL {:?} has no host", clip(&uri.to_string()))),
+    }
+}
+
+/// `scheme://host[:port]` as browsers send it in `Origin` (RFC 6454 §7); already lower-cased.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "invalid origin {:?}: expected scheme://host[:port], e.g. \"https://app.example.com\"",
+            clip(origin)
+        )
+    };
+    let uri: http::Uri = origin.parse().map_err(|_| bad())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let bare = uri
+        .path_and_query()
+        .is_none_or(|pq| pq.as_str().is_empty() || pq.as_str() == "/");
+    if scheme_ok && uri.host().is_some_and(|h| !h.is_empty()) && bare && !origin.contains('@') {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}

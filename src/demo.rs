@@ -1,0 +1,97 @@
+//! `pushbridge demo`: a self-contained tour. Starts an in-process ticker application (an SSE upstream plus the
+//! demo page), then the proxy on HTTPS (a self-signed certificate made at start) and HTTP in front of it.
+
+pub mod ticker;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::BoxError;
+use crate::config::Config;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Address to bind the demo's listeners to.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub bind: IpAddr,
+    /// HTTPS port (self-signed certificate).
+    #[arg(long, default_value_t = 8443)]
+    pub https_port: u16,
+    /// Plain HTTP port.
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    /// Admin port (/metrics, /healthz, /readyz).
+    #[arg(long, default_value_t = 9090)]
+    pub admin_port: u16,
+    /// Time between ticks.
+    #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
+    pub interval: Duration,
+}
+
+/// Runs the demo until Ctrl-C (or SIGTERM), then drains.
+pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
+    let app = ticker::start(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), args.interval).await?;
+    let dir = std::env::temp_dir().join(format!("pushbridge-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = crate::tls::self_signed(&["localhost", "127.0.0.1", "::1"])?;
+    std::fs::write(dir.join("demo.crt"), cert)?;
+    std::fs::write(dir.join("demo.key"), key)?;
+    let yaml = config_yaml(&args, app, &dir);
+    let config = Config::parse("<demo>", &yaml)?;
+    let mut signals = crate::shutdown::signals()?;
+    let running = crate::app::start(config).await.map_err(|error| -> BoxError {
+        format!("{error} (choose other ports with --https-port, --http-port and --admin-port)").into()
+    })?;
+    let host = match args.bind {
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    println!(
+        "\npushbridge demo is running (Ctrl-C to stop)\n\
+         \n  page (HTTPS, self-signed):  https://{host}:{https}/\
+         \n  page (HTTP):                http://{host}:{http}/\
+         \n  metrics:                    http://{host}:{admin}/metrics\
+         \n\nTry the stream from a terminal:\
+         \n  curl -N -H 'Accept: text/event-stream' http://{host}:{http}/events/demo\
+         \n  curl -kN -H 'Accept: text/event-stream' https://{host}:{https}/events/demo\
+         \n  curl --http2-prior-knowledge -N -H 'Accept: text/event-stream' http://{host}:{http}/events/demo\n",
+        https = args.https_port,
+        http = args.http_port,
+        admin = args.admin_port,
+    );
+    while let Some(signal) = signals.recv().await {
+        if signal == crate::shutdown::Signal::Drain {
+            break;
+        }
+    }
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn config_yaml(args: &DemoArgs, app: SocketAddr, dir: &std::path::Path) -> String {
+    let https = SocketAddr::new(args.bind, args.https_port);
+    let http = SocketAddr::new(args.bind, args.http_port);
+    let admin = SocketAddr::new(args.bind, args.admin_port);
+    let cert = dir.join("demo.crt");
+    let key = dir.join("demo.key");
+    format!(
+        r#"
+listen:
+  - address: "{https}"
+    tls: {{ cert: "{cert}", key: "{key}" }}
+  - address: "{http}"
+admin: {{ address: "{admin}" }}
+passthrough: {{ upstream: "http://{app}" }}
+streams:
+  - name: demo
+    path: /events/{{channel}}
+    upstream: {{ url: "http://{app}/internal/events/{{channel}}", kind: sse }}
+    buffer: {{ events: 100, age: 5m }}
+    heartbeat: 15s
+shutdown: {{ grace: 5s }}
+"#,
+        cert = cert.display(),
+        key = key.display(),
+    )
+}

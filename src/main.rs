@@ -1,0 +1,99 @@
+//! The `pushbridge` command line: `run`, `check`, `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pushbridge::config::{Config, LogConfig, LogFormat};
+
+/// Exit code for a bad configuration (EX_USAGE-style, BSD sysexits `EX_DATAERR` family).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "pushbridge", version, about = "Push-protocol converting reverse-proxy sidecar")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a configuration file.
+    Run {
+        /// The YAML configuration file.
+        #[arg(short, long, env = "PUSHBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: prints every problem as FILE:LINE:COL: field: message.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// A self-contained demo: a ticker upstream, the proxy on HTTPS and HTTP, and a live page.
+    Demo(pushbridge::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config: path } => {
+            let config = match Config::load(&path) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            init_logging(&config.log);
+            runtime(|| pushbridge::app::run(path, config))
+        }
+        Command::Demo(args) => {
+            init_logging(&LogConfig { format: LogFormat::Text, level: "info".into() });
+            runtime(|| pushbridge::demo::run(args))
+        }
+    }
+}
+
+fn runtime<F, Fut>(main: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), pushbridge::BoxError>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pushbridge: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pushbridge: {}", pushbridge::error::chain(&*error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `RUST_LOG` overrides `log.level`.
+fn init_logging(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

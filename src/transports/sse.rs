@@ -1,0 +1,103 @@
+//! SSE client transport (WHATWG HTML §9.2): `text/event-stream` with an immediate first flush (a comment and
+//! `retry:`, so clients see the stream is live), heartbeat comments, resume from `Last-Event-ID`, the gap event,
+//! and a clean end on drain or when the client falls behind (the browser reconnects with `Last-Event-ID`).
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::{OpenGauge, StreamContext};
+use crate::hub::{Next, Resume, Subscription};
+use crate::{Body, BoxError};
+
+/// How long a browser waits before reconnecting after the stream ends.
+pub const RETRY_MS: u64 = 2000;
+/// Most events taken from the ring per wake-up.
+const BATCH: usize = 64;
+
+/// Serves one SSE client. `last_event_id` comes from the `Last-Event-ID` header (or the query).
+pub fn serve(ctx: StreamContext, last_event_id: Option<&str>) -> http::Response<Body> {
+    let resume = last_event_id.map_or(Resume::Live, Resume::After);
+    let subscription = ctx.subscribe(resume, "sse");
+    let heartbeat = ctx.route.config.heartbeat;
+    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut preamble = crate::sse::encode_comment("pushbridge").to_vec();
+    preamble.extend_from_slice(&crate::sse::encode_retry(RETRY_MS));
+    let state = State {
+        _gauge: OpenGauge::new(&ctx.metrics, "sse", ctx.http_version),
+        gap_event: ctx.route.config.gap_event.clone(),
+        pending: VecDeque::from([Bytes::from(preamble)]),
+        subscription,
+        ticker,
+        ctx,
+        done: false,
+    };
+    let body = StreamBody::new(stream::unfold(state, next_frame)).boxed_unsync();
+    let mut response = http::Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+struct State {
+    ctx: StreamContext,
+    subscription: Subscription,
+    ticker: Interval,
+    pending: VecDeque<Bytes>,
+    gap_event: String,
+    _gauge: OpenGauge,
+    done: bool,
+}
+
+async fn next_frame(mut state: State) -> Option<(Result<Frame<Bytes>, BoxError>, State)> {
+    loop {
+        if let Some(bytes) = state.pending.pop_front() {
+            return Some((Ok(Frame::data(bytes)), state));
+        }
+        if state.done {
+            return None;
+        }
+        let next = tokio::select! {
+            biased;
+            () = state.ctx.drain.cancelled() => Next::Closed,
+            // A kicked connection is being dropped; the sweeper counted it.
+            () = state.ctx.kick.cancelled() => Next::Closed,
+            next = state.subscription.next(BATCH) => next,
+            _ = state.ticker.tick() => {
+                state.pending.push_back(crate::sse::encode_comment(""));
+                continue;
+            }
+        };
+        match next {
+            Next::Events(events) => {
+                state.ticker.reset();
+                for event in &events {
+                    state.pending.push_back(event.sse_frame());
+                    state.ctx.metrics.delivered("sse", event);
+                }
+            }
+            Next::Gap { last_event_id } => state.pending.push_back(gap_frame(&state.gap_event, &last_event_id)),
+            Next::Lagged => {
+                state.ctx.metrics.slow_consumers.with_label_values(&["sse"]).inc();
+                tracing::debug!(stream = %state.ctx.key, "SSE subscriber fell behind: ending its stream");
+                state.done = true;
+            }
+            Next::Closed => state.done = true,
+        }
+    }
+}
+
+/// The gap notice: an event named by `gap_event` whose data names the id that could not be resumed from. It has no
+/// `id:` line, so the client's last event id is unchanged by it.
+pub fn gap_frame(gap_event: &str, last_event_id: &str) -> Bytes {
+    let data = serde_json::json!({ "last_event_id": last_event_id }).to_string();
+    crate::sse::encode_event(None, Some(gap_event), &data)
+}

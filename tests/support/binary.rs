@@ -1,0 +1,106 @@
+//! Runs the real `pushbridge` binary with a config file and finds its bound addresses from its JSON log.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct Binary {
+    pub child: Child,
+    pub listen: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    /// Every later log line.
+    pub log: mpsc::Receiver<String>,
+}
+
+/// Starts `pushbridge run -c <dir>/config.yaml` with `yaml` (which should set `log: {format: json}`).
+pub fn start(dir: &Path, yaml: &str, listeners: usize, admin: bool) -> Binary {
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pushbridge"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pushbridge");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut listen = Vec::new();
+    let mut admin_addr = None;
+    while listen.len() < listeners || (admin && admin_addr.is_none()) {
+        let line = rx.recv_timeout(Duration::from_secs(20)).expect("pushbridge start-up log");
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let fields = &value["fields"];
+        let address = fields["address"].as_str().and_then(|a| a.parse().ok());
+        match (fields["message"].as_str(), address) {
+            (Some("Listening"), Some(address)) => listen.push(address),
+            (Some("Admin listening"), Some(address)) => admin_addr = Some(address),
+            _ => {}
+        }
+    }
+    Binary { child, listen, admin: admin_addr, log: rx }
+}
+
+impl Binary {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Waits (blocking) for a log line containing `needle`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(error) => panic!("no log line with {needle:?} within {limit:?}: {error}"),
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (up to `limit`); returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "pushbridge did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
