@@ -1,8 +1,10 @@
 //! Wiring: builds the listeners, the admin listener, the hub and the routes (with their upstream starters) from a
 //! [`Config`], and owns drain.
 
+pub mod reload;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -17,9 +19,10 @@ use crate::error::StartError;
 use crate::hub::{Hub, Settings, StartUpstream, Stream};
 use crate::listener::{self, Shared};
 use crate::metrics::Metrics;
-use crate::pt_shim::Passthrough;
+use crate::passthrough::Passthrough;
 use crate::server::{Route, Router};
 use crate::shutdown::Drain;
+use crate::transports::messages::Forwarder;
 use crate::tls::ServerTls;
 use crate::upstream::{self, Backoff, UpstreamSpec};
 
@@ -33,6 +36,10 @@ pub struct Running {
     metrics: Arc<Metrics>,
     router: Arc<ArcSwap<Router>>,
     grace: Duration,
+    /// The config in force (for reload diffs).
+    config: Mutex<Config>,
+    /// Every TLS listener's certificate (for reload).
+    tls: Vec<Arc<ServerTls>>,
 }
 
 /// Binds every listener and starts serving.
@@ -45,11 +52,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     // Load every certificate and bind every address before serving anything: a bad one fails the start.
     let mut bound = Vec::new();
+    let mut tls_all = Vec::new();
     for listen in &config.listen {
         let tls = match &listen.tls {
             Some(files) => Some(Arc::new(ServerTls::load(&files.cert, &files.key)?)),
             None => None,
         };
+        tls_all.extend(tls.clone());
         bound.push((bind(listen.address).await?, tls));
     }
     let admin = match &config.admin {
@@ -81,7 +90,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         None => None,
     };
-    Ok(Running { listen_addrs, admin_addr, drain, connections: shared.connections, hub, metrics, router, grace: config.shutdown.grace })
+    Ok(Running {
+        listen_addrs,
+        admin_addr,
+        drain,
+        connections: shared.connections,
+        hub,
+        metrics,
+        router,
+        grace: config.shutdown.grace,
+        config: Mutex::new(config),
+        tls: tls_all,
+    })
 }
 
 fn listen_addrs_hint(tcp: &TcpListener) -> SocketAddr {
@@ -105,7 +125,7 @@ pub fn build_router(config: &Config, hub: &Arc<Hub>, metrics: &Arc<Metrics>, dra
     Ok(Router { routes, passthrough, hub: hub.clone(), metrics: metrics.clone(), drain: drain.token() })
 }
 
-fn build_route(config: &Config, stream: &crate::config::StreamConfig, metrics: &Arc<Metrics>) -> Result<Route, StartError> {
+pub(crate) fn build_route(config: &Config, stream: &crate::config::StreamConfig, metrics: &Arc<Metrics>) -> Result<Route, StartError> {
     let upstream = &stream.upstream;
     let route_error = |message: String| StartError::Route { route: stream.name.clone(), message };
     let client = upstream::http_client::<Empty<Bytes>>(upstream.ca_file.as_deref(), upstream.connect_timeout)?;
@@ -142,7 +162,11 @@ fn build_route(config: &Config, stream: &crate::config::StreamConfig, metrics: &
         client_queue: config.limits.client_queue,
         idle_timeout: stream.idle_timeout,
     };
-    Ok(Route { name, config: stream.clone(), settings, start })
+    let messages = match &stream.client_messages {
+        Some(cfg) => Some(Forwarder::new(cfg)?),
+        None => None,
+    };
+    Ok(Route { name, config: stream.clone(), settings, start, messages })
 }
 
 impl Running {
@@ -184,16 +208,27 @@ impl Running {
     }
 }
 
-/// `pushbridge run`: serve until SIGTERM/SIGINT, then drain. SIGHUP reloads (when supported).
+/// `pushbridge run`: serve until SIGTERM/SIGINT, then drain. SIGHUP or a changed config file reloads; changed
+/// certificate files are reloaded.
 pub async fn run(path: std::path::PathBuf, config: Config) -> Result<(), crate::BoxError> {
+    use crate::shutdown::Signal;
     let mut signals = crate::shutdown::signals()?;
     let running = start(config).await?;
-    while let Some(signal) = signals.recv().await {
-        match signal {
-            crate::shutdown::Signal::Drain => break,
-            crate::shutdown::Signal::Reload => {
-                tracing::warn!(config = %path.display(), "Reload requested: not supported yet, ignoring")
-            }
+    let mut changes = reload::watch(path.clone(), running.tls_files());
+    loop {
+        tokio::select! {
+            signal = signals.recv() => match signal {
+                Some(Signal::Reload) => {
+                    running.reload_from(&path);
+                }
+                Some(Signal::Drain) | None => break,
+            },
+            Some(change) = changes.recv() => match change {
+                reload::Change::Config => {
+                    running.reload_from(&path);
+                }
+                reload::Change::Certificates => running.reload_certificates(),
+            },
         }
     }
     running.shutdown().await;

@@ -8,7 +8,7 @@
 //! - [`hub`]: live streams: ids, ring buffer, fan-out, resume, idle teardown.
 //! - [`negotiate`]: request + route policy → client transport (pure).
 //! - [`transports`]: one client transport per file (SSE, WebSocket, long-poll).
-//! - [`passthrough`]: plain reverse proxy for every other request.
+//! - [`passthrough`]: plain reverse proxy for every other request; [`auth`]: Origin, CORS, forwarded headers.
 //! - [`server`]: per-request routing; [`listener`]: accept loop and TLS handshake; [`tls`]: rustls set-up.
 //! - [`config`]: YAML schema, defaults, load and validation; [`app`]: wiring and drain; [`shutdown`]: signals.
 //! - [`metrics`], [`admin`]: Prometheus registry and the admin listener; [`error`]: boundary error types.
@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -44,22 +45,4 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 /// A complete body from bytes.
 pub fn full_body(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
-}
-#[doc(hidden)]
-pub mod pt_shim {
-    #[derive(Clone)]
-    pub struct Passthrough;
-    impl Passthrough {
-        pub fn new(_: &crate::config::PassthroughConfig) -> Result<Passthrough, crate::BoxError> {
-            Ok(Passthrough)
-        }
-        pub async fn handle(
-            &self,
-            _: http::Request<hyper::body::Incoming>,
-            _: std::net::SocketAddr,
-            _: &'static str,
-        ) -> http::Response<crate::Body> {
-            http::Response::new(crate::full_body(""))
-        }
-    }
 }

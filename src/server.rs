@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
@@ -13,8 +13,10 @@ use crate::config::{StreamConfig, TransportKind};
 use crate::hub::{Hub, Settings, StartUpstream, StreamKey};
 use crate::metrics::Metrics;
 use crate::negotiate::{self, Decision, Facts};
-use crate::pt_shim::Passthrough;
+use crate::passthrough::Passthrough;
+use crate::transports::messages::{Forwarder, MessageError};
 use crate::transports::{self, StreamContext};
+use crate::auth;
 use crate::{Body, full_body};
 
 /// Header naming the transport chosen for a stream response.
@@ -27,6 +29,8 @@ pub struct Route {
     pub settings: Settings,
     /// Starts the upstream of a new stream of this route.
     pub start: StartUpstream,
+    /// Delivers client → application messages, when `client_messages` is configured.
+    pub messages: Option<Forwarder>,
 }
 
 /// Everything a request needs; swapped whole on reload.
@@ -48,13 +52,24 @@ pub struct ConnInfo {
     pub kick: CancellationToken,
 }
 
+/// Where the browser client is served.
+pub const CLIENT_JS_PATH: &str = "/_pushbridge/client.js";
+const CLIENT_JS: &str = include_str!("client/pushbridge.js");
+
 /// Serves one request.
 pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
     let path = req.uri().path();
+    if path == CLIENT_JS_PATH && (req.method() == Method::GET || req.method() == Method::HEAD) {
+        let mut response = Response::new(full_body(CLIENT_JS));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/javascript; charset=utf-8"));
+        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+        return response;
+    }
     for route in &router.routes {
         if let Some(params) = route.config.path.matches(path) {
             let route = route.clone();
-            return stream(&router, route, params, req, conn);
+            return stream(&router, route, params, req, conn).await;
         }
     }
     match &router.passthrough {
@@ -63,20 +78,41 @@ pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo)
     }
 }
 
-fn stream(
+async fn stream(
     router: &Router,
     route: Arc<Route>,
     params: Vec<(String, String)>,
     req: Request<Incoming>,
     conn: ConnInfo,
 ) -> Response<Body> {
+    if !auth::origin_allowed(&route.config, req.headers()) {
+        return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
+    let key = StreamKey { route: route.name.clone(), params, session: None };
+    let request_headers = match *req.method() {
+        Method::OPTIONS | Method::POST => req.headers().clone(),
+        _ => return read(router, route, key, req, conn).await,
+    };
+    let mut response = match *req.method() {
+        Method::OPTIONS => {
+            let mut response = plain(StatusCode::NO_CONTENT, "");
+            auth::add_preflight(response.headers_mut());
+            response
+        }
+        _ => client_message(router, &route, &key, req).await,
+    };
+    auth::add_cors(&route.config, &request_headers, response.headers_mut());
+    response
+}
+
+/// Serves a reader: negotiate, then the chosen transport.
+async fn read(router: &Router, route: Arc<Route>, key: StreamKey, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
     let protocol = req.extensions().get::<hyper::ext::Protocol>().map(|p| p.as_str().to_owned());
-    let query = req.uri().query();
-    let facts = Facts::of(req.method(), req.version(), req.headers(), query, protocol.as_deref());
-    let is_read = req.method() == http::Method::GET || facts.websocket;
-    if !is_read {
+    let query = req.uri().query().map(str::to_owned);
+    let facts = Facts::of(req.method(), req.version(), req.headers(), query.as_deref(), protocol.as_deref());
+    if req.method() != Method::GET && !facts.websocket {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on a stream route\n");
-        response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET"));
+        response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
         return response;
     }
     let (transport, downgraded_from) = match negotiate::decide(&facts, &route.config.transports) {
@@ -93,9 +129,10 @@ fn stream(
         router.metrics.downgrades.with_label_values(&[from.as_str(), transport.as_str()]).inc();
     }
     let last_event_id = last_event_id(&req);
+    let request_headers = req.headers().clone();
     let ctx = StreamContext {
-        key: StreamKey { route: route.name.clone(), params, session: None },
-        route,
+        key,
+        route: route.clone(),
         hub: router.hub.clone(),
         metrics: router.metrics.clone(),
         drain: router.drain.clone(),
@@ -103,13 +140,63 @@ fn stream(
         http_version: if req.version() == http::Version::HTTP_2 { "http2" } else { "http1" },
     };
     let mut response = match transport {
-        TransportKind::Sse => transports::sse::serve(ctx, last_event_id.as_deref()),
-        TransportKind::Ws | TransportKind::LongPoll => {
-            plain(StatusCode::NOT_IMPLEMENTED, "transport not implemented yet\n")
+        TransportKind::Sse => {
+            let announce = query.as_deref().and_then(|q| negotiate::query_param(q, "open")).is_some_and(|v| v == "1");
+            transports::sse::serve(ctx, last_event_id.as_deref(), announce)
         }
+        TransportKind::Ws => transports::ws::serve(ctx, req, last_event_id),
+        TransportKind::LongPoll => transports::longpoll::serve(ctx, query, last_event_id).await,
     };
     response.headers_mut().insert(TRANSPORT_HEADER, HeaderValue::from_static(transport.as_str()));
+    auth::add_cors(&route.config, &request_headers, response.headers_mut());
     response
+}
+
+/// A `POST` to the stream path: a client → application message (SSE and long-poll clients).
+async fn client_message(router: &Router, route: &Route, key: &StreamKey, req: Request<Incoming>) -> Response<Body> {
+    let Some(forwarder) = &route.messages else {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "client messages are not enabled on this route\n");
+        response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET, OPTIONS"));
+        router.metrics.client_messages.with_label_values(&["refused"]).inc();
+        return response;
+    };
+    let forwarded = auth::forwarded_headers(&route.config, req.headers());
+    let content_type = req.headers().get(CONTENT_TYPE).cloned();
+    let transport = req
+        .uri()
+        .query()
+        .and_then(|q| negotiate::query_param(q, "transport"))
+        .and_then(|t| negotiate::transport_named(&t))
+        .map_or("http", |t| t.as_str());
+    let limited = http_body_util::Limited::new(req.into_body(), forwarder.max_bytes());
+    let body = match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            router.metrics.client_messages.with_label_values(&["error"]).inc();
+            return if error.is::<http_body_util::LengthLimitError>() {
+                plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large\n")
+            } else {
+                plain(StatusCode::BAD_REQUEST, "message body could not be read\n")
+            };
+        }
+    };
+    match forwarder.forward(key, transport, forwarded, content_type, body).await {
+        Ok(status) => {
+            router.metrics.client_messages.with_label_values(&["ok"]).inc();
+            let mut response = Response::new(full_body(""));
+            *response.status_mut() = status;
+            response
+        }
+        Err(error) => {
+            router.metrics.client_messages.with_label_values(&["error"]).inc();
+            tracing::warn!(%error, stream = %key, "Client message not delivered");
+            match error {
+                MessageError::TooLarge { .. } => plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large\n"),
+                MessageError::Timeout(_) => plain(StatusCode::GATEWAY_TIMEOUT, "application timed out\n"),
+                MessageError::Unreachable(_) => plain(StatusCode::BAD_GATEWAY, "application unreachable\n"),
+            }
+        }
+    }
 }
 
 /// The client's resume position: the `Last-Event-ID` header, else the `last_event_id` query parameter.

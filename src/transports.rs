@@ -1,7 +1,10 @@
 //! Client transports: one file per transport, each the same shape — a negotiated request and its stream context
 //! in, a response (or an upgraded session) out. This file holds only the shared context and the dispatch.
 
+pub mod longpoll;
+pub mod messages;
 pub mod sse;
+pub mod ws;
 
 use std::sync::Arc;
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Empty, channel::Channel};
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -47,7 +48,9 @@ async fn serve(cfg: PassthroughConfig) -> SocketAddr {
             });
             tokio::spawn(async move {
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -120,18 +123,29 @@ where
     B::Error: Into<BoxError>,
 {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    tokio::time::timeout(WAIT, sender.send_request(req)).await.unwrap().unwrap()
+    tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 async fn body_json(resp: Response<Incoming>) -> Value {
-    let body = tokio::time::timeout(WAIT, resp.into_body().collect()).await.unwrap().unwrap();
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap();
     serde_json::from_slice(&body.to_bytes()).unwrap()
 }
 
 async fn body_text(resp: Response<Incoming>) -> String {
-    let body = tokio::time::timeout(WAIT, resp.into_body().collect()).await.unwrap().unwrap();
+    let body = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap();
     String::from_utf8(body.to_bytes().to_vec()).unwrap()
 }
 
@@ -140,7 +154,10 @@ async fn raw(addr: SocketAddr, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
     String::from_utf8_lossy(&response).into_owned()
 }
 
@@ -175,15 +192,26 @@ async fn post_bodies_stream_both_ways() {
     })
     .await;
     let proxy = serve(config(&format!("http://{up}"))).await;
-    let (mut tx, body) = Channel::<Bytes, Infallible>::new(1);
-    let req = Request::post("/echo").header("host", "app.example").body(body).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
+    }));
+    let req = Request::post("/echo")
+        .header("host", "app.example")
+        .body(body)
+        .unwrap();
     let resp = send(proxy, req).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let mut resp_body = resp.into_body();
     for chunk in ["first chunk", "second chunk"] {
-        tx.send_data(Bytes::from(chunk)).await.unwrap();
+        tx.send(Bytes::from(chunk)).await.unwrap();
         // `tx` is still open: the request body is not complete, yet its echo has arrived.
-        let frame = tokio::time::timeout(WAIT, resp_body.frame()).await.unwrap().unwrap().unwrap();
+        let frame = tokio::time::timeout(WAIT, resp_body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(frame.into_data().unwrap(), chunk);
     }
     drop(tx);
@@ -225,20 +253,40 @@ async fn hop_by_hop_headers_dropped_both_ways() {
         .unwrap();
     let resp = send(proxy, req).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    for name in ["x-resp-secret", "keep-alive", "proxy-connection", "proxy-authenticate", "trailer", "upgrade"] {
+    for name in [
+        "x-resp-secret",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "trailer",
+        "upgrade",
+    ] {
         assert!(!resp.headers().contains_key(name), "client saw {name}");
     }
     assert!(
-        resp.headers().get("connection").is_none_or(|v| v != "x-resp-secret"),
+        resp.headers()
+            .get("connection")
+            .is_none_or(|v| v != "x-resp-secret"),
         "client saw the upstream's Connection"
     );
     assert_eq!(resp.headers()["x-upstream"], "yes");
     let got = body_json(resp).await;
-    for name in ["x-secret", "keep-alive", "upgrade", "te", "proxy-authorization", "proxy-connection"] {
+    for name in [
+        "x-secret",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "proxy-authorization",
+        "proxy-connection",
+    ] {
         assert!(seen(&got, name).is_empty(), "upstream saw {name}");
     }
     // hyper's client may add its own `connection: keep-alive`, never the client's value.
-    assert!(!seen(&got, "connection").iter().any(|v| v.contains("x-secret")));
+    assert!(
+        !seen(&got, "connection")
+            .iter()
+            .any(|v| v.contains("x-secret"))
+    );
     assert_eq!(seen(&got, "x-kept"), ["yes"]);
 }
 
@@ -260,20 +308,37 @@ async fn x_forwarded_headers_set_and_appended() {
     assert_eq!(seen(&got, "x-forwarded-host"), ["app.example:8080"]);
     assert_eq!(seen(&got, "host"), ["app.example:8080"]);
 
-    let req = Request::get("/fwd").header("host", "app.example").body(Empty::<Bytes>::new()).unwrap();
+    let req = Request::get("/fwd")
+        .header("host", "app.example")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     let got = body_json(send(proxy, req).await).await;
     assert_eq!(seen(&got, "x-forwarded-for"), ["127.0.0.1"]);
 }
 
 #[tokio::test]
 async fn upstream_refused_is_502() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let proxy = serve(config(&format!("http://{closed}"))).await;
-    let req = Request::get("/x").header("host", "app.example").body(Empty::<Bytes>::new()).unwrap();
+    let req = Request::get("/x")
+        .header("host", "app.example")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     let resp = send(proxy, req).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
-    assert_eq!(body_text(resp).await, "bad gateway: upstream refused connection\n");
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(
+        body_text(resp).await,
+        "bad gateway: upstream refused connection\n"
+    );
 }
 
 #[tokio::test]
@@ -293,13 +358,24 @@ async fn silent_upstream_is_504_after_response_timeout() {
     cfg.response_timeout = Duration::from_millis(300);
     let proxy = serve(cfg).await;
     let started = Instant::now();
-    let req = Request::get("/slow").header("host", "app.example").body(Empty::<Bytes>::new()).unwrap();
+    let req = Request::get("/slow")
+        .header("host", "app.example")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     let resp = send(proxy, req).await;
     let waited = started.elapsed();
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
-    assert!(waited >= Duration::from_millis(300), "answered after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "answered after {waited:?}"
+    );
     assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     assert!(body_text(resp).await.starts_with("gateway timeout:"));
 }
 
@@ -325,7 +401,10 @@ async fn connect_is_405() {
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 405 "), "{response}");
-    assert!(response.to_ascii_lowercase().contains("\r\nallow: "), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("\r\nallow: "),
+        "{response}"
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
 
@@ -339,7 +418,10 @@ async fn absolute_form_is_400() {
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
-    assert!(response.ends_with("bad request: absolute-form request target\n"), "{response}");
+    assert!(
+        response.ends_with("bad request: absolute-form request target\n"),
+        "{response}"
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
 
@@ -348,16 +430,20 @@ async fn h2c_request_forwarded_as_http11_with_host_from_authority() {
     let up = upstream(describe).await;
     let proxy = serve(config(&format!("http://{up}"))).await;
     let stream = TcpStream::connect(proxy).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = Request::post("http://h2.example:8443/h2/path?q=1")
         .version(Version::HTTP_2)
         .header("x-custom", "h2")
         .body(full_body("h2 body"))
         .unwrap();
-    let resp = tokio::time::timeout(WAIT, sender.send_request(req)).await.unwrap().unwrap();
+    let resp = tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.version(), Version::HTTP_2);
     assert_eq!(resp.headers()["x-upstream"], "yes");

@@ -113,7 +113,11 @@ mod tests {
 
     #[test]
     fn ignores_bad_connection_tokens() {
-        let mut headers = map(&[("connection", "bad token, ,x-a"), ("x-a", "1"), ("x-b", "2")]);
+        let mut headers = map(&[
+            ("connection", "bad token, ,x-a"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+        ]);
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-b"));
@@ -127,8 +131,16 @@ mod tests {
             ("x-forwarded-proto", "ftp"),
         ]);
         let host = HeaderValue::from_static("app.example:8443");
-        set_forwarded(&mut headers, "10.0.0.9".parse().unwrap(), "https", Some(host));
-        assert_eq!(headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9");
+        set_forwarded(
+            &mut headers,
+            "10.0.0.9".parse().unwrap(),
+            "https",
+            Some(host),
+        );
+        assert_eq!(
+            headers["x-forwarded-for"],
+            "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9"
+        );
         assert_eq!(headers.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["x-forwarded-host"], "app.example:8443");
@@ -138,7 +150,12 @@ mod tests {
     #[test]
     fn forwarded_fresh_and_mapped_v6() {
         let mut headers = map(&[("x-forwarded-host", "spoofed")]);
-        set_forwarded(&mut headers, "::ffff:192.0.2.7".parse().unwrap(), "http", None);
+        set_forwarded(
+            &mut headers,
+            "::ffff:192.0.2.7".parse().unwrap(),
+            "http",
+            None,
+        );
         assert_eq!(headers["x-forwarded-for"], "192.0.2.7");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert!(!headers.contains_key("x-forwarded-host"));

@@ -20,8 +20,13 @@ pub const RETRY_MS: u64 = 2000;
 /// Most events taken from the ring per wake-up.
 const BATCH: usize = 64;
 
-/// Serves one SSE client. `last_event_id` comes from the `Last-Event-ID` header (or the query).
-pub fn serve(ctx: StreamContext, last_event_id: Option<&str>) -> http::Response<Body> {
+/// The event that `?open=1` asks for at the start of the stream: a visible sign (EventSource does not show
+/// comments) that the stream is not being held back by a buffering proxy.
+pub const OPEN_EVENT: &str = "pushbridge-open";
+
+/// Serves one SSE client. `last_event_id` comes from the `Last-Event-ID` header (or the query); `announce_open`
+/// adds the [`OPEN_EVENT`] to the first flush.
+pub fn serve(ctx: StreamContext, last_event_id: Option<&str>, announce_open: bool) -> http::Response<Body> {
     let resume = last_event_id.map_or(Resume::Live, Resume::After);
     let subscription = ctx.subscribe(resume, "sse");
     let heartbeat = ctx.route.config.heartbeat;
@@ -29,6 +34,9 @@ pub fn serve(ctx: StreamContext, last_event_id: Option<&str>) -> http::Response<
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut preamble = crate::sse::encode_comment("pushbridge").to_vec();
     preamble.extend_from_slice(&crate::sse::encode_retry(RETRY_MS));
+    if announce_open {
+        preamble.extend_from_slice(&crate::sse::encode_event(None, Some(OPEN_EVENT), "{}"));
+    }
     let state = State {
         _gauge: OpenGauge::new(&ctx.metrics, "sse", ctx.http_version),
         gap_event: ctx.route.config.gap_event.clone(),

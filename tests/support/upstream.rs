@@ -125,12 +125,14 @@ fn spawn_server(listener: TcpListener, state: Arc<State>, stop: CancellationToke
 
 fn respond(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
     let last = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    state.last_event_ids.lock().unwrap().push(last.clone());
-    state.connections.send_modify(|c| *c += 1);
+    // The start position is fixed before the connection is announced, so a test that waits for the connection
+    // and then publishes never races it.
     let start = match last.as_deref().and_then(|l| l.parse::<usize>().ok()) {
         Some(last) => last,
         None => *state.len.borrow(),
     };
+    state.last_event_ids.lock().unwrap().push(last.clone());
+    state.connections.send_modify(|c| *c += 1);
     let rx = state.len.subscribe();
     let body = stream::unfold((start, rx, state), |(mut next, mut rx, state)| async move {
         loop {

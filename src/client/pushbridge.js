@@ -1,0 +1,1 @@
+/* pushbridge browser client (in progress) */

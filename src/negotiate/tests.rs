@@ -1,0 +1,1 @@
+//! Table-driven negotiation cases (filled in with issue 3).

@@ -1,0 +1,144 @@
+//! Long-poll client transport (DESIGN §4): a `GET` after a cursor (`last_event_id`) is answered at once with the
+//! events newer than it (up to `long_poll.max_batch`), or held until one arrives or `long_poll.timeout` passes.
+//!
+//! A held poll is a subscription (a cursor into the shared ring) and a timer; it is dropped as soon as the poll is
+//! answered, so between polls a client costs nothing. The answer's `last_event_id` is the client's next cursor:
+//! the last event sent; with none, the cursor given; with no cursor, the newest id the stream held when the poll
+//! arrived (`""` if it held none: the next poll without a cursor then starts live).
+
+mod wire;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::{OpenGauge, StreamContext};
+use crate::config::LongPollConfig;
+use crate::event::Event;
+use crate::hub::{Next, Resume, Subscription};
+use crate::{Body, full_body};
+
+/// Metrics label and slow-consumer label of this transport.
+const TRANSPORT: &str = "long-poll";
+
+/// Answers one poll. `query` is the request's query string (for `callback=`); `last_event_id` is the cursor (the
+/// `last_event_id` query parameter or the `Last-Event-ID` header).
+pub async fn serve(
+    ctx: StreamContext,
+    query: Option<String>,
+    last_event_id: Option<String>,
+) -> Response<Body> {
+    let config = ctx.route.config.long_poll;
+    let callback = match callback(query.as_deref(), config.jsonp) {
+        Ok(callback) => callback,
+        Err(reason) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(reason.as_bytes()),
+            );
+        }
+    };
+    let gauge = OpenGauge::new(&ctx.metrics, TRANSPORT, ctx.http_version);
+    // Read before subscribing: a cursor at or before the subscription's start, so nothing is skipped.
+    let newest_before = ctx.hub.get(&ctx.key).and_then(|stream| stream.newest_id());
+    let resume = last_event_id.as_deref().map_or(Resume::Live, Resume::After);
+    let mut subscription = ctx.subscribe(resume, TRANSPORT);
+    let (events, gap) = collect(&ctx, &mut subscription, &config).await;
+    drop(subscription);
+    drop(gauge);
+    for event in &events {
+        ctx.metrics.delivered(TRANSPORT, event);
+    }
+    let cursor = match (events.last(), &last_event_id, &newest_before) {
+        (Some(last), _, _) => &*last.id,
+        (None, Some(given), _) => given.as_str(),
+        (None, None, Some(newest)) => &**newest,
+        (None, None, None) => "",
+    };
+    let json = wire::batch(&events, cursor, gap);
+    match callback {
+        Some(callback) => answer(
+            StatusCode::OK,
+            "application/javascript; charset=utf-8",
+            wire::jsonp(&callback, &json),
+        ),
+        None => answer(StatusCode::OK, "application/json", json),
+    }
+}
+
+/// Waits for the batch: events (with `gap` when the cursor was not buffered), or nothing by the timeout, drain,
+/// a kick or the stream's end — then whatever is there at that moment. Never waits past the timeout.
+async fn collect(
+    ctx: &StreamContext,
+    subscription: &mut Subscription,
+    config: &LongPollConfig,
+) -> (Vec<Arc<Event>>, bool) {
+    let mut gap = false;
+    let deadline = tokio::time::sleep(config.timeout);
+    tokio::pin!(deadline);
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = ctx.drain.cancelled() => None,
+            () = ctx.kick.cancelled() => None,
+            next = subscription.next(config.max_batch) => Some(next),
+            () = &mut deadline => None,
+        };
+        match next {
+            Some(Next::Events(events)) => return (events, gap),
+            Some(Next::Gap { .. }) => gap = true,
+            // The next event was evicted before it could be read (a tiny ring): answer without it; the next poll,
+            // from the same cursor, is told about the gap by the hub.
+            Some(Next::Lagged) => {
+                tracing::debug!(stream = %ctx.key, "Long-poll fell behind the ring before answering");
+                return (Vec::new(), gap);
+            }
+            Some(Next::Closed) => return (Vec::new(), gap),
+            None => return (ready_now(subscription, config.max_batch, &mut gap), gap),
+        }
+    }
+}
+
+/// What the subscription has without waiting (a pending gap notice included).
+fn ready_now(subscription: &mut Subscription, max: usize, gap: &mut bool) -> Vec<Arc<Event>> {
+    loop {
+        match subscription.next(max).now_or_never() {
+            Some(Next::Gap { .. }) => *gap = true,
+            Some(Next::Events(events)) => return events,
+            _ => return Vec::new(),
+        }
+    }
+}
+
+/// The JSONP callback of the request: `None` for plain JSON, or why it is refused (400): invalid, or JSONP is off.
+fn callback(query: Option<&str>, jsonp: bool) -> Result<Option<String>, &'static str> {
+    let Some(callback) = query.and_then(|q| crate::negotiate::query_param(q, "callback")) else {
+        return Ok(None);
+    };
+    if !jsonp {
+        return Err("JSONP is not enabled on this route (long_poll.jsonp): remove callback=\n");
+    }
+    if !wire::valid_callback(&callback) {
+        return Err(
+            "callback must be a JavaScript identifier path ([A-Za-z_$][A-Za-z0-9_$]* segments joined by '.', at most 64 characters)\n",
+        );
+    }
+    Ok(Some(callback))
+}
+
+fn answer(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
