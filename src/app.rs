@@ -137,7 +137,7 @@ pub(crate) fn build_route(config: &Config, stream: &crate::config::StreamConfig,
     let max_event_bytes = config.limits.max_event_bytes;
     let start_metrics = metrics.clone();
     let route_name = name.clone();
-    let start: StartUpstream = Arc::new(move |stream: Arc<Stream>, stop| {
+    let start: StartUpstream = Arc::new(move |stream: Arc<Stream>, stop, headers: http::HeaderMap| {
         let url = match template.render(&stream.key().params) {
             Ok(url) => url,
             Err(error) => {
@@ -149,7 +149,7 @@ pub(crate) fn build_route(config: &Config, stream: &crate::config::StreamConfig,
             route: route_name.clone(),
             url,
             kind,
-            headers: http::HeaderMap::new(),
+            headers,
             connect_timeout,
             backoff,
             max_event_bytes,
@@ -160,7 +160,11 @@ pub(crate) fn build_route(config: &Config, stream: &crate::config::StreamConfig,
         buffer_events: stream.buffer.events,
         buffer_age: stream.buffer.age,
         client_queue: config.limits.client_queue,
-        idle_timeout: stream.idle_timeout,
+        // A per-client stream serves one client session: it ends with it.
+        idle_timeout: match stream.mode {
+            crate::config::Mode::Shared => stream.idle_timeout,
+            crate::config::Mode::PerClient => Duration::ZERO,
+        },
     };
     let messages = match &stream.client_messages {
         Some(cfg) => Some(Forwarder::new(cfg)?),

@@ -56,8 +56,9 @@ pub struct Settings {
     pub idle_timeout: Duration,
 }
 
-/// Starts the upstream feeding a new stream; called once per stream with the stream and its stop token.
-pub type StartUpstream = Arc<dyn Fn(Arc<Stream>, CancellationToken) + Send + Sync>;
+/// Starts the upstream feeding a new stream; called once per stream with the stream, its stop token and the
+/// client headers to forward (per-client mode; empty when shared).
+pub type StartUpstream = Arc<dyn Fn(Arc<Stream>, CancellationToken, http::HeaderMap) + Send + Sync>;
 
 /// All live streams.
 pub struct Hub {
@@ -79,13 +80,20 @@ impl Hub {
         start: &StartUpstream,
         resume: Resume<'_>,
         kick: Option<Kick>,
+        headers: http::HeaderMap,
     ) -> Subscription {
-        let stream = self.get_or_create(key, settings, start);
+        let stream = self.get_or_create(key, settings, start, headers);
         Stream::subscribe(&stream, resume, kick)
     }
 
     /// The stream `key`, creating it (and starting its upstream) if needed.
-    pub fn get_or_create(self: &Arc<Self>, key: StreamKey, settings: &Settings, start: &StartUpstream) -> Arc<Stream> {
+    pub fn get_or_create(
+        self: &Arc<Self>,
+        key: StreamKey,
+        settings: &Settings,
+        start: &StartUpstream,
+        headers: http::HeaderMap,
+    ) -> Arc<Stream> {
         let mut streams = lock(&self.streams);
         if let Some(stream) = streams.get(&key) {
             return stream.clone();
@@ -95,7 +103,7 @@ impl Hub {
         self.metrics.streams_open.set(streams.len() as i64);
         drop(streams);
         stream.spawn_sweeper();
-        start(stream.clone(), stream.stop_token());
+        start(stream.clone(), stream.stop_token(), headers);
         stream
     }
 

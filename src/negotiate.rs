@@ -20,6 +20,8 @@ pub struct Facts {
     pub websocket: bool,
     /// `Accept` lists `text/event-stream`.
     pub accepts_sse: bool,
+    /// An HTTP/2 extended CONNECT: only a WebSocket may answer it, since any 2xx opens a tunnel (RFC 8441 §4).
+    pub tunnel: bool,
 }
 
 /// The outcome of negotiation.
@@ -30,7 +32,8 @@ pub enum Decision {
         /// The transport the request preferred, when the route did not allow it.
         downgraded_from: Option<TransportKind>,
     },
-    /// 406 with the allowed list (or 400 for an unknown or unusable explicit transport).
+    /// 406 with the allowed list as JSON (unknown or disallowed explicit transport, or nothing fits), or 400 for an
+    /// explicit transport the request cannot take (`ws` without a handshake, anything else on a CONNECT).
     Refuse { status: http::StatusCode, reason: String },
 }
 
@@ -38,8 +41,9 @@ impl Facts {
     /// Reads the facts off a request head.
     pub fn of(method: &Method, version: Version, headers: &http::HeaderMap, query: Option<&str>, protocol: Option<&str>) -> Facts {
         let explicit = query.and_then(|q| query_param(q, "transport"));
+        let tunnel = version == Version::HTTP_2 && method == Method::CONNECT;
         let websocket = if version == Version::HTTP_2 {
-            method == Method::CONNECT && protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket"))
+            tunnel && protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket"))
         } else {
             method == Method::GET
                 && header_has_token(headers, &UPGRADE, "websocket")
@@ -51,7 +55,7 @@ impl Facts {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|item| item.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream")));
-        Facts { explicit, websocket, accepts_sse }
+        Facts { explicit, websocket, accepts_sse, tunnel }
     }
 }
 
@@ -70,6 +74,12 @@ pub fn decide(facts: &Facts, allowed: &[TransportKind]) -> Decision {
                 reason: "transport=ws needs a WebSocket handshake".into(),
             };
         }
+        if wanted != TransportKind::Ws && facts.tunnel {
+            return Decision::Refuse {
+                status: http::StatusCode::BAD_REQUEST,
+                reason: format!("transport={name} cannot answer an HTTP/2 CONNECT"),
+            };
+        }
         return Decision::Serve { transport: wanted, downgraded_from: None };
     }
     let preferred = if facts.websocket {
@@ -81,6 +91,8 @@ pub fn decide(facts: &Facts, allowed: &[TransportKind]) -> Decision {
     };
     // What the request can take, best first. Long-poll is plain GET + JSON: every client can take it.
     let candidates: &[TransportKind] = match (facts.websocket, facts.accepts_sse) {
+        (true, _) if facts.tunnel => &[TransportKind::Ws],
+        (false, _) if facts.tunnel => &[],
         (true, true) => &[TransportKind::Ws, TransportKind::Sse, TransportKind::LongPoll],
         (true, false) => &[TransportKind::Ws, TransportKind::LongPoll],
         (false, true) => &[TransportKind::Sse, TransportKind::LongPoll],

@@ -209,17 +209,17 @@ fn classify(connect: bool, error: &(dyn StdError + 'static)) -> (StatusCode, &'s
     let mut tls = false;
     let mut source = Some(error);
     while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if io_kind.is_none_or(|kind| kind == io::ErrorKind::Other) {
-                io_kind = Some(io.kind());
-            }
-            // io::Error::source skips the error it wraps, so look inside.
-            tls |= io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>());
-        }
         tls |= e.is::<rustls::Error>();
-        source = e.source();
+        source = match e.downcast_ref::<io::Error>() {
+            Some(io) => {
+                if io_kind.is_none_or(|kind| kind == io::ErrorKind::Other) {
+                    io_kind = Some(io.kind());
+                }
+                // io::Error::source skips the error it wraps (hyper-rustls wraps tokio-rustls's io::Error).
+                io.get_ref().map(|inner| inner as &(dyn StdError + 'static))
+            }
+            None => e.source(),
+        };
     }
     match (connect, io_kind) {
         (true, Some(io::ErrorKind::TimedOut)) => (
@@ -312,8 +312,9 @@ mod tests {
 
     #[test]
     fn classifies_tls_failure() {
+        // As hyper-rustls reports it: io::Error::other(tokio-rustls's io::Error(InvalidData, rustls::Error)).
         let error = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError);
-        let (status, text) = classify(true, &Wrapper(error));
+        let (status, text) = classify(true, &Wrapper(io::Error::other(error)));
         assert_eq!(status, StatusCode::BAD_GATEWAY);
         assert!(text.contains("TLS"));
     }

@@ -9,7 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{StreamConfig, TransportKind};
+use crate::config::{Mode, StreamConfig, TransportKind};
 use crate::hub::{Hub, Settings, StartUpstream, StreamKey};
 use crate::metrics::Metrics;
 use crate::negotiate::{self, Decision, Facts};
@@ -52,6 +52,9 @@ pub struct ConnInfo {
     pub kick: CancellationToken,
 }
 
+/// Session numbers of per-client streams.
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Where the browser client is served.
 pub const CLIENT_JS_PATH: &str = "/_pushbridge/client.js";
 const CLIENT_JS: &str = include_str!("client/pushbridge.js");
@@ -73,7 +76,17 @@ pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo)
         }
     }
     match &router.passthrough {
-        Some(passthrough) => passthrough.handle(req, conn.peer, conn.scheme).await,
+        Some(passthrough) => {
+            let response = passthrough.handle(req, conn.peer, conn.scheme).await;
+            let class = match response.status().as_u16() {
+                200..=299 => "2xx",
+                300..=399 => "3xx",
+                400..=499 => "4xx",
+                _ => "5xx",
+            };
+            router.metrics.passthrough_requests.with_label_values(&[class]).inc();
+            response
+        }
         None => plain(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -130,7 +143,16 @@ async fn read(router: &Router, route: Arc<Route>, key: StreamKey, req: Request<I
     }
     let last_event_id = last_event_id(&req);
     let request_headers = req.headers().clone();
+    let (key, upstream_headers) = match route.config.mode {
+        Mode::Shared => (key, http::HeaderMap::new()),
+        // Each client session gets its own stream and upstream connection, with the client's credentials.
+        Mode::PerClient => {
+            let session = NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (StreamKey { session: Some(session), ..key }, auth::forwarded_headers(&route.config, &request_headers))
+        }
+    };
     let ctx = StreamContext {
+        upstream_headers,
         key,
         route: route.clone(),
         hub: router.hub.clone(),

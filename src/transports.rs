@@ -26,6 +26,8 @@ pub struct StreamContext {
     pub kick: CancellationToken,
     /// `http1` or `http2` (metrics label).
     pub http_version: &'static str,
+    /// Client headers for the upstream request (per-client mode only).
+    pub upstream_headers: http::HeaderMap,
 }
 
 impl StreamContext {
@@ -34,7 +36,8 @@ impl StreamContext {
     pub fn subscribe(&self, resume: Resume<'_>, transport: &'static str) -> Subscription {
         let start: &StartUpstream = &self.route.start;
         let kick = Kick { token: self.kick.clone(), transport };
-        self.hub.subscribe(self.key.clone(), &self.route.settings, start, resume, Some(kick))
+        let headers = self.upstream_headers.clone();
+        self.hub.subscribe(self.key.clone(), &self.route.settings, start, resume, Some(kick), headers)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Pass-through proxy: real upstream hyper servers on 127.0.0.1:0, real hyper clients (HTTP/1.1, h2c, raw bytes).
-//!
-//! TODO(lead): serve through `support::proxy::start` once it exists; `serve` below is a stand-in harness.
+//! The proxy under test is the real server (`support::proxy`).
+
+mod support;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,7 +18,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pushbridge::config::PassthroughConfig;
-use pushbridge::passthrough::Passthrough;
 use pushbridge::{Body, BoxError, full_body};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,26 +34,21 @@ fn config(upstream: &str) -> PassthroughConfig {
     }
 }
 
-/// Serves `Passthrough::handle` (HTTP/1.1 and h2c) on 127.0.0.1:0.
+/// Starts the real pushbridge server (HTTP/1.1 and h2c on 127.0.0.1:0) with `cfg` as its pass-through.
 async fn serve(cfg: PassthroughConfig) -> SocketAddr {
-    let passthrough = Passthrough::new(&cfg).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, peer)) = listener.accept().await {
-            let passthrough = passthrough.clone();
-            let service = service_fn(move |req| {
-                let passthrough = passthrough.clone();
-                async move { Ok::<_, Infallible>(passthrough.handle(req, peer, "http").await) }
-            });
-            tokio::spawn(async move {
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let mut yaml = format!(
+        "listen:\n  - address: \"127.0.0.1:0\"\npassthrough:\n  upstream: \"{}\"\n  connect_timeout: {}ms\n  response_timeout: {}ms\n",
+        cfg.upstream,
+        cfg.connect_timeout.as_millis(),
+        cfg.response_timeout.as_millis()
+    );
+    if let Some(ca) = &cfg.ca_file {
+        yaml.push_str(&format!("  ca_file: \"{}\"\n", ca.display()));
+    }
+    let proxy = support::proxy::start(&yaml).await;
+    let addr = proxy.addr();
+    // The server lives as long as the test's runtime.
+    std::mem::forget(proxy);
     addr
 }
 
@@ -455,4 +450,78 @@ async fn h2c_request_forwarded_as_http11_with_host_from_authority() {
     assert_eq!(seen(&got, "host"), ["h2.example:8443"]);
     assert_eq!(seen(&got, "x-forwarded-host"), ["h2.example:8443"]);
     assert_eq!(seen(&got, "x-custom"), ["h2"]);
+}
+
+/// An HTTPS upstream on 127.0.0.1:0 serving `describe` with a fresh self-signed certificate; returns the address
+/// and the certificate's PEM (to trust it as `ca_file`).
+async fn tls_upstream() -> (SocketAddr, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let (cert_pem, key_pem) = pushbridge::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let conn = hyper::server::conn::http1::Builder::new();
+                let _ = conn
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        service_fn(|req| async { Ok::<_, Infallible>(describe(req).await) }),
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, cert_pem)
+}
+
+#[tokio::test]
+async fn https_upstream_trusted_via_ca_file() {
+    let (up, cert_pem) = tls_upstream().await;
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), cert_pem).unwrap();
+    let mut cfg = config(&format!("https://{up}/tls"));
+    cfg.ca_file = Some(ca.path().to_owned());
+    let proxy = serve(cfg).await;
+    let req = Request::get("/x?y=1")
+        .header("host", "app.example")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send(proxy, req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let got = body_json(resp).await;
+    assert_eq!(got["uri"], "/tls/x?y=1");
+    assert_eq!(seen(&got, "host"), ["app.example"]);
+}
+
+#[tokio::test]
+async fn https_upstream_untrusted_is_502() {
+    let (up, _) = tls_upstream().await;
+    let proxy = serve(config(&format!("https://{up}"))).await;
+    let req = Request::get("/x")
+        .header("host", "app.example")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send(proxy, req).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        body_text(resp).await,
+        "bad gateway: upstream TLS handshake failed\n"
+    );
 }

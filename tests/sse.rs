@@ -140,3 +140,46 @@ async fn drain_ends_sse_streams() {
     assert!(client.next_event().await.is_none(), "the stream ends on drain");
     assert!(drained.await.unwrap(), "drain finished within the grace period");
 }
+
+#[tokio::test]
+async fn per_client_mode_gives_each_client_its_own_upstream_with_its_credentials() {
+    let upstream = SseUpstream::start(true).await;
+    let yaml = format!(
+        r#"
+listen:
+  - address: "127.0.0.1:0"
+streams:
+  - path: /me
+    mode: per-client
+    transports: [ws, sse]
+    upstream: {{ url: "http://{}/me" }}
+"#,
+        upstream.addr
+    );
+    let proxy = proxy::start(&yaml).await;
+    let addr = proxy.addr();
+    let mut clients = Vec::new();
+    for user in ["alice", "bob"] {
+        let mut sender = connect(addr, Proto::H1).await;
+        let mut req = support::client::sse_request(addr, "/me", None, false);
+        req.headers_mut().insert("authorization", format!("Bearer {user}").parse().unwrap());
+        req.headers_mut().insert("x-other", "not forwarded".parse().unwrap());
+        clients.push(support::client::SseClient::new(sender.send(req).await));
+        upstream.wait_connections(clients.len()).await;
+    }
+    assert_eq!(upstream.authorizations(), [Some("Bearer alice".to_owned()), Some("Bearer bob".to_owned())]);
+    upstream.publish("hello");
+    for client in &mut clients {
+        assert_eq!(client.next_event().await.unwrap().data, "hello");
+    }
+    // A client that leaves takes its upstream connection with it.
+    drop(clients);
+    let hub = proxy.running().hub().clone();
+    tokio::time::timeout(support::client::WAIT, async {
+        while !hub.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("per-client streams close with their client");
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::errors::Problem;
-use super::schema::{Config, StreamConfig, UpstreamKind};
+use super::schema::{Config, Mode, StreamConfig, TransportKind, UpstreamKind};
 use super::spans::Spans;
 use super::units::clip;
 
@@ -160,6 +160,20 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
         report.add(
             &format!("{at}.transports"),
             "at least one transport is required (ws, sse, long-poll)",
+        );
+    }
+    if stream.mode == Mode::PerClient
+        && let Some(i) = stream.transports.iter().position(|t| *t == TransportKind::LongPoll)
+    {
+        report.add(
+            &format!("{at}.transports[{i}]"),
+            "long-poll cannot be used with mode: per-client (a per-client upstream lives as long as one client connection)",
+        );
+    }
+    if stream.upstream.kind != UpstreamKind::Sse {
+        report.add(
+            &format!("{at}.upstream.kind"),
+            format!("upstream kind {} is not supported yet (supported: sse)", stream.upstream.kind),
         );
     }
     for (i, kind) in stream.transports.iter().enumerate() {

@@ -1,12 +1,106 @@
-//! WebSocket client transport (RFC 6455 over HTTP/1.1 Upgrade, RFC 8441 over HTTP/2 extended CONNECT).
+//! WebSocket client transport: the opening handshake over HTTP/1.1 `Upgrade` (RFC 6455 §4.2) or HTTP/2 extended
+//! CONNECT (RFC 8441 §5), then one session task per client on the upgraded connection (see `ws/session.rs`).
+//!
+//! The response (101, or 200 on HTTP/2) is returned before the upgrade is awaited, as hyper requires; the session
+//! subscribes here, so nothing published between the answer and the upgrade is missed.
 
+mod handshake;
+mod session;
+
+use http::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_VERSION, UPGRADE};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::StreamContext;
-use crate::Body;
+use super::{OpenGauge, StreamContext};
+use crate::hub::Resume;
+use crate::{Body, full_body};
 
-/// Answers the handshake and serves the upgraded connection in a task.
-pub fn serve(_ctx: StreamContext, _req: Request<Incoming>, _last_event_id: Option<String>) -> Response<Body> {
-    crate::server::plain(StatusCode::NOT_IMPLEMENTED, "websocket transport not implemented yet\n")
+pub use handshake::Refusal;
+pub use session::{CLOSE_TIMEOUT, MISSED_PONGS, gap_envelope};
+
+/// Largest client message when the route has no `client_messages` (such messages are refused anyway).
+pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+/// Per-connection read buffer: small, as most clients send little (tungstenite's default is 128 KiB, zero-filled).
+pub const READ_BUFFER: usize = 4 * 1024;
+/// Bytes gathered before a write to the socket (a batch of events is flushed whole anyway).
+pub const WRITE_BUFFER: usize = 4 * 1024;
+/// Cap of the write buffer. The sink flushes before taking another message, so it holds at most
+/// [`WRITE_BUFFER`] plus one frame; this only refuses a pathological frame.
+pub const MAX_WRITE_BUFFER: usize = 64 << 20;
+
+/// Answers the handshake and serves the upgraded connection in a task. `last_event_id` is the resume position.
+pub fn serve(
+    ctx: StreamContext,
+    mut req: Request<Incoming>,
+    last_event_id: Option<String>,
+) -> Response<Body> {
+    let protocol = req
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .map(|p| p.as_str().to_owned());
+    let accepted = match handshake::check(
+        req.method(),
+        req.version(),
+        req.headers(),
+        protocol.as_deref(),
+    ) {
+        Ok(accepted) => accepted,
+        Err(refusal) => return refuse(refusal),
+    };
+    let forwarded = crate::auth::forwarded_headers(&ctx.route.config, req.headers());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    drop(req);
+
+    let max_message = ctx
+        .route
+        .config
+        .client_messages
+        .as_ref()
+        .map_or(DEFAULT_MAX_MESSAGE, |m| m.max_bytes);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let subscription = ctx.subscribe(
+        last_event_id.as_deref().map_or(Resume::Live, Resume::After),
+        "ws",
+    );
+    let gauge = OpenGauge::new(&ctx.metrics, "ws", ctx.http_version);
+    let session = session::Session::new(ctx, subscription, forwarded, gauge);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => session.run(TokioIo::new(upgraded), config).await,
+            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+        }
+    });
+
+    let mut response = Response::new(full_body(""));
+    match accepted {
+        handshake::Accepted::Http1 { accept_key } => {
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(SEC_WEBSOCKET_ACCEPT, accept_key);
+        }
+        // RFC 8441 §5: a 2xx answer to the extended CONNECT opens the tunnel.
+        handshake::Accepted::Http2 => *response.status_mut() = StatusCode::OK,
+    }
+    response
+}
+
+/// A 400 for a malformed handshake (naming the version we speak when that was the problem, RFC 6455 §4.4).
+fn refuse(refusal: Refusal) -> Response<Body> {
+    tracing::debug!(reason = refusal.text(), "WebSocket handshake refused");
+    let mut response = crate::server::plain(StatusCode::BAD_REQUEST, refusal.text());
+    if refusal == Refusal::Version {
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    }
+    response
 }

@@ -39,8 +39,12 @@ pub fn start(dir: &Path, yaml: &str, listeners: usize, admin: bool) -> Binary {
     let mut listen = Vec::new();
     let mut admin_addr = None;
     while listen.len() < listeners || (admin && admin_addr.is_none()) {
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("pushbridge start-up log");
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("pushbridge start-up log");
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         let fields = &value["fields"];
         let address = fields["address"].as_str().and_then(|a| a.parse().ok());
         match (fields["message"].as_str(), address) {
@@ -49,7 +53,12 @@ pub fn start(dir: &Path, yaml: &str, listeners: usize, admin: bool) -> Binary {
             _ => {}
         }
     }
-    Binary { child, listen, admin: admin_addr, log: rx }
+    Binary {
+        child,
+        listen,
+        admin: admin_addr,
+        log: rx,
+    }
 }
 
 impl Binary {
@@ -81,7 +90,10 @@ impl Binary {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -92,7 +104,10 @@ impl Binary {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(std::time::Instant::now() < deadline, "pushbridge did not exit within {limit:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pushbridge did not exit within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

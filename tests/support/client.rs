@@ -43,7 +43,11 @@ pub async fn connect_tls(addr: SocketAddr, config: rustls::ClientConfig, proto: 
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let tls = connector.connect(name, tcp).await.expect("TLS handshake");
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    let expected: &[u8] = if proto == Proto::H2 { b"h2" } else { b"http/1.1" };
+    let expected: &[u8] = if proto == Proto::H2 {
+        b"h2"
+    } else {
+        b"http/1.1"
+    };
     assert_eq!(alpn.as_deref(), Some(expected), "ALPN");
     handshake(TokioIo::new(tls), proto).await
 }
@@ -59,7 +63,9 @@ where
             Sender::H1(sender)
         }
         Proto::H2 => {
-            let (sender, conn) = http2::handshake(TokioExecutor::new(), io).await.expect("h2 handshake");
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .expect("h2 handshake");
             tokio::spawn(conn);
             Sender::H2(sender)
         }
@@ -80,12 +86,22 @@ impl Sender {
                 }
             }
         };
-        tokio::time::timeout(WAIT, fut).await.expect("response in time").expect("response")
+        tokio::time::timeout(WAIT, fut)
+            .await
+            .expect("response in time")
+            .expect("response")
     }
 
     /// GET `path` as an SSE client.
-    pub async fn sse(&mut self, addr: SocketAddr, path: &str, last_event_id: Option<&str>) -> SseClient {
-        let response = self.send(sse_request(addr, path, last_event_id, self.is_h2())).await;
+    pub async fn sse(
+        &mut self,
+        addr: SocketAddr,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> SseClient {
+        let response = self
+            .send(sse_request(addr, path, last_event_id, self.is_h2()))
+            .await;
         assert_eq!(response.status(), 200, "SSE status");
         SseClient::new(response)
     }
@@ -100,8 +116,17 @@ pub fn empty() -> ReqBody {
 }
 
 /// An SSE GET (absolute URI for h2, origin-form + Host for h1).
-pub fn sse_request(addr: SocketAddr, path: &str, last_event_id: Option<&str>, h2: bool) -> Request<ReqBody> {
-    let uri = if h2 { format!("http://{addr}{path}") } else { path.to_owned() };
+pub fn sse_request(
+    addr: SocketAddr,
+    path: &str,
+    last_event_id: Option<&str>,
+    h2: bool,
+) -> Request<ReqBody> {
+    let uri = if h2 {
+        format!("http://{addr}{path}")
+    } else {
+        path.to_owned()
+    };
     let mut builder = Request::get(uri).header("accept", "text/event-stream");
     if !h2 {
         builder = builder.header("host", addr.to_string());
@@ -139,7 +164,9 @@ impl SseClient {
 
     /// The next event, or None when the stream ended. Panics after [`WAIT`].
     pub async fn next_event(&mut self) -> Option<SseEvent> {
-        tokio::time::timeout(WAIT, self.next_event_inner()).await.expect("SSE event in time")
+        tokio::time::timeout(WAIT, self.next_event_inner())
+            .await
+            .expect("SSE event in time")
     }
 
     async fn next_event_inner(&mut self) -> Option<SseEvent> {
@@ -166,7 +193,9 @@ impl SseClient {
 
     /// The next raw chunk (for checking the first flush and heartbeats).
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
-        let frame = tokio::time::timeout(WAIT, self.body.frame()).await.expect("chunk in time")?;
+        let frame = tokio::time::timeout(WAIT, self.body.frame())
+            .await
+            .expect("chunk in time")?;
         frame.ok()?.into_data().ok()
     }
 
@@ -174,7 +203,10 @@ impl SseClient {
     pub async fn take(&mut self, n: usize) -> Vec<SseEvent> {
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            let event = self.next_event().await.unwrap_or_else(|| panic!("stream ended after {i} of {n} events"));
+            let event = self
+                .next_event()
+                .await
+                .unwrap_or_else(|| panic!("stream ended after {i} of {n} events"));
             out.push(event);
         }
         out

@@ -1,7 +1,8 @@
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod certs;
 pub mod client;
+pub mod h2ws;
 pub mod proxy;
 pub mod upstream;
-pub mod binary;

@@ -11,8 +11,11 @@ pub struct TestProxy {
 
 /// Parses and validates `yaml` exactly as `pushbridge run` would, then starts serving.
 pub async fn start(yaml: &str) -> TestProxy {
-    let config = Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-    let running = app::start(config).await.unwrap_or_else(|e| panic!("proxy did not start: {e}"));
+    let config =
+        Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let running = app::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("proxy did not start: {e}"));
     TestProxy { running }
 }
 
@@ -28,7 +31,9 @@ impl TestProxy {
     }
 
     pub fn admin(&self) -> SocketAddr {
-        self.running.admin_addr().expect("config has an admin listener")
+        self.running
+            .admin_addr()
+            .expect("config has an admin listener")
     }
 
     pub fn running(&self) -> &Running {

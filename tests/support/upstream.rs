@@ -25,6 +25,8 @@ struct State {
     len: watch::Sender<usize>,
     connections: watch::Sender<usize>,
     last_event_ids: Mutex<Vec<Option<String>>>,
+    /// The `authorization` header of each connection.
+    authorizations: Mutex<Vec<Option<String>>>,
     /// Whether events carry `id:` lines.
     with_ids: bool,
 }
@@ -43,13 +45,18 @@ impl SseUpstream {
             len: watch::Sender::new(0),
             connections: watch::Sender::new(0),
             last_event_ids: Mutex::new(Vec::new()),
+            authorizations: Mutex::new(Vec::new()),
             with_ids,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();
         spawn_server(listener, state.clone(), stop.clone());
-        SseUpstream { addr, state, stop: Mutex::new(stop) }
+        SseUpstream {
+            addr,
+            state,
+            stop: Mutex::new(stop),
+        }
     }
 
     /// Appends an event (data = `data`), delivered to every connected client.
@@ -84,6 +91,11 @@ impl SseUpstream {
     /// The Last-Event-ID of each connection, in order.
     pub fn last_event_ids(&self) -> Vec<Option<String>> {
         self.state.last_event_ids.lock().unwrap().clone()
+    }
+
+    /// The `authorization` header of each connection, in order.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.state.authorizations.lock().unwrap().clone()
     }
 
     /// Waits until `n` connections were made.
@@ -124,7 +136,11 @@ fn spawn_server(listener: TcpListener, state: Arc<State>, stop: CancellationToke
 }
 
 fn respond(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
-    let last = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let last = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     // The start position is fixed before the connection is announced, so a test that waits for the connection
     // and then publishes never races it.
     let start = match last.as_deref().and_then(|l| l.parse::<usize>().ok()) {
@@ -132,6 +148,8 @@ fn respond(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
         None => *state.len.borrow(),
     };
     state.last_event_ids.lock().unwrap().push(last.clone());
+    let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    state.authorizations.lock().unwrap().push(authorization);
     state.connections.send_modify(|c| *c += 1);
     let rx = state.len.subscribe();
     let body = stream::unfold((start, rx, state), |(mut next, mut rx, state)| async move {
@@ -141,8 +159,11 @@ fn respond(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
                 let data = state.events.lock().unwrap()[next].clone();
                 next += 1;
                 let id = next.to_string();
-                let frame =
-                    pushbridge::sse::encode_event(state.with_ids.then_some(id.as_str()), None, &data);
+                let frame = pushbridge::sse::encode_event(
+                    state.with_ids.then_some(id.as_str()),
+                    None,
+                    &data,
+                );
                 return Some((Ok::<_, Infallible>(Frame::data(frame)), (next, rx, state)));
             }
             if rx.changed().await.is_err() {
@@ -151,6 +172,9 @@ fn respond(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
         }
     });
     let mut response = Response::new(StreamBody::new(body).boxed());
-    response.headers_mut().insert("content-type", http::HeaderValue::from_static("text/event-stream"));
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("text/event-stream"),
+    );
     response
 }

@@ -1,0 +1,143 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::*;
+
+fn settings(buffer_events: usize, client_queue: usize) -> Settings {
+    Settings {
+        buffer_events,
+        buffer_age: Duration::from_secs(300),
+        client_queue,
+        idle_timeout: Duration::from_secs(30),
+    }
+}
+
+fn key(channel: &str) -> StreamKey {
+    StreamKey { route: "r".into(), params: vec![("channel".into(), channel.into())], session: None }
+}
+
+/// A starter that counts upstream starts and records each stream's stop token.
+fn starter(starts: Arc<AtomicUsize>, stops: Arc<Mutex<Vec<CancellationToken>>>) -> StartUpstream {
+    Arc::new(move |_stream, stop, _headers| {
+        starts.fetch_add(1, Ordering::SeqCst);
+        stops.lock().unwrap().push(stop);
+    })
+}
+
+fn publish(stream: &Stream, data: &str) {
+    assert!(stream.publish(Published { id: None, event: None, data: data.into() }));
+}
+
+fn data(next: Next) -> Vec<String> {
+    match next {
+        Next::Events(events) => events.iter().map(|e| e.data.to_string()).collect(),
+        other => panic!("expected events, got {other:?}"),
+    }
+}
+
+fn hub() -> Arc<Hub> {
+    Hub::new(Arc::new(Metrics::new(&["r".into()]).unwrap()))
+}
+
+#[tokio::test]
+async fn one_stream_per_key_and_fan_out_in_order() {
+    let hub = hub();
+    let starts = Arc::new(AtomicUsize::new(0));
+    let start = starter(starts.clone(), Arc::default());
+    let s = settings(100, 10);
+    let mut a = hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default());
+    let mut b = hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default());
+    let mut c = hub.subscribe(key("y"), &s, &start, Resume::Live, None, Default::default());
+    assert_eq!(starts.load(Ordering::SeqCst), 2);
+    assert_eq!(hub.len(), 2);
+    publish(a.stream(), "1");
+    publish(a.stream(), "2");
+    assert_eq!(data(a.next(10).await), ["1", "2"]);
+    assert_eq!(data(b.next(1).await), ["1"]);
+    assert_eq!(data(b.next(1).await), ["2"]);
+    assert!(c.try_next(10).is_none(), "other keys see nothing");
+    // Frames are encoded once and shared.
+    let events = |n: Next| match n {
+        Next::Events(e) => e,
+        other => panic!("{other:?}"),
+    };
+    publish(a.stream(), "3");
+    let ea = events(a.next(10).await);
+    let eb = events(b.next(10).await);
+    assert!(Arc::ptr_eq(&ea[0], &eb[0]));
+    assert_eq!(ea[0].sse_frame().as_ptr(), eb[0].sse_frame().as_ptr());
+}
+
+#[tokio::test]
+async fn resume_and_gap() {
+    let hub = hub();
+    let start = starter(Arc::default(), Arc::default());
+    let s = settings(3, 10);
+    let mut keeper = hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default());
+    for i in 0..5 {
+        publish(keeper.stream(), &i.to_string());
+    }
+    let Next::Lagged = keeper.next(10).await else { panic!("the keeper fell behind the 3-event ring") };
+    let mut from_start = hub.subscribe(key("x"), &s, &start, Resume::After("?"), None, Default::default());
+    assert!(matches!(from_start.next(10).await, Next::Gap { .. }));
+    let Next::Events(held) = from_start.next(10).await else { panic!("events") };
+    let ids: Vec<String> = held.iter().map(|e| e.id.to_string()).collect();
+    let mut hit = hub.subscribe(key("x"), &s, &start, Resume::After(&ids[0]), None, Default::default());
+    assert_eq!(data(hit.next(10).await), ["3", "4"]);
+    let mut gap = hub.subscribe(key("x"), &s, &start, Resume::After("nope"), None, Default::default());
+    assert!(matches!(gap.next(10).await, Next::Gap { last_event_id } if last_event_id == "nope"));
+    assert_eq!(data(gap.next(10).await), ["2", "3", "4"]);
+}
+
+#[tokio::test]
+async fn a_subscriber_behind_the_ring_is_lagged() {
+    let hub = hub();
+    let start = starter(Arc::default(), Arc::default());
+    let s = settings(4, 100);
+    let mut slow = hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default());
+    for i in 0..10 {
+        publish(slow.stream(), &i.to_string());
+    }
+    assert!(matches!(slow.next(10).await, Next::Lagged));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sweeper_kicks_only_a_stalled_subscriber() {
+    let hub = hub();
+    let start = starter(Arc::default(), Arc::default());
+    let s = settings(1000, 5);
+    let stalled_token = CancellationToken::new();
+    let reading_token = CancellationToken::new();
+    let kick = |token: &CancellationToken| Some(Kick { token: token.clone(), transport: "sse" });
+    let _stalled = hub.subscribe(key("x"), &s, &start, Resume::Live, kick(&stalled_token), Default::default());
+    let mut reading = hub.subscribe(key("x"), &s, &start, Resume::Live, kick(&reading_token), Default::default());
+    for round in 0..4 {
+        for i in 0..20 {
+            publish(reading.stream(), &format!("{round}.{i}"));
+        }
+        // The reader is 20 behind too, but it makes progress between sweeps.
+        assert_eq!(data(reading.next(20).await).len(), 20);
+        tokio::time::sleep(stream::SWEEP_PERIOD).await;
+    }
+    assert!(stalled_token.is_cancelled());
+    assert!(!reading_token.is_cancelled());
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_stream_closes_after_idle_timeout_and_a_new_subscriber_cancels_it() {
+    let hub = hub();
+    let stops = Arc::new(Mutex::new(Vec::new()));
+    let start = starter(Arc::default(), stops.clone());
+    let s = settings(10, 10);
+    drop(hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default()));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Back within the idle timeout: the same stream (no new upstream).
+    let sub = hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default());
+    assert_eq!(stops.lock().unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(hub.len(), 1, "a stream with a subscriber stays");
+    drop(sub);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(hub.len(), 0);
+    assert!(stops.lock().unwrap()[0].is_cancelled(), "the upstream was stopped");
+}

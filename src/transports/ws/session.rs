@@ -1,0 +1,304 @@
+//! One WebSocket session (RFC 6455) on an upgraded connection: events out as text frames, client frames in, pings,
+//! and the closing rules. Reading and writing run concurrently on the split stream, so a client that stops reading
+//! blocks only its own writer (the hub's sweeper kicks it); a client that stops answering pings is closed.
+//!
+//! Close codes (RFC 6455 §7.4.1): 1001 on drain or stream end, 1003 for a client message on a route without
+//! `client_messages`, 1007 for invalid UTF-8, 1002 for a protocol error, 1009 for an over-size client message,
+//! 1011 after two unanswered pings, 1013 when the client fell behind the ring (resume with its last id).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use http::header::{HeaderMap, HeaderValue};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, error::CapacityError};
+
+use crate::config::WsFormat;
+use crate::event::Event;
+use crate::hub::{Next, Subscription};
+use crate::transports::{OpenGauge, StreamContext};
+
+/// Most events taken from the ring per wake-up (written, then flushed once).
+pub const SENT_BATCH: usize = 64;
+/// How long the closing handshake may take before the connection is dropped.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pings in a row a peer may leave unanswered; at the next heartbeat it is closed.
+pub const MISSED_PONGS: u32 = 2;
+
+/// A subscribed client waiting for its upgrade.
+pub struct Session {
+    ctx: StreamContext,
+    subscription: Subscription,
+    /// The handshake's headers forwarded with client messages.
+    forwarded: HeaderMap,
+    _gauge: OpenGauge,
+}
+
+/// How a session ends.
+#[derive(Debug)]
+enum End {
+    /// Drop the connection at once (kicked, peer gone, I/O error).
+    Drop,
+    /// The peer sent a close frame: flush the reply tungstenite queued.
+    PeerClosed,
+    /// Send a close frame, then wait (bounded) for the peer's reply.
+    Close(CloseCode, &'static str),
+    /// Send a close frame to an unresponsive peer and hang up without waiting for a reply.
+    Abandon(CloseCode, &'static str),
+}
+
+impl Session {
+    pub fn new(
+        ctx: StreamContext,
+        subscription: Subscription,
+        forwarded: HeaderMap,
+        gauge: OpenGauge,
+    ) -> Session {
+        Session {
+            ctx,
+            subscription,
+            forwarded,
+            _gauge: gauge,
+        }
+    }
+
+    /// Serves the session until it ends, then closes the connection.
+    pub async fn run<IO>(self, io: IO, config: WebSocketConfig)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Session {
+            ctx,
+            mut subscription,
+            forwarded,
+            _gauge,
+        } = self;
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let (mut sink, mut stream) = ws.split();
+        let unanswered = AtomicU32::new(0);
+        let end = tokio::select! {
+            biased;
+            // A kicked client stopped reading: its socket is full, so a close frame would not get through.
+            () = ctx.kick.cancelled() => End::Drop,
+            () = ctx.drain.cancelled() => End::Close(CloseCode::Away, "going away"),
+            end = read_loop(&ctx, &forwarded, &mut stream, &unanswered) => end,
+            end = write_loop(&ctx, &mut subscription, &mut sink, &unanswered) => end,
+        };
+        drop(subscription);
+        tracing::debug!(stream = %ctx.key, ?end, "WebSocket session ended");
+        if let Ok(ws) = sink.reunite(stream) {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close(ws, end)).await;
+        }
+    }
+}
+
+/// Sends events, gap notices and pings until the stream ends or the peer stops answering pings.
+async fn write_loop<S>(
+    ctx: &StreamContext,
+    subscription: &mut Subscription,
+    sink: &mut S,
+    unanswered: &AtomicU32,
+) -> End
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    let config = &ctx.route.config;
+    let mut ticker = tokio::time::interval_at(Instant::now() + config.heartbeat, config.heartbeat);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let next = tokio::select! {
+            next = subscription.next(SENT_BATCH) => next,
+            _ = ticker.tick() => {
+                if unanswered.fetch_add(1, Ordering::Relaxed) >= MISSED_PONGS {
+                    tracing::debug!(stream = %ctx.key, "WebSocket peer missed {MISSED_PONGS} pongs: closing");
+                    return End::Abandon(CloseCode::Error, "ping timeout");
+                }
+                if let Err(error) = sink.send(Message::Ping(Bytes::new())).await {
+                    return hung_up(&error);
+                }
+                continue;
+            }
+        };
+        match next {
+            Next::Events(events) => {
+                for event in &events {
+                    if let Err(error) = sink.feed(event_message(event, config.ws.format)).await {
+                        return hung_up(&error);
+                    }
+                    ctx.metrics.delivered("ws", event);
+                }
+                if let Err(error) = sink.flush().await {
+                    return hung_up(&error);
+                }
+            }
+            Next::Gap { last_event_id } => {
+                if let Err(error) = sink
+                    .send(text(gap_envelope(&config.gap_event, &last_event_id)))
+                    .await
+                {
+                    return hung_up(&error);
+                }
+            }
+            Next::Lagged => {
+                ctx.metrics.slow_consumers.with_label_values(&["ws"]).inc();
+                tracing::debug!(stream = %ctx.key, "WebSocket subscriber fell behind: closing with 1013");
+                return End::Close(CloseCode::Again, "try again later");
+            }
+            Next::Closed => return End::Close(CloseCode::Away, "going away"),
+        }
+    }
+}
+
+/// Reads client frames: messages are forwarded to the application (in order, one at a time), pongs reset the
+/// missed-pong count, and tungstenite queues the answers to pings and close frames (flushed by the next read).
+async fn read_loop<S>(
+    ctx: &StreamContext,
+    forwarded: &HeaderMap,
+    stream: &mut S,
+    unanswered: &AtomicU32,
+) -> End
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    loop {
+        let message = match stream.next().await {
+            None => return End::Drop,
+            Some(Ok(message)) => message,
+            Some(Err(error)) => return read_error(ctx, &error),
+        };
+        let (body, content_type) = match message {
+            Message::Text(text) => (Bytes::from(text), "text/plain; charset=utf-8"),
+            Message::Binary(bytes) => (bytes, "application/octet-stream"),
+            Message::Pong(_) => {
+                unanswered.store(0, Ordering::Relaxed);
+                continue;
+            }
+            Message::Ping(_) | Message::Frame(_) => continue,
+            Message::Close(_) => return End::PeerClosed,
+        };
+        let Some(forwarder) = &ctx.route.messages else {
+            ctx.metrics
+                .client_messages
+                .with_label_values(&["refused"])
+                .inc();
+            return End::Close(CloseCode::Unsupported, "client messages are not enabled");
+        };
+        let content_type = HeaderValue::from_static(content_type);
+        let result = forwarder
+            .forward(&ctx.key, "ws", forwarded.clone(), Some(content_type), body)
+            .await;
+        let outcome = match result {
+            Ok(status) if status.is_success() => "ok",
+            Ok(status) => {
+                tracing::debug!(stream = %ctx.key, %status, "Application refused a WebSocket client message");
+                "error"
+            }
+            Err(error) => {
+                tracing::warn!(%error, stream = %ctx.key, "Client message not delivered");
+                "error"
+            }
+        };
+        ctx.metrics
+            .client_messages
+            .with_label_values(&[outcome])
+            .inc();
+    }
+}
+
+/// The end for a failed read: the peer's fault gets a close code, a hang-up just ends.
+fn read_error(ctx: &StreamContext, error: &WsError) -> End {
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            ctx.metrics
+                .client_messages
+                .with_label_values(&["error"])
+                .inc();
+            tracing::debug!(stream = %ctx.key, size, max_size, "WebSocket client message too big");
+            End::Close(CloseCode::Size, "message too big")
+        }
+        WsError::Capacity(_) => End::Close(CloseCode::Size, "message too big"),
+        WsError::Utf8(_) => End::Close(CloseCode::Invalid, "invalid UTF-8"),
+        WsError::Protocol(error) => {
+            tracing::debug!(%error, stream = %ctx.key, "WebSocket protocol error");
+            End::Close(CloseCode::Protocol, "protocol error")
+        }
+        error => hung_up(error),
+    }
+}
+
+fn hung_up(error: &WsError) -> End {
+    tracing::debug!(%error, "WebSocket client hung up");
+    End::Drop
+}
+
+/// Ends the connection as `end` says, then shuts the transport down (TCP FIN, or END_STREAM on HTTP/2).
+async fn close<IO>(mut ws: WebSocketStream<IO>, end: End)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let (code, reason, wait) = match end {
+        End::Drop => return,
+        End::PeerClosed => {
+            let _ = ws.flush().await;
+            return shutdown(ws).await;
+        }
+        End::Close(code, reason) => (code, reason, true),
+        End::Abandon(code, reason) => (code, reason, false),
+    };
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if ws.send(Message::Close(Some(frame))).await.is_ok() && wait {
+        // RFC 6455 §7.1.1: the server closes the TCP connection once the peer answered the close frame.
+        while let Some(Ok(_)) = ws.next().await {}
+    }
+    shutdown(ws).await;
+}
+
+async fn shutdown<IO: AsyncWrite + Unpin>(ws: WebSocketStream<IO>) {
+    let _ = ws.into_inner().shutdown().await;
+}
+
+/// One text frame carrying the event's shared bytes (no copy; already valid UTF-8, so not checked again).
+fn event_message(event: &Event, format: WsFormat) -> Message {
+    match format {
+        WsFormat::Envelope => text(event.envelope()),
+        WsFormat::Data => text(event.data_frame()),
+    }
+}
+
+fn text(payload: Bytes) -> Message {
+    Message::Frame(Frame::message(payload, OpCode::Data(Data::Text), true))
+}
+
+/// The gap notice: `{"event": <gap_event>, "data": "{\"last_event_id\":\"…\"}"}` — no id, so the client's last
+/// event id is unchanged by it. Sent as an envelope in both formats so the client can tell it apart.
+pub fn gap_envelope(gap_event: &str, last_event_id: &str) -> Bytes {
+    let data = serde_json::json!({ "last_event_id": last_event_id }).to_string();
+    Bytes::from(serde_json::json!({ "event": gap_event, "data": data }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_envelope_names_the_id() {
+        let got: serde_json::Value =
+            serde_json::from_slice(&gap_envelope("pushbridge-gap", "4\"2")).unwrap();
+        assert_eq!(
+            got,
+            serde_json::json!({ "event": "pushbridge-gap", "data": r#"{"last_event_id":"4\"2"}"# })
+        );
+        assert!(got.get("id").is_none());
+    }
+}

@@ -1,0 +1,128 @@
+// Browser driver for tests/browser.rs: launches Debian's Chromium (headless, fresh profile) through playwright-core
+// and answers commands, one JSON object per line on stdin, with one JSON line each on stdout:
+//   {"op":"open","page":"p1","url":"http://…/?stream=…","old_browser":false}   → {"ok":true}
+//   {"op":"wait","page":"p1","count":20,"transport":"ws","timeout_ms":20000}  → {"ok":true,"state":{…}}
+//       waits until the page holds at least `count` events and (when given) its latest transport is `transport`;
+//       state = {"transports":[…],"ids":[…],"events":[…],"errors":[…],"console":[…]}: the test page's window.__pb
+//       and what the page logged (shown by the Rust test when an assertion fails).
+//   {"op":"close","page":"p1"}                                                → {"ok":true}
+// The first line out is {"ready":true,"version":"…"}. EOF on stdin closes the browser and exits.
+// `old_browser` deletes WebSocket and EventSource before any page script runs (a browser with neither).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const executablePath = process.env.PUSHBRIDGE_CHROMIUM || '/usr/bin/chromium';
+const profile = mkdtempSync(join(tmpdir(), 'pushbridge-chromium-'));
+const pages = new Map();
+const consoles = new Map();
+let context;
+
+function reply(value) {
+  process.stdout.write(JSON.stringify(value) + '\n');
+}
+
+async function state(name, page) {
+  const seen = await page.evaluate(() => {
+    const pb = window.__pb || { transports: [], events: [], errors: [] };
+    return {
+      transports: pb.transports.slice(),
+      ids: pb.events.filter((e) => e.id !== null).map((e) => e.id),
+      events: pb.events.map((e) => e.event),
+      errors: pb.errors.slice(),
+    };
+  });
+  return { ...seen, console: consoles.get(name) || [] };
+}
+
+async function handle(cmd) {
+  if (cmd.op === 'open') {
+    const page = await context.newPage();
+    const log = [];
+    consoles.set(cmd.page, log);
+    page.on('console', (msg) => log.push(`${msg.type()}: ${msg.text()}`));
+    page.on('pageerror', (error) => log.push(`pageerror: ${error}`));
+    if (cmd.old_browser) {
+      await page.addInitScript(() => {
+        delete window.WebSocket;
+        delete window.EventSource;
+      });
+    }
+    pages.set(cmd.page, page);
+    await page.goto(cmd.url, { waitUntil: 'load', timeout: 15000 });
+    return { ok: true };
+  }
+  const page = pages.get(cmd.page);
+  if (!page) {
+    return { ok: false, error: `no page ${cmd.page}` };
+  }
+  if (cmd.op === 'wait') {
+    try {
+      await page.waitForFunction(
+        ([count, transport]) => {
+          const pb = window.__pb;
+          return pb && pb.events.length >= count && (!transport || pb.transports[pb.transports.length - 1] === transport);
+        },
+        [cmd.count, cmd.transport || null],
+        { timeout: cmd.timeout_ms || 20000, polling: 50 },
+      );
+      return { ok: true, state: await state(cmd.page, page) };
+    } catch (error) {
+      return { ok: false, error: String(error.message || error).split('\n')[0], state: await state(cmd.page, page) };
+    }
+  }
+  if (cmd.op === 'close') {
+    pages.delete(cmd.page);
+    consoles.delete(cmd.page);
+    await page.close();
+    return { ok: true };
+  }
+  return { ok: false, error: `unknown op ${cmd.op}` };
+}
+
+async function main() {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  // Without it Chromium refuses the page's own requests to loopback (ERR_BLOCKED_BY_LOCAL_NETWORK_ACCESS_CHECKS).
+  await context.grantPermissions(['local-network-access']).catch(() => {});
+  reply({ ready: true, version: context.browser()?.version() ?? 'unknown' });
+  const lines = createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    if (!line.trim()) continue;
+    let cmd;
+    try {
+      cmd = JSON.parse(line);
+    } catch (error) {
+      reply({ ok: false, error: `bad command: ${error}` });
+      continue;
+    }
+    try {
+      reply(await handle(cmd));
+    } catch (error) {
+      reply({ ok: false, error: String(error.message || error).split('\n')[0] });
+    }
+  }
+}
+
+try {
+  await main();
+} catch (error) {
+  reply({ ready: false, error: String(error.message || error) });
+  process.exitCode = 1;
+} finally {
+  await context?.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+}
