@@ -78,3 +78,24 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// A URI for logs: scheme, host, port and path only — the query (tokens) and any user-info are left out.
+pub fn redact(uri: &http::Uri) -> String {
+    let host = uri.host().unwrap_or("");
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    let scheme = uri.scheme_str().map(|s| format!("{s}://")).unwrap_or_default();
+    let query = if uri.query().is_some() { "?…" } else { "" };
+    format!("{scheme}{host}{port}{}{query}", uri.path())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_drops_query_and_userinfo() {
+        let uri: http::Uri = "https://user:secret@app.internal:8443/events/a?token=s3cret&x=1".parse().unwrap();
+        let text = super::redact(&uri);
+        assert_eq!(text, "https://app.internal:8443/events/a?…");
+        assert!(!text.contains("secret"));
+        assert_eq!(super::redact(&"/plain/path".parse().unwrap()), "/plain/path");
+    }
+}

@@ -96,7 +96,7 @@ impl Passthrough {
         scheme: &'static str,
     ) -> Response<Body> {
         if req.method() == Method::CONNECT {
-            tracing::debug!(%client, uri = %req.uri(), "pass-through refused CONNECT");
+            tracing::debug!(%client, uri = %crate::error::redact(req.uri()), "pass-through refused CONNECT");
             if req.extensions().get::<hyper::ext::Protocol>().is_some() {
                 return plain(
                     StatusCode::NOT_IMPLEMENTED,
@@ -113,14 +113,14 @@ impl Passthrough {
         }
         // HTTP/1 targets are origin-form; absolute- or authority-form would make us an open proxy.
         if req.version() != Version::HTTP_2 && req.uri().authority().is_some() {
-            tracing::debug!(%client, uri = %req.uri(), "pass-through refused absolute-form target");
+            tracing::debug!(%client, uri = %crate::error::redact(req.uri()), "pass-through refused absolute-form target");
             return plain(
                 StatusCode::BAD_REQUEST,
                 "bad request: absolute-form request target\n",
             );
         }
         let Some(uri) = self.upstream_uri(req.uri()) else {
-            tracing::debug!(%client, uri = %req.uri(), "pass-through refused request target");
+            tracing::debug!(%client, uri = %crate::error::redact(req.uri()), "pass-through refused request target");
             return plain(
                 StatusCode::BAD_REQUEST,
                 "bad request: unsupported request target\n",

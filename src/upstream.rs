@@ -72,7 +72,7 @@ pub async fn supervise(
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, stream = %stream.key(), url = %spec.url, "Upstream failed; backing off");
+                tracing::warn!(%error, stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream failed; backing off");
             }
         }
         let backoff = state.retry.map_or(spec.backoff, |retry| spec.backoff.with_initial(retry));

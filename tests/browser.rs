@@ -215,6 +215,14 @@ fn assert_consecutive(scenario: &str, state: &PageState) {
         state.events.iter().all(|e| e == "tick"),
         "{scenario}: unexpected events (a gap?): {state:?}"
     );
+    let script_error = state
+        .console
+        .iter()
+        .any(|line| line.starts_with("pageerror"));
+    assert!(
+        !script_error,
+        "{scenario}: script error in the page: {state:?}"
+    );
 }
 
 /// The browser and the tools the scenarios run, found on this machine.

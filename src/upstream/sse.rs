@@ -46,7 +46,7 @@ pub(super) async fn session(
     metrics.upstream_connects.with_label_values(&[route, "ok"]).inc();
     metrics.upstream_up.with_label_values(&[route]).set(1);
     stream.set_upstream_up(true);
-    tracing::info!(stream = %stream.key(), url = %spec.url, "Upstream connected");
+    tracing::info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected");
 
     state.decoder.restart();
     let mut body = response.into_body();
