@@ -73,6 +73,7 @@ async fn run_all(tools: Tools) {
     // 1. Straight to pushbridge: WebSocket.
     let state = browser.scenario("direct", direct, false, "ws").await;
     assert_eq!(state.transports, ["ws"], "{state:?}");
+    browser.close("direct").await;
 
     // 2. nginx with its defaults does not forward Upgrade: the WebSocket handshake fails, SSE works.
     let nginx = Nginx::start(&tools, direct, PROXY_DEFAULT, None).await;
@@ -80,6 +81,7 @@ async fn run_all(tools: Tools) {
         .scenario("nginx-default", nginx.addr(), false, "sse")
         .await;
     assert_eq!(state.transports, ["sse"], "{state:?}");
+    browser.close("nginx-default").await;
     drop(nginx);
 
     // 3. nginx that buffers every response: the SSE stream stays silent, long-poll works.
@@ -88,6 +90,16 @@ async fn run_all(tools: Tools) {
         .scenario("nginx-buffering", nginx.addr(), false, "long-poll")
         .await;
     assert_eq!(state.transports, ["long-poll"], "{state:?}");
+    // The page session remembers what worked: after a reload, long-poll at once, nothing else tried.
+    browser.reload("nginx-buffering").await;
+    let state = browser.wait("nginx-buffering", EVENTS, "long-poll").await;
+    assert_consecutive("nginx-buffering, reloaded", &state);
+    assert_eq!(state.transports, ["long-poll"], "{state:?}");
+    assert!(
+        state.errors.is_empty(),
+        "only the remembered transport is tried: {state:?}"
+    );
+    browser.close("nginx-buffering").await;
     drop(nginx);
 
     // 4. A browser with neither WebSocket nor EventSource: long-poll.
@@ -95,6 +107,7 @@ async fn run_all(tools: Tools) {
         .scenario("old-browser", direct, true, "long-poll")
         .await;
     assert_eq!(state.transports, ["long-poll"], "{state:?}");
+    browser.close("old-browser").await;
 
     // 5. Mid-stream, nginx is restarted with a config that forwards no Upgrade and buffers: WebSocket → long-poll,
     // and the ids stay consecutive across the switch.
@@ -487,6 +500,16 @@ impl Browser {
         state
     }
 
+    async fn reload(&mut self, page: &str) {
+        let answer = self
+            .call(
+                json!({"op": "reload", "page": page}),
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(answer["ok"], true, "{page}: reload failed: {answer}");
+    }
+
     async fn close(&mut self, page: &str) {
         let answer = self
             .call(
@@ -497,7 +520,8 @@ impl Browser {
         assert_eq!(answer["ok"], true, "{page}: {answer}");
     }
 
-    /// One scenario: open the page on `base`, wait for [`EVENTS`] events over `transport`, check their ids.
+    /// One scenario: open the page on `base`, wait for [`EVENTS`] events over `transport`, check their ids. The
+    /// page stays open.
     async fn scenario(
         &mut self,
         name: &str,
@@ -507,7 +531,6 @@ impl Browser {
     ) -> PageState {
         self.open(name, &page_url(base, name), old_browser).await;
         let state = self.wait(name, EVENTS, transport).await;
-        self.close(name).await;
         assert_consecutive(name, &state);
         println!(
             "browser scenario {name}: {transport}, {} consecutive ids, errors seen: {:?}",

@@ -2,21 +2,21 @@
 //! TLS. Immediate answers, held polls, the timeout, batching, gaps, the first poll without a cursor, JSONP, CORS,
 //! drain, and a thousand held polls answered by one publish.
 
+#[path = "longpoll/polls.rs"]
+mod polls;
 mod support;
-#[path = "longpoll/client.rs"]
-mod client;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
-use hyper::client::conn::http2;
+use http::StatusCode;
+use polls::{
+    answer, config, expected, get, held_polls, keeper, long_poll_gauge, poll, publish, request,
+    spawn_poll, wait_open_polls, wait_subscribers,
+};
 use serde_json::Value;
 use support::certs::{KeyKind, TestCa};
-use support::client::{Proto, ReqBody, SseClient, WAIT, connect, connect_tls, empty};
-use support::proxy::{self, TestProxy};
+use support::client::{Proto, connect, connect_tls};
+use support::proxy;
 use support::upstream::SseUpstream;
 
 #[tokio::test]

@@ -543,3 +543,59 @@ fn parse_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
     assert!(bytes.is_empty(), "trailing bytes");
     frames
 }
+
+/// A client that reads too slowly to stay inside the ring (but is never still long enough for the sweeper: its
+/// `client_queue` is huge) gets the events it can take, consecutive, then close 1013 to resume from its last id.
+#[tokio::test]
+async fn a_client_behind_the_ring_is_closed_with_1013() {
+    const EVENTS: usize = 400;
+    let upstream = SseUpstream::start(true).await;
+    let extra = "    buffer: { events: 20, age: 5m }\nlimits: { client_queue: 1000000 }";
+    let proxy = proxy::start(&config(upstream.addr, extra)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(proxy.addr()).await.unwrap();
+    let url = format!("ws://{}/events/x", proxy.addr());
+    let (mut behind, _) = open(tcp, &url, &[]).await.unwrap();
+    let mut reader = ws(proxy.addr(), "/events/x").await;
+    upstream.wait_connections(1).await;
+
+    // Bursts the reading client keeps up with, while `behind` reads nothing and its socket fills.
+    let payload = "z".repeat(32 * 1024);
+    for burst in (0..EVENTS).step_by(10) {
+        for i in burst..burst + 10 {
+            upstream.publish(format!("{i}:{payload}"));
+        }
+        let got = envelopes(&mut reader, 10).await;
+        assert_eq!(got[9]["id"], (burst + 10).to_string());
+    }
+
+    let mut ids = Vec::new();
+    let code = loop {
+        match tokio::time::timeout(WAIT, behind.next())
+            .await
+            .expect("frame in time")
+        {
+            Some(Ok(Message::Text(text))) => {
+                let envelope: Value = serde_json::from_str(&text).unwrap();
+                ids.push(envelope["id"].as_str().unwrap().parse::<usize>().unwrap());
+            }
+            Some(Ok(Message::Close(Some(frame)))) => break frame.code,
+            other => panic!("expected events then a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, CloseCode::Again);
+    assert!(ids.len() < EVENTS, "fell behind");
+    assert_eq!(
+        ids,
+        (1..=ids.len()).collect::<Vec<_>>(),
+        "what it got is consecutive"
+    );
+    assert_eq!(
+        metric(
+            &proxy,
+            "pushbridge_slow_consumer_disconnects_total{transport=\"ws\"}"
+        ),
+        1.0
+    );
+}

@@ -68,7 +68,7 @@
     sock.onmessage = function (m) {
       var env;
       try { env = JSON.parse(m.data); } catch (e) { env = null; }
-      if (env && typeof env === 'object' && 'data' in env) {
+      if (env && typeof env === 'object' && typeof env.event === 'string' && 'data' in env) {
         a.deliver({ id: env.id === undefined ? null : env.id, event: env.event || 'message', data: env.data });
       } else {
         a.deliver({ id: null, event: 'message', data: m.data }); // ws.format: data (no ids, no resume)

@@ -5,6 +5,8 @@
 //       waits until the page holds at least `count` events and (when given) its latest transport is `transport`;
 //       state = {"transports":[…],"ids":[…],"events":[…],"errors":[…],"console":[…]}: the test page's window.__pb
 //       and what the page logged (shown by the Rust test when an assertion fails).
+//   {"op":"reload","page":"p1"}                                               → {"ok":true}
+//       reloads the page in the same tab (its sessionStorage survives, as in a real page session)
 //   {"op":"close","page":"p1"}                                                → {"ok":true}
 // The first line out is {"ready":true,"version":"…"}. EOF on stdin closes the browser and exits.
 // `old_browser` deletes WebSocket and EventSource before any page script runs (a browser with neither).
@@ -72,6 +74,11 @@ async function handle(cmd) {
     } catch (error) {
       return { ok: false, error: String(error.message || error).split('\n')[0], state: await state(cmd.page, page) };
     }
+  }
+  if (cmd.op === 'reload') {
+    consoles.get(cmd.page).length = 0;
+    await page.reload({ waitUntil: 'load', timeout: 15000 });
+    return { ok: true };
   }
   if (cmd.op === 'close') {
     pages.delete(cmd.page);

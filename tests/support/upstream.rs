@@ -148,7 +148,11 @@ fn respond(req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
         None => *state.len.borrow(),
     };
     state.last_event_ids.lock().unwrap().push(last.clone());
-    let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     state.authorizations.lock().unwrap().push(authorization);
     state.connections.send_modify(|c| *c += 1);
     let rx = state.len.subscribe();

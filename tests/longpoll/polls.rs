@@ -200,7 +200,7 @@ pub async fn held_polls(
 ) -> Vec<tokio::task::JoinHandle<Answer>> {
     let mut polls = Vec::new();
     for _ in 0..connections {
-        let support::client::Sender::H2(sender) = connect(addr, Proto::H2).await else {
+        let crate::support::client::Sender::H2(sender) = connect(addr, Proto::H2).await else {
             unreachable!()
         };
         for _ in 0..per_connection {
@@ -239,4 +239,3 @@ pub async fn wait_open_polls(admin: SocketAddr, n: i64) {
         .await
         .expect("polls held in time");
 }
-
