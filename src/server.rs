@@ -167,7 +167,11 @@ async fn read(router: &Router, route: Arc<Route>, key: StreamKey, req: Request<I
             transports::sse::serve(ctx, last_event_id.as_deref(), announce)
         }
         TransportKind::Ws => transports::ws::serve(ctx, req, last_event_id),
-        TransportKind::LongPoll => transports::longpoll::serve(ctx, query, last_event_id).await,
+        TransportKind::LongPoll => {
+            // A held poll keeps only its cursor: the request itself is not needed any more.
+            drop(req);
+            transports::longpoll::serve(ctx, query, last_event_id).await
+        }
     };
     response.headers_mut().insert(TRANSPORT_HEADER, HeaderValue::from_static(transport.as_str()));
     auth::add_cors(&route.config, &request_headers, response.headers_mut());

@@ -548,7 +548,7 @@ fn parse_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
 /// `client_queue` is huge) gets the events it can take, consecutive, then close 1013 to resume from its last id.
 #[tokio::test]
 async fn a_client_behind_the_ring_is_closed_with_1013() {
-    const EVENTS: usize = 400;
+    const EVENTS: usize = 600;
     let upstream = SseUpstream::start(true).await;
     let extra = "    buffer: { events: 20, age: 5m }\nlimits: { client_queue: 1000000 }";
     let proxy = proxy::start(&config(upstream.addr, extra)).await;

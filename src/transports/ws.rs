@@ -17,7 +17,7 @@ use super::{OpenGauge, StreamContext};
 use crate::hub::Resume;
 use crate::{Body, full_body};
 
-pub use handshake::Refusal;
+use handshake::Refusal;
 pub use session::{CLOSE_TIMEOUT, MISSED_PONGS, gap_envelope};
 
 /// Largest client message when the route has no `client_messages` (such messages are refused anyway).

@@ -6,7 +6,7 @@
 //! `client_messages`, 1007 for invalid UTF-8, 1002 for a protocol error, 1009 for an over-size client message,
 //! 1011 after two unanswered pings, 1013 when the client fell behind the ring (resume with its last id).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,6 +40,23 @@ pub struct Session {
     /// The handshake's headers forwarded with client messages.
     forwarded: HeaderMap,
     _gauge: OpenGauge,
+}
+
+/// Whether the peer answers pings, shared by the reader and the writer.
+#[derive(Default)]
+struct Liveness {
+    /// Pings sent since the last pong.
+    unanswered: AtomicU32,
+    /// The reader is busy forwarding a message (and cannot see pongs).
+    forwarding: AtomicBool,
+}
+
+impl Liveness {
+    /// Counts a heartbeat; true when the peer left [`MISSED_PONGS`] pings in a row unanswered.
+    fn ping_missed(&self) -> bool {
+        let missed = self.unanswered.fetch_add(1, Ordering::Relaxed);
+        missed >= MISSED_PONGS && !self.forwarding.load(Ordering::Relaxed)
+    }
 }
 
 /// How a session ends.
@@ -83,14 +100,14 @@ impl Session {
         } = self;
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let (mut sink, mut stream) = ws.split();
-        let unanswered = AtomicU32::new(0);
+        let liveness = Liveness::default();
         let end = tokio::select! {
             biased;
             // A kicked client stopped reading: its socket is full, so a close frame would not get through.
             () = ctx.kick.cancelled() => End::Drop,
             () = ctx.drain.cancelled() => End::Close(CloseCode::Away, "going away"),
-            end = read_loop(&ctx, &forwarded, &mut stream, &unanswered) => end,
-            end = write_loop(&ctx, &mut subscription, &mut sink, &unanswered) => end,
+            end = read_loop(&ctx, &forwarded, &mut stream, &liveness) => end,
+            end = write_loop(&ctx, &mut subscription, &mut sink, &liveness) => end,
         };
         drop(subscription);
         tracing::debug!(stream = %ctx.key, ?end, "WebSocket session ended");
@@ -105,7 +122,7 @@ async fn write_loop<S>(
     ctx: &StreamContext,
     subscription: &mut Subscription,
     sink: &mut S,
-    unanswered: &AtomicU32,
+    liveness: &Liveness,
 ) -> End
 where
     S: Sink<Message, Error = WsError> + Unpin,
@@ -117,7 +134,7 @@ where
         let next = tokio::select! {
             next = subscription.next(SENT_BATCH) => next,
             _ = ticker.tick() => {
-                if unanswered.fetch_add(1, Ordering::Relaxed) >= MISSED_PONGS {
+                if liveness.ping_missed() {
                     tracing::debug!(stream = %ctx.key, "WebSocket peer missed {MISSED_PONGS} pongs: closing");
                     return End::Abandon(CloseCode::Error, "ping timeout");
                 }
@@ -163,7 +180,7 @@ async fn read_loop<S>(
     ctx: &StreamContext,
     forwarded: &HeaderMap,
     stream: &mut S,
-    unanswered: &AtomicU32,
+    liveness: &Liveness,
 ) -> End
 where
     S: Stream<Item = Result<Message, WsError>> + Unpin,
@@ -178,7 +195,7 @@ where
             Message::Text(text) => (Bytes::from(text), "text/plain; charset=utf-8"),
             Message::Binary(bytes) => (bytes, "application/octet-stream"),
             Message::Pong(_) => {
-                unanswered.store(0, Ordering::Relaxed);
+                liveness.unanswered.store(0, Ordering::Relaxed);
                 continue;
             }
             Message::Ping(_) | Message::Frame(_) => continue,
@@ -192,9 +209,13 @@ where
             return End::Close(CloseCode::Unsupported, "client messages are not enabled");
         };
         let content_type = HeaderValue::from_static(content_type);
+        // Pongs are not read while a message is forwarded: the peer gets a fresh allowance afterwards.
+        liveness.forwarding.store(true, Ordering::Relaxed);
         let result = forwarder
             .forward(&ctx.key, "ws", forwarded.clone(), Some(content_type), body)
             .await;
+        liveness.unanswered.store(0, Ordering::Relaxed);
+        liveness.forwarding.store(false, Ordering::Relaxed);
         let outcome = match result {
             Ok(status) if status.is_success() => "ok",
             Ok(status) => {
