@@ -32,23 +32,39 @@ struct Rooms {
 impl Rooms {
     fn sender(&self, room: &str) -> broadcast::Sender<Bytes> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms.entry(room.to_owned()).or_insert_with(|| (0, broadcast::channel(256).0)).1.clone()
+        rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| (0, broadcast::channel(256).0))
+            .1
+            .clone()
     }
 
     fn publish(&self, room: &str, text: &str) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        let (seq, sender) = rooms.entry(room.to_owned()).or_insert_with(|| (0, broadcast::channel(256).0));
+        let (seq, sender) = rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| (0, broadcast::channel(256).0));
         *seq += 1;
         let data = serde_json::json!({ "room": room, "text": text }).to_string();
-        let _ = sender.send(pushbridge::sse::encode_event(Some(&seq.to_string()), Some("message"), &data));
+        let _ = sender.send(pushbridge::sse::encode_event(
+            Some(&seq.to_string()),
+            Some("message"),
+            &data,
+        ));
     }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let address: SocketAddr = std::env::args().nth(1).as_deref().unwrap_or("127.0.0.1:8090").parse()?;
+    let address: SocketAddr = std::env::args()
+        .nth(1)
+        .as_deref()
+        .unwrap_or("127.0.0.1:8090")
+        .parse()?;
     let listener = tokio::net::TcpListener::bind(address).await?;
-    println!("chat app on http://{address}/ — put pushbridge in front: cargo run -- run -c examples/chat.yaml");
+    println!(
+        "chat app on http://{address}/ — put pushbridge in front: cargo run -- run -c examples/chat.yaml"
+    );
     let rooms = Arc::new(Rooms::default());
     loop {
         let (tcp, _) = listener.accept().await?;
@@ -69,11 +85,18 @@ async fn respond(req: Request<Incoming>, rooms: &Rooms) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if path == "/" {
         let mut response = Response::new(full_body(PAGE));
-        response.headers_mut().insert("content-type", http::HeaderValue::from_static("text/html; charset=utf-8"));
+        response.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
         return response;
     }
     if path == "/internal/messages" && req.method() == http::Method::POST {
-        let params = req.headers().get("x-pushbridge-params").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let params = req
+            .headers()
+            .get("x-pushbridge-params")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let room = form_urlencoded::parse(params.as_bytes())
             .find(|(k, _)| k == "room")
             .map(|(_, v)| v.into_owned())
@@ -86,17 +109,26 @@ async fn respond(req: Request<Incoming>, rooms: &Rooms) -> Response<Body> {
         return status(StatusCode::NO_CONTENT);
     }
     if let Some(room) = path.strip_prefix("/internal/events/") {
-        let events = BroadcastStream::new(rooms.sender(room).subscribe())
-            .filter_map(|item| async move { item.ok().map(|bytes| Ok(http_body::Frame::data(bytes))) });
+        let events =
+            BroadcastStream::new(rooms.sender(room).subscribe()).filter_map(|item| async move {
+                item.ok().map(|bytes| Ok(http_body::Frame::data(bytes)))
+            });
         let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(events)));
-        response.headers_mut().insert("content-type", http::HeaderValue::from_static("text/event-stream"));
+        response.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("text/event-stream"),
+        );
         return response;
     }
     status(StatusCode::NOT_FOUND)
 }
 
 fn status(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync());
+    let mut response = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
     response
 }

@@ -15,7 +15,9 @@ async fn main() -> Result<(), pushbridge::BoxError> {
         None => Duration::from_secs(1),
     };
     let bound = pushbridge::demo::ticker::start(address, interval).await?;
-    println!("ticker on http://{bound}/internal/events/{{channel}} (one event every {interval:?}); Ctrl-C stops");
+    println!(
+        "ticker on http://{bound}/internal/events/{{channel}} (one event every {interval:?}); Ctrl-C stops"
+    );
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

@@ -33,7 +33,8 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, metrics: Arc<Metrics>, 
                 let response = respond(&req, &hub, &metrics, &drain);
                 async move { Ok::<_, Infallible>(response) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service);
             if let Err(error) = conn.await {
                 tracing::debug!(%error, "Admin connection error");
             }
@@ -45,9 +46,10 @@ fn respond(req: &Request<Incoming>, hub: &Hub, metrics: &Metrics, drain: &Drain)
     match req.uri().path() {
         "/metrics" => {
             let mut response = Response::new(full_body(metrics.render()));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
             response
         }
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
@@ -55,8 +57,12 @@ fn respond(req: &Request<Incoming>, hub: &Hub, metrics: &Metrics, drain: &Drain)
             if drain.is_started() {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
             }
-            let down: Vec<String> =
-                hub.all().iter().filter(|s| !s.upstream_up()).map(|s| format!("upstream down: {}\n", s.key())).collect();
+            let down: Vec<String> = hub
+                .all()
+                .iter()
+                .filter(|s| !s.upstream_up())
+                .map(|s| format!("upstream down: {}\n", s.key()))
+                .collect();
             if down.is_empty() {
                 text(StatusCode::OK, "ready\n".into())
             } else {
@@ -70,6 +76,9 @@ fn respond(req: &Request<Incoming>, hub: &Hub, metrics: &Metrics, drain: &Drain)
 fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(full_body(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

@@ -22,8 +22,8 @@ use crate::metrics::Metrics;
 use crate::passthrough::Passthrough;
 use crate::server::{Route, Router};
 use crate::shutdown::Drain;
-use crate::transports::messages::Forwarder;
 use crate::tls::ServerTls;
+use crate::transports::messages::Forwarder;
 use crate::upstream::{self, Backoff, UpstreamSpec};
 
 /// A started server.
@@ -48,7 +48,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new(&route_names)?);
     let hub = Hub::new(metrics.clone());
     let drain = Drain::new();
-    let router = Arc::new(ArcSwap::from_pointee(build_router(&config, &hub, &metrics, &drain)?));
+    let router = Arc::new(ArcSwap::from_pointee(build_router(
+        &config, &hub, &metrics, &drain,
+    )?));
 
     // Load every certificate and bind every address before serving anything: a bad one fails the start.
     let mut bound = Vec::new();
@@ -76,16 +78,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let mut listen_addrs = Vec::new();
     for (tcp, tls) in bound {
-        let address = tcp.local_addr().map_err(|source| StartError::Bind { address: listen_addrs_hint(&tcp), source })?;
+        let address = tcp.local_addr().map_err(|source| StartError::Bind {
+            address: listen_addrs_hint(&tcp),
+            source,
+        })?;
         tracing::info!(%address, tls = tls.is_some(), version = env!("CARGO_PKG_VERSION"), "Listening");
         listen_addrs.push(address);
         tokio::spawn(listener::serve(tcp, tls, shared.clone()));
     }
     let admin_addr = match admin {
         Some(tcp) => {
-            let address = tcp.local_addr().map_err(|source| StartError::Bind { address: listen_addrs_hint(&tcp), source })?;
+            let address = tcp.local_addr().map_err(|source| StartError::Bind {
+                address: listen_addrs_hint(&tcp),
+                source,
+            })?;
             tracing::info!(%address, "Admin listening");
-            tokio::spawn(crate::admin::serve(tcp, hub.clone(), metrics.clone(), drain.clone()));
+            tokio::spawn(crate::admin::serve(
+                tcp,
+                hub.clone(),
+                metrics.clone(),
+                drain.clone(),
+            ));
             Some(address)
         }
         None => None,
@@ -105,31 +118,58 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 }
 
 fn listen_addrs_hint(tcp: &TcpListener) -> SocketAddr {
-    tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    tcp.local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind { address, source })
 }
 
 /// The routing table for a config.
-pub fn build_router(config: &Config, hub: &Arc<Hub>, metrics: &Arc<Metrics>, drain: &Drain) -> Result<Router, StartError> {
+pub fn build_router(
+    config: &Config,
+    hub: &Arc<Hub>,
+    metrics: &Arc<Metrics>,
+    drain: &Drain,
+) -> Result<Router, StartError> {
     let mut routes = Vec::new();
     for stream in &config.streams {
         routes.push(Arc::new(build_route(config, stream, metrics)?));
     }
     let passthrough = match &config.passthrough {
-        Some(cfg) => Some(Passthrough::new(cfg).map_err(|e| StartError::Passthrough(e.to_string()))?),
+        Some(cfg) => {
+            Some(Passthrough::new(cfg).map_err(|e| StartError::Passthrough(e.to_string()))?)
+        }
         None => None,
     };
-    Ok(Router { routes, passthrough, hub: hub.clone(), metrics: metrics.clone(), drain: drain.token() })
+    Ok(Router {
+        routes,
+        passthrough,
+        hub: hub.clone(),
+        metrics: metrics.clone(),
+        drain: drain.token(),
+    })
 }
 
-pub(crate) fn build_route(config: &Config, stream: &crate::config::StreamConfig, metrics: &Arc<Metrics>) -> Result<Route, StartError> {
+pub(crate) fn build_route(
+    config: &Config,
+    stream: &crate::config::StreamConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<Route, StartError> {
     let upstream = &stream.upstream;
-    let route_error = |message: String| StartError::Route { route: stream.name.clone(), message };
-    let client = upstream::http_client::<Empty<Bytes>>(upstream.ca_file.as_deref(), upstream.connect_timeout)?;
-    let backoff = Backoff::try_new(upstream.reconnect.initial, upstream.reconnect.max).map_err(route_error)?;
+    let route_error = |message: String| StartError::Route {
+        route: stream.name.clone(),
+        message,
+    };
+    let client = upstream::http_client::<Empty<Bytes>>(
+        upstream.ca_file.as_deref(),
+        upstream.connect_timeout,
+    )?;
+    let backoff = Backoff::try_new(upstream.reconnect.initial, upstream.reconnect.max)
+        .map_err(route_error)?;
     let name: Arc<str> = stream.name.as_str().into();
     let template = upstream.url.clone();
     let kind = upstream.kind;
@@ -137,25 +177,33 @@ pub(crate) fn build_route(config: &Config, stream: &crate::config::StreamConfig,
     let max_event_bytes = config.limits.max_event_bytes;
     let start_metrics = metrics.clone();
     let route_name = name.clone();
-    let start: StartUpstream = Arc::new(move |stream: Arc<Stream>, stop, headers: http::HeaderMap| {
-        let url = match template.render(&stream.key().params) {
-            Ok(url) => url,
-            Err(error) => {
-                tracing::error!(%error, stream = %stream.key(), "Cannot build the upstream URL");
-                return;
-            }
-        };
-        let spec = UpstreamSpec {
-            route: route_name.clone(),
-            url,
-            kind,
-            headers,
-            connect_timeout,
-            backoff,
-            max_event_bytes,
-        };
-        tokio::spawn(upstream::supervise(spec, client.clone(), stream, stop, start_metrics.clone()));
-    });
+    let start: StartUpstream = Arc::new(
+        move |stream: Arc<Stream>, stop, headers: http::HeaderMap| {
+            let url = match template.render(&stream.key().params) {
+                Ok(url) => url,
+                Err(error) => {
+                    tracing::error!(%error, stream = %stream.key(), "Cannot build the upstream URL");
+                    return;
+                }
+            };
+            let spec = UpstreamSpec {
+                route: route_name.clone(),
+                url,
+                kind,
+                headers,
+                connect_timeout,
+                backoff,
+                max_event_bytes,
+            };
+            tokio::spawn(upstream::supervise(
+                spec,
+                client.clone(),
+                stream,
+                stop,
+                start_metrics.clone(),
+            ));
+        },
+    );
     let settings = Settings {
         buffer_events: stream.buffer.events,
         buffer_age: stream.buffer.age,
@@ -170,7 +218,13 @@ pub(crate) fn build_route(config: &Config, stream: &crate::config::StreamConfig,
         Some(cfg) => Some(Forwarder::new(cfg)?),
         None => None,
     };
-    Ok(Route { name, config: stream.clone(), settings, start, messages })
+    Ok(Route {
+        name,
+        config: stream.clone(),
+        settings,
+        start,
+        messages,
+    })
 }
 
 impl Running {
@@ -202,7 +256,9 @@ impl Running {
         self.drain.start();
         self.hub.close_all();
         self.connections.close();
-        let finished = tokio::time::timeout(self.grace, self.connections.wait()).await.is_ok();
+        let finished = tokio::time::timeout(self.grace, self.connections.wait())
+            .await
+            .is_ok();
         if finished {
             tracing::info!("Drained");
         } else {

@@ -13,13 +13,21 @@ pub const DEFAULT_FORWARD_HEADERS: [&str; 2] = ["authorization", "cookie"];
 pub fn origin_allowed(route: &StreamConfig, headers: &HeaderMap) -> bool {
     match headers.get(header::ORIGIN) {
         None => true,
-        Some(origin) => route.origins.is_empty() || route.origins.iter().any(|o| o.as_bytes() == origin.as_bytes()),
+        Some(origin) => {
+            route.origins.is_empty()
+                || route
+                    .origins
+                    .iter()
+                    .any(|o| o.as_bytes() == origin.as_bytes())
+        }
     }
 }
 
 /// Adds CORS response headers for an allowed Origin (echoed, with `Vary: Origin`).
 pub fn add_cors(route: &StreamConfig, request: &HeaderMap, response: &mut HeaderMap) {
-    let Some(origin) = request.get(header::ORIGIN) else { return };
+    let Some(origin) = request.get(header::ORIGIN) else {
+        return;
+    };
     if !origin_allowed(route, request) {
         return;
     }
@@ -27,7 +35,10 @@ pub fn add_cors(route: &StreamConfig, request: &HeaderMap, response: &mut Header
     response.append(header::VARY, HeaderValue::from_static("origin"));
     if !route.origins.is_empty() {
         // Only an explicit allow-list may receive credentials (cookies) cross-site.
-        response.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        response.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
     }
     response.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -37,12 +48,18 @@ pub fn add_cors(route: &StreamConfig, request: &HeaderMap, response: &mut Header
 
 /// Headers for a CORS preflight (`OPTIONS`) on a stream route.
 pub fn add_preflight(response: &mut HeaderMap) {
-    response.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    response.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
     response.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("last-event-id, content-type, authorization"),
     );
-    response.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    response.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
 }
 
 /// The client headers of `request` that this route forwards to the application.

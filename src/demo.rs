@@ -30,7 +30,11 @@ pub struct DemoArgs {
 
 /// Runs the demo until Ctrl-C (or SIGTERM), then drains.
 pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
-    let app = ticker::start(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), args.interval).await?;
+    let app = ticker::start(
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+        args.interval,
+    )
+    .await?;
     let dir = std::env::temp_dir().join(format!("pushbridge-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let (cert, key) = crate::tls::self_signed(&["localhost", "127.0.0.1", "::1"])?;
@@ -39,9 +43,12 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
     let yaml = config_yaml(&args, app, &dir);
     let config = Config::parse("<demo>", &yaml)?;
     let mut signals = crate::shutdown::signals()?;
-    let running = crate::app::start(config).await.map_err(|error| -> BoxError {
-        format!("{error} (choose other ports with --https-port, --http-port and --admin-port)").into()
-    })?;
+    let running = crate::app::start(config)
+        .await
+        .map_err(|error| -> BoxError {
+            format!("{error} (choose other ports with --https-port, --http-port and --admin-port)")
+                .into()
+        })?;
     let host = match args.bind {
         IpAddr::V6(ip) => format!("[{ip}]"),
         IpAddr::V4(ip) => ip.to_string(),

@@ -55,7 +55,10 @@ pub enum StartError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: SocketAddr, source: std::io::Error },
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("invalid stream route {route}: {message}")]
     Route { route: String, message: String },
     #[error("metrics: {0}")]
@@ -83,7 +86,10 @@ pub fn chain(error: &dyn std::error::Error) -> String {
 pub fn redact(uri: &http::Uri) -> String {
     let host = uri.host().unwrap_or("");
     let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
-    let scheme = uri.scheme_str().map(|s| format!("{s}://")).unwrap_or_default();
+    let scheme = uri
+        .scheme_str()
+        .map(|s| format!("{s}://"))
+        .unwrap_or_default();
     let query = if uri.query().is_some() { "?…" } else { "" };
     format!("{scheme}{host}{port}{}{query}", uri.path())
 }
@@ -92,10 +98,15 @@ pub fn redact(uri: &http::Uri) -> String {
 mod tests {
     #[test]
     fn redact_drops_query_and_userinfo() {
-        let uri: http::Uri = "https://user:secret@app.internal:8443/events/a?token=s3cret&x=1".parse().unwrap();
+        let uri: http::Uri = "https://user:secret@app.internal:8443/events/a?token=s3cret&x=1"
+            .parse()
+            .unwrap();
         let text = super::redact(&uri);
         assert_eq!(text, "https://app.internal:8443/events/a?…");
         assert!(!text.contains("secret"));
-        assert_eq!(super::redact(&"/plain/path".parse().unwrap()), "/plain/path");
+        assert_eq!(
+            super::redact(&"/plain/path".parse().unwrap()),
+            "/plain/path"
+        );
     }
 }

@@ -41,7 +41,9 @@ impl Event {
     /// The SSE block (`id:`, `event:`, `data:` lines and the blank line).
     pub fn sse_frame(&self) -> Bytes {
         self.sse
-            .get_or_init(|| crate::sse::encode_event(Some(&self.id), self.event.as_deref(), &self.data))
+            .get_or_init(|| {
+                crate::sse::encode_event(Some(&self.id), self.event.as_deref(), &self.data)
+            })
             .clone()
     }
 

@@ -68,7 +68,10 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(metrics: Arc<Metrics>) -> Arc<Hub> {
-        Arc::new(Hub { streams: Mutex::new(HashMap::new()), metrics })
+        Arc::new(Hub {
+            streams: Mutex::new(HashMap::new()),
+            metrics,
+        })
     }
 
     /// Subscribe to the stream `key`, creating it (and starting its upstream) if it does not exist.
@@ -98,7 +101,12 @@ impl Hub {
         if let Some(stream) = streams.get(&key) {
             return stream.clone();
         }
-        let stream = Stream::new(key.clone(), settings.clone(), Arc::downgrade(self), self.metrics.clone());
+        let stream = Stream::new(
+            key.clone(),
+            settings.clone(),
+            Arc::downgrade(self),
+            self.metrics.clone(),
+        );
         streams.insert(key, stream.clone());
         self.metrics.streams_open.set(streams.len() as i64);
         drop(streams);
@@ -129,7 +137,9 @@ impl Hub {
     /// Removes `stream` if it still has no subscribers and is the one registered under its key.
     fn remove_if_idle(&self, stream: &Arc<Stream>, generation: u64) {
         let mut streams = lock(&self.streams);
-        let registered = streams.get(stream.key()).is_some_and(|s| Arc::ptr_eq(s, stream));
+        let registered = streams
+            .get(stream.key())
+            .is_some_and(|s| Arc::ptr_eq(s, stream));
         if registered && stream.is_idle(generation) {
             streams.remove(stream.key());
             self.metrics.streams_open.set(streams.len() as i64);
@@ -151,7 +161,11 @@ impl Hub {
     /// Closes and forgets the streams of routes for which `keep` says false (reload).
     pub fn retain_routes(&self, keep: impl Fn(&str) -> bool) {
         let mut streams = lock(&self.streams);
-        let gone: Vec<StreamKey> = streams.keys().filter(|k| !keep(&k.route)).cloned().collect();
+        let gone: Vec<StreamKey> = streams
+            .keys()
+            .filter(|k| !keep(&k.route))
+            .cloned()
+            .collect();
         let closed: Vec<_> = gone.iter().filter_map(|k| streams.remove(k)).collect();
         self.metrics.streams_open.set(streams.len() as i64);
         drop(streams);
@@ -164,5 +178,7 @@ impl Hub {
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the hub's invariants are restored by
 /// every critical section before it can panic).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

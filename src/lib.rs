@@ -44,5 +44,7 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A complete body from bytes.
 pub fn full_body(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-use crate::server::{self, ConnInfo, Router};
+use crate::server::{self, ConnGuard, ConnInfo, Router};
 use crate::tls::ServerTls;
 
 /// Shared by every connection of every listener.
@@ -66,8 +66,11 @@ pub async fn serve(listener: TcpListener, tls: Option<Arc<ServerTls>>, shared: S
         let connections = shared.connections.clone();
         connections.spawn(tracing::Instrument::instrument(
             async move {
-                connection(tcp, peer, tls, shared).await;
-                drop(permit);
+                let guard = ConnGuard {
+                    permit: Arc::new(permit),
+                    tasks: shared.connections.clone(),
+                };
+                connection(tcp, peer, tls, shared, guard).await;
             },
             span,
         ));
@@ -79,25 +82,48 @@ async fn connection(
     peer: std::net::SocketAddr,
     tls: Option<Arc<ServerTls>>,
     shared: Shared,
+    guard: ConnGuard,
 ) {
     match tls {
-        None => serve_http(tcp, ConnInfo { peer, scheme: "http", kick: CancellationToken::new() }, shared).await,
+        None => {
+            let info = ConnInfo {
+                peer,
+                scheme: "http",
+                kick: CancellationToken::new(),
+                guard,
+            };
+            serve_http(tcp, info, shared).await;
+        }
         Some(tls) => {
-            let handshake = tokio::time::timeout(shared.handshake_timeout, tls.acceptor().accept(tcp)).await;
+            let handshake =
+                tokio::time::timeout(shared.handshake_timeout, tls.acceptor().accept(tcp)).await;
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
-                    shared.metrics.tls_failures.with_label_values(&["error"]).inc();
+                    shared
+                        .metrics
+                        .tls_failures
+                        .with_label_values(&["error"])
+                        .inc();
                     tracing::debug!(%error, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
-                    shared.metrics.tls_failures.with_label_values(&["timeout"]).inc();
+                    shared
+                        .metrics
+                        .tls_failures
+                        .with_label_values(&["timeout"])
+                        .inc();
                     tracing::debug!("TLS handshake timed out");
                     return;
                 }
             };
-            let info = ConnInfo { peer, scheme: "https", kick: CancellationToken::new() };
+            let info = ConnInfo {
+                peer,
+                scheme: "https",
+                kick: CancellationToken::new(),
+                guard,
+            };
             serve_http(stream, info, shared).await;
         }
     }

@@ -10,7 +10,11 @@ use pushbridge::config::{Config, LogConfig, LogFormat};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "pushbridge", version, about = "Push-protocol converting reverse-proxy sidecar")]
+#[command(
+    name = "pushbridge",
+    version,
+    about = "Push-protocol converting reverse-proxy sidecar"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,7 +62,10 @@ fn main() -> ExitCode {
             runtime(|| pushbridge::app::run(path, config))
         }
         Command::Demo(args) => {
-            init_logging(&LogConfig { format: LogFormat::Text, level: "info".into() });
+            init_logging(&LogConfig {
+                format: LogFormat::Text,
+                level: "info".into(),
+            });
             runtime(|| pushbridge::demo::run(args))
         }
     }
@@ -69,7 +76,10 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), pushbridge::BoxError>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("pushbridge: cannot start the runtime: {error}");
@@ -91,7 +101,9 @@ fn init_logging(log: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

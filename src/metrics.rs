@@ -3,8 +3,8 @@
 //! from the config) — never a client or a path-parameter value. Reference: docs/metrics.md.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Client transports, as metric labels.
@@ -60,16 +60,18 @@ impl Metrics {
     /// Creates every series. `routes` are the configured stream route names.
     pub fn new(routes: &[String]) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
-            let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(metric.clone()))?;
-            Ok(metric)
-        };
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-            let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(metric.clone()))?;
-            Ok(metric)
-        };
+        let gauge_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
         let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
             let metric = IntCounter::new(name, help)?;
             registry.register(Box::new(metric.clone()))?;
@@ -80,7 +82,9 @@ impl Metrics {
                 "pushbridge_delivery_latency_seconds",
                 "Seconds from an event's arrival at the hub to its write to a client.",
             )
-            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
             &["transport"],
         )?;
         registry.register(Box::new(latency.clone()))?;
@@ -130,7 +134,10 @@ impl Metrics {
                 "1 while the route's upstream is connected.",
                 &["route"],
             )?,
-            resumes_hit: counter("pushbridge_resumes_hit_total", "Resumes found in the buffer.")?,
+            resumes_hit: counter(
+                "pushbridge_resumes_hit_total",
+                "Resumes found in the buffer.",
+            )?,
             resumes_gap: counter(
                 "pushbridge_resume_gaps_total",
                 "Resumes whose last event id was no longer buffered.",
@@ -176,7 +183,8 @@ impl Metrics {
     fn touch(&self, routes: &[String]) {
         for transport in TRANSPORTS {
             for version in HTTP_VERSIONS {
-                self.connections_open.with_label_values(&[transport, version]);
+                self.connections_open
+                    .with_label_values(&[transport, version]);
             }
             self.connections_total.with_label_values(&[transport]);
             self.events_delivered.with_label_values(&[transport]);
@@ -201,7 +209,9 @@ impl Metrics {
         for result in ["ok", "error", "refused"] {
             self.client_messages.with_label_values(&[result]);
         }
-        self.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
     }
 
     /// Creates the per-route series for routes (at start-up and after a reload).

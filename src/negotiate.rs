@@ -34,12 +34,21 @@ pub enum Decision {
     },
     /// 406 with the allowed list as JSON (unknown or disallowed explicit transport, or nothing fits), or 400 for an
     /// explicit transport the request cannot take (`ws` without a handshake, anything else on a CONNECT).
-    Refuse { status: http::StatusCode, reason: String },
+    Refuse {
+        status: http::StatusCode,
+        reason: String,
+    },
 }
 
 impl Facts {
     /// Reads the facts off a request head.
-    pub fn of(method: &Method, version: Version, headers: &http::HeaderMap, query: Option<&str>, protocol: Option<&str>) -> Facts {
+    pub fn of(
+        method: &Method,
+        version: Version,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+        protocol: Option<&str>,
+    ) -> Facts {
         let explicit = query.and_then(|q| query_param(q, "transport"));
         let tunnel = version == Version::HTTP_2 && method == Method::CONNECT;
         let websocket = if version == Version::HTTP_2 {
@@ -54,8 +63,17 @@ impl Facts {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .any(|item| item.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream")));
-        Facts { explicit, websocket, accepts_sse, tunnel }
+            .any(|item| {
+                item.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+            });
+        Facts {
+            explicit,
+            websocket,
+            accepts_sse,
+            tunnel,
+        }
     }
 }
 
@@ -66,7 +84,10 @@ pub fn decide(facts: &Facts, allowed: &[TransportKind]) -> Decision {
             return refuse_not_acceptable(&format!("unknown transport {name:?}"), allowed);
         };
         if !allowed.contains(&wanted) {
-            return refuse_not_acceptable(&format!("transport {name} is not allowed on this route"), allowed);
+            return refuse_not_acceptable(
+                &format!("transport {name} is not allowed on this route"),
+                allowed,
+            );
         }
         if wanted == TransportKind::Ws && !facts.websocket {
             return Decision::Refuse {
@@ -80,7 +101,10 @@ pub fn decide(facts: &Facts, allowed: &[TransportKind]) -> Decision {
                 reason: format!("transport={name} cannot answer an HTTP/2 CONNECT"),
             };
         }
-        return Decision::Serve { transport: wanted, downgraded_from: None };
+        return Decision::Serve {
+            transport: wanted,
+            downgraded_from: None,
+        };
     }
     let preferred = if facts.websocket {
         TransportKind::Ws
@@ -93,7 +117,11 @@ pub fn decide(facts: &Facts, allowed: &[TransportKind]) -> Decision {
     let candidates: &[TransportKind] = match (facts.websocket, facts.accepts_sse) {
         (true, _) if facts.tunnel => &[TransportKind::Ws],
         (false, _) if facts.tunnel => &[],
-        (true, true) => &[TransportKind::Ws, TransportKind::Sse, TransportKind::LongPoll],
+        (true, true) => &[
+            TransportKind::Ws,
+            TransportKind::Sse,
+            TransportKind::LongPoll,
+        ],
         (true, false) => &[TransportKind::Ws, TransportKind::LongPoll],
         (false, true) => &[TransportKind::Sse, TransportKind::LongPoll],
         (false, false) => &[TransportKind::LongPoll],
@@ -110,7 +138,10 @@ pub fn decide(facts: &Facts, allowed: &[TransportKind]) -> Decision {
 fn refuse_not_acceptable(reason: &str, allowed: &[TransportKind]) -> Decision {
     let allowed: Vec<&str> = allowed.iter().map(|t| t.as_str()).collect();
     let body = serde_json::json!({ "error": reason, "allowed": allowed });
-    Decision::Refuse { status: http::StatusCode::NOT_ACCEPTABLE, reason: body.to_string() }
+    Decision::Refuse {
+        status: http::StatusCode::NOT_ACCEPTABLE,
+        reason: body.to_string(),
+    }
 }
 
 fn header_has_token(headers: &http::HeaderMap, name: &http::HeaderName, token: &str) -> bool {
@@ -124,14 +155,19 @@ fn header_has_token(headers: &http::HeaderMap, name: &http::HeaderName, token: &
 
 /// The transport with this wire name (`ws`, `sse`, `long-poll`).
 pub fn transport_named(name: &str) -> Option<TransportKind> {
-    [TransportKind::Ws, TransportKind::Sse, TransportKind::LongPoll]
-        .into_iter()
-        .find(|t| t.as_str() == name)
+    [
+        TransportKind::Ws,
+        TransportKind::Sse,
+        TransportKind::LongPoll,
+    ]
+    .into_iter()
+    .find(|t| t.as_str() == name)
 }
 
 /// The first value of query parameter `name`, percent-decoded.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes()).find_map(|(key, value)| (key == name).then(|| value.into_owned()))
+    form_urlencoded::parse(query.as_bytes())
+        .find_map(|(key, value)| (key == name).then(|| value.into_owned()))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth;
 use crate::config::{Mode, StreamConfig, TransportKind};
 use crate::hub::{Hub, Settings, StartUpstream, StreamKey};
 use crate::metrics::Metrics;
@@ -16,7 +17,6 @@ use crate::negotiate::{self, Decision, Facts};
 use crate::passthrough::Passthrough;
 use crate::transports::messages::{Forwarder, MessageError};
 use crate::transports::{self, StreamContext};
-use crate::auth;
 use crate::{Body, full_body};
 
 /// Header naming the transport chosen for a stream response.
@@ -50,6 +50,29 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// Cancelled to drop the connection (slow consumer).
     pub kick: CancellationToken,
+    /// Keeps an upgraded (WebSocket) session inside the connection limit and the drain: the session task holds it.
+    pub guard: ConnGuard,
+}
+
+/// The connection permit and the drain tracker, for sessions that outlive hyper's connection (upgrades).
+#[derive(Clone)]
+pub struct ConnGuard {
+    pub permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+impl ConnGuard {
+    /// Spawns `task` as part of this connection: counted by the drain and holding the connection permit.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let permit = self.permit.clone();
+        self.tasks.spawn(async move {
+            task.await;
+            drop(permit);
+        });
+    }
 }
 
 /// Session numbers of per-client streams.
@@ -65,8 +88,14 @@ pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo)
     if path == CLIENT_JS_PATH && (req.method() == Method::GET || req.method() == Method::HEAD) {
         let mut response = Response::new(full_body(CLIENT_JS));
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/javascript; charset=utf-8"));
-        headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/javascript; charset=utf-8"),
+        );
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
         return response;
     }
     for route in &router.routes {
@@ -84,7 +113,11 @@ pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo)
                 400..=499 => "4xx",
                 _ => "5xx",
             };
-            router.metrics.passthrough_requests.with_label_values(&[class]).inc();
+            router
+                .metrics
+                .passthrough_requests
+                .with_label_values(&[class])
+                .inc();
             response
         }
         None => plain(StatusCode::NOT_FOUND, "not found\n"),
@@ -101,7 +134,11 @@ async fn stream(
     if !auth::origin_allowed(&route.config, req.headers()) {
         return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
-    let key = StreamKey { route: route.name.clone(), params, session: None };
+    let key = StreamKey {
+        route: route.name.clone(),
+        params,
+        session: None,
+    };
     let request_headers = match *req.method() {
         Method::OPTIONS | Method::POST => req.headers().clone(),
         _ => return read(router, route, key, req, conn).await,
@@ -119,27 +156,61 @@ async fn stream(
 }
 
 /// Serves a reader: negotiate, then the chosen transport.
-async fn read(router: &Router, route: Arc<Route>, key: StreamKey, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-    let protocol = req.extensions().get::<hyper::ext::Protocol>().map(|p| p.as_str().to_owned());
+async fn read(
+    router: &Router,
+    route: Arc<Route>,
+    key: StreamKey,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Response<Body> {
+    let protocol = req
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .map(|p| p.as_str().to_owned());
     let query = req.uri().query().map(str::to_owned);
-    let facts = Facts::of(req.method(), req.version(), req.headers(), query.as_deref(), protocol.as_deref());
+    let facts = Facts::of(
+        req.method(),
+        req.version(),
+        req.headers(),
+        query.as_deref(),
+        protocol.as_deref(),
+    );
     if req.method() != Method::GET && !facts.websocket {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on a stream route\n");
-        response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
+        let mut response = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on a stream route\n",
+        );
+        response.headers_mut().insert(
+            http::header::ALLOW,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
         return response;
     }
     let (transport, downgraded_from) = match negotiate::decide(&facts, &route.config.transports) {
-        Decision::Serve { transport, downgraded_from } => (transport, downgraded_from),
+        Decision::Serve {
+            transport,
+            downgraded_from,
+        } => (transport, downgraded_from),
         Decision::Refuse { status, reason } => {
             let mut response = Response::new(full_body(reason));
             *response.status_mut() = status;
-            let content_type = if status == StatusCode::NOT_ACCEPTABLE { "application/json" } else { "text/plain" };
-            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            let content_type = if status == StatusCode::NOT_ACCEPTABLE {
+                "application/json"
+            } else {
+                "text/plain"
+            };
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             return response;
         }
     };
     if let Some(from) = downgraded_from {
-        router.metrics.downgrades.with_label_values(&[from.as_str(), transport.as_str()]).inc();
+        router
+            .metrics
+            .downgrades
+            .with_label_values(&[from.as_str(), transport.as_str()])
+            .inc();
     }
     let last_event_id = last_event_id(&req);
     let request_headers = req.headers().clone();
@@ -148,7 +219,13 @@ async fn read(router: &Router, route: Arc<Route>, key: StreamKey, req: Request<I
         // Each client session gets its own stream and upstream connection, with the client's credentials.
         Mode::PerClient => {
             let session = NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            (StreamKey { session: Some(session), ..key }, auth::forwarded_headers(&route.config, &request_headers))
+            (
+                StreamKey {
+                    session: Some(session),
+                    ..key
+                },
+                auth::forwarded_headers(&route.config, &request_headers),
+            )
         }
     };
     let ctx = StreamContext {
@@ -159,11 +236,19 @@ async fn read(router: &Router, route: Arc<Route>, key: StreamKey, req: Request<I
         metrics: router.metrics.clone(),
         drain: router.drain.clone(),
         kick: conn.kick,
-        http_version: if req.version() == http::Version::HTTP_2 { "http2" } else { "http1" },
+        guard: conn.guard,
+        http_version: if req.version() == http::Version::HTTP_2 {
+            "http2"
+        } else {
+            "http1"
+        },
     };
     let mut response = match transport {
         TransportKind::Sse => {
-            let announce = query.as_deref().and_then(|q| negotiate::query_param(q, "open")).is_some_and(|v| v == "1");
+            let announce = query
+                .as_deref()
+                .and_then(|q| negotiate::query_param(q, "open"))
+                .is_some_and(|v| v == "1");
             transports::sse::serve(ctx, last_event_id.as_deref(), announce)
         }
         TransportKind::Ws => transports::ws::serve(ctx, req, last_event_id),
@@ -173,17 +258,35 @@ async fn read(router: &Router, route: Arc<Route>, key: StreamKey, req: Request<I
             transports::longpoll::serve(ctx, query, last_event_id).await
         }
     };
-    response.headers_mut().insert(TRANSPORT_HEADER, HeaderValue::from_static(transport.as_str()));
+    response.headers_mut().insert(
+        TRANSPORT_HEADER,
+        HeaderValue::from_static(transport.as_str()),
+    );
     auth::add_cors(&route.config, &request_headers, response.headers_mut());
     response
 }
 
 /// A `POST` to the stream path: a client → application message (SSE and long-poll clients).
-async fn client_message(router: &Router, route: &Route, key: &StreamKey, req: Request<Incoming>) -> Response<Body> {
+async fn client_message(
+    router: &Router,
+    route: &Route,
+    key: &StreamKey,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let Some(forwarder) = &route.messages else {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "client messages are not enabled on this route\n");
-        response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET, OPTIONS"));
-        router.metrics.client_messages.with_label_values(&["refused"]).inc();
+        let mut response = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "client messages are not enabled on this route\n",
+        );
+        response.headers_mut().insert(
+            http::header::ALLOW,
+            HeaderValue::from_static("GET, OPTIONS"),
+        );
+        router
+            .metrics
+            .client_messages
+            .with_label_values(&["refused"])
+            .inc();
         return response;
     };
     let forwarded = auth::forwarded_headers(&route.config, req.headers());
@@ -198,7 +301,11 @@ async fn client_message(router: &Router, route: &Route, key: &StreamKey, req: Re
     let body = match http_body_util::BodyExt::collect(limited).await {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
-            router.metrics.client_messages.with_label_values(&["error"]).inc();
+            router
+                .metrics
+                .client_messages
+                .with_label_values(&["error"])
+                .inc();
             return if error.is::<http_body_util::LengthLimitError>() {
                 plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large\n")
             } else {
@@ -206,20 +313,37 @@ async fn client_message(router: &Router, route: &Route, key: &StreamKey, req: Re
             };
         }
     };
-    match forwarder.forward(key, transport, forwarded, content_type, body).await {
+    match forwarder
+        .forward(key, transport, forwarded, content_type, body)
+        .await
+    {
         Ok(status) => {
-            router.metrics.client_messages.with_label_values(&["ok"]).inc();
+            router
+                .metrics
+                .client_messages
+                .with_label_values(&["ok"])
+                .inc();
             let mut response = Response::new(full_body(""));
             *response.status_mut() = status;
             response
         }
         Err(error) => {
-            router.metrics.client_messages.with_label_values(&["error"]).inc();
+            router
+                .metrics
+                .client_messages
+                .with_label_values(&["error"])
+                .inc();
             tracing::warn!(%error, stream = %key, "Client message not delivered");
             match error {
-                MessageError::TooLarge { .. } => plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large\n"),
-                MessageError::Timeout(_) => plain(StatusCode::GATEWAY_TIMEOUT, "application timed out\n"),
-                MessageError::Unreachable(_) => plain(StatusCode::BAD_GATEWAY, "application unreachable\n"),
+                MessageError::TooLarge { .. } => {
+                    plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large\n")
+                }
+                MessageError::Timeout(_) => {
+                    plain(StatusCode::GATEWAY_TIMEOUT, "application timed out\n")
+                }
+                MessageError::Unreachable(_) => {
+                    plain(StatusCode::BAD_GATEWAY, "application unreachable\n")
+                }
             }
         }
     }
@@ -231,7 +355,11 @@ fn last_event_id<B>(req: &Request<B>) -> Option<String> {
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| req.uri().query().and_then(|q| negotiate::query_param(q, "last_event_id")))
+        .or_else(|| {
+            req.uri()
+                .query()
+                .and_then(|q| negotiate::query_param(q, "last_event_id"))
+        })
         .filter(|id| !id.is_empty())
 }
 
@@ -239,6 +367,9 @@ fn last_event_id<B>(req: &Request<B>) -> Option<String> {
 pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut response = Response::new(full_body(text));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

@@ -24,6 +24,8 @@ pub struct StreamContext {
     pub drain: CancellationToken,
     /// Cancelled to drop this client's connection (slow consumer).
     pub kick: CancellationToken,
+    /// Spawns session tasks that outlive the HTTP exchange (WebSocket) inside the connection limit and drain.
+    pub guard: crate::server::ConnGuard,
     /// `http1` or `http2` (metrics label).
     pub http_version: &'static str,
     /// Client headers for the upstream request (per-client mode only).
@@ -35,9 +37,19 @@ impl StreamContext {
     /// disconnect.
     pub fn subscribe(&self, resume: Resume<'_>, transport: &'static str) -> Subscription {
         let start: &StartUpstream = &self.route.start;
-        let kick = Kick { token: self.kick.clone(), transport };
+        let kick = Kick {
+            token: self.kick.clone(),
+            transport,
+        };
         let headers = self.upstream_headers.clone();
-        self.hub.subscribe(self.key.clone(), &self.route.settings, start, resume, Some(kick), headers)
+        self.hub.subscribe(
+            self.key.clone(),
+            &self.route.settings,
+            start,
+            resume,
+            Some(kick),
+            headers,
+        )
     }
 }
 
@@ -48,15 +60,31 @@ pub struct OpenGauge {
 }
 
 impl OpenGauge {
-    pub fn new(metrics: &Arc<Metrics>, transport: &'static str, http_version: &'static str) -> OpenGauge {
-        metrics.connections_total.with_label_values(&[transport]).inc();
-        metrics.connections_open.with_label_values(&[transport, http_version]).inc();
-        OpenGauge { metrics: metrics.clone(), labels: [transport, http_version] }
+    pub fn new(
+        metrics: &Arc<Metrics>,
+        transport: &'static str,
+        http_version: &'static str,
+    ) -> OpenGauge {
+        metrics
+            .connections_total
+            .with_label_values(&[transport])
+            .inc();
+        metrics
+            .connections_open
+            .with_label_values(&[transport, http_version])
+            .inc();
+        OpenGauge {
+            metrics: metrics.clone(),
+            labels: [transport, http_version],
+        }
     }
 }
 
 impl Drop for OpenGauge {
     fn drop(&mut self) {
-        self.metrics.connections_open.with_label_values(&self.labels).dec();
+        self.metrics
+            .connections_open
+            .with_label_values(&self.labels)
+            .dec();
     }
 }

@@ -75,7 +75,9 @@ pub async fn supervise(
                 tracing::warn!(%error, stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream failed; backing off");
             }
         }
-        let backoff = state.retry.map_or(spec.backoff, |retry| spec.backoff.with_initial(retry));
+        let backoff = state
+            .retry
+            .map_or(spec.backoff, |retry| spec.backoff.with_initial(retry));
         let delay = backoff.delay(attempt);
         attempt = attempt.saturating_add(1);
         tokio::select! {

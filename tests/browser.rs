@@ -149,6 +149,32 @@ async fn run_all(tools: Tools) {
     );
 }
 
+/// The client's downgrade, resume, de-duplication and memory logic against scripted fakes of the browser APIs
+/// (`tests/browser/client.test.mjs`, node's test runner; no browser needed).
+#[tokio::test]
+async fn client_logic_with_fake_browser_apis() {
+    if skip_or_fail(if node_runs() { &[] } else { &["node"] }) {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/client.test.mjs");
+    let run = Command::new("node")
+        .arg("--test")
+        .arg(&script)
+        .kill_on_drop(true)
+        .output();
+    let output = timeout(Duration::from_secs(60), run)
+        .await
+        .expect("node --test finished in time")
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "client.test.mjs failed:\n{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(report.contains("# fail 0"), "{report}");
+}
+
 /// The client must parse in ES5 browsers (it is the long-poll fallback for them): no ES2015+ syntax or APIs.
 #[test]
 fn client_is_es5() {
@@ -249,25 +275,20 @@ impl Tools {
     /// missing, unless [`SKIP_ENV`] is set.
     fn find() -> Option<Tools> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let driver = root.join("tests/browser/run.mjs");
+        let chromium = std::env::var_os("PUSHBRIDGE_CHROMIUM")
+            .map_or(PathBuf::from("/usr/bin/chromium"), PathBuf::from);
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-            .iter()
             .map(PathBuf::from)
+            .into_iter()
             .find(|p| p.exists());
         let mut missing = Vec::new();
-        if !Path::new("/usr/bin/chromium").exists()
-            && std::env::var_os("PUSHBRIDGE_CHROMIUM").is_none()
-        {
+        if !chromium.exists() {
             missing.push("chromium (/usr/bin/chromium)");
         }
         if nginx.is_none() {
             missing.push("nginx");
         }
-        if std::process::Command::new("node")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
+        if !node_runs() {
             missing.push("node");
         }
         if !root
@@ -276,21 +297,40 @@ impl Tools {
         {
             missing.push("tests/browser/node_modules (playwright-core)");
         }
-        if missing.is_empty() {
-            return nginx.map(|nginx| Tools { nginx, driver });
-        }
-        if std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") {
-            println!(
-                "browser tests skipped ({SKIP_ENV}=1): missing {}",
-                missing.join(", ")
-            );
+        if skip_or_fail(&missing) {
             return None;
         }
-        panic!(
-            "browser tests need {}: run `bash .ci/browser-deps` as root (or set {SKIP_ENV}=1 to skip them)",
-            missing.join(", ")
-        );
+        // Found: nothing is missing.
+        nginx.map(|nginx| Tools {
+            nginx,
+            driver: root.join("tests/browser/run.mjs"),
+        })
     }
+}
+
+fn node_runs() -> bool {
+    std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// With nothing `missing`, false. Otherwise fails naming `.ci/browser-deps`, or, when [`SKIP_ENV`] is set, prints
+/// a skip line and returns true.
+fn skip_or_fail(missing: &[&str]) -> bool {
+    if missing.is_empty() {
+        return false;
+    }
+    assert!(
+        std::env::var(SKIP_ENV).is_ok_and(|v| v == "1"),
+        "browser tests need {}: run `bash .ci/browser-deps` as root (or set {SKIP_ENV}=1 to skip them)",
+        missing.join(", ")
+    );
+    println!(
+        "browser tests skipped ({SKIP_ENV}=1): missing {}",
+        missing.join(", ")
+    );
+    true
 }
 
 /// The test page's own tiny application (pushbridge's pass-through target): `/` is tests/browser/page.html.

@@ -14,7 +14,9 @@ fn shipped_configs_are_valid() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            let text = std::fs::read_to_string(&path).unwrap().replace("/etc/pushbridge/tls/", &tls_dir);
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("/etc/pushbridge/tls/", &tls_dir);
             if let Err(error) = Config::parse(&path.display().to_string(), &text) {
                 panic!("{} is invalid:\n{error}", path.display());
             }
@@ -34,5 +36,8 @@ streams:
     mode: per-client
 "#;
     let error = Config::parse("t.yaml", yaml).unwrap_err().to_string();
-    assert!(error.contains("streams[0].transports[2]") && error.contains("per-client"), "{error}");
+    assert!(
+        error.contains("streams[0].transports[2]") && error.contains("per-client"),
+        "{error}"
+    );
 }

@@ -12,16 +12,32 @@ use support::upstream::SseUpstream;
 
 async fn scrape(admin: std::net::SocketAddr) -> String {
     let mut sender = connect(admin, Proto::H1).await;
-    let req = http::Request::get("/metrics").header("host", "admin").body(empty()).unwrap();
+    let req = http::Request::get("/metrics")
+        .header("host", "admin")
+        .body(empty())
+        .unwrap();
     let response = sender.send(req).await;
     assert_eq!(response.status(), 200);
-    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
 }
 
 /// The value of one series (`name{labels}` exactly as exposed, labels sorted by name).
 fn value(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or_else(|| panic!("series {series} missing from:\n{text}"))
 }
 
@@ -67,16 +83,30 @@ streams:
     ] {
         assert_eq!(value(&text, series), 0.0, "{series} starts at 0");
     }
-    assert_eq!(value(&text, "pushbridge_build_info{version=\"0.1.0\"}"), 1.0);
+    assert_eq!(
+        value(&text, "pushbridge_build_info{version=\"0.1.0\"}"),
+        1.0
+    );
 
     // Connect over HTTP/1.1 and HTTP/2, receive three events.
-    let mut h1 = connect(addr, Proto::H1).await.sse(addr, "/news/a", None).await;
-    let mut h2 = connect(addr, Proto::H2).await.sse(addr, "/news/a", None).await;
+    let mut h1 = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/news/a", None)
+        .await;
+    let mut h2 = connect(addr, Proto::H2)
+        .await
+        .sse(addr, "/news/a", None)
+        .await;
     upstream.wait_connections(1).await;
     for i in 0..3 {
         upstream.publish(format!("{i}"));
     }
-    let ids: Vec<String> = h1.take(3).await.into_iter().map(|e| e.id.unwrap()).collect();
+    let ids: Vec<String> = h1
+        .take(3)
+        .await
+        .into_iter()
+        .map(|e| e.id.unwrap())
+        .collect();
     h2.take(3).await;
 
     // A WebSocket handshake on an SSE-only route is downgraded to SSE.
@@ -94,36 +124,90 @@ streams:
     assert_eq!(downgraded.headers()["x-pushbridge-transport"], "sse");
 
     // Resumes: one hit (inside the 2-event buffer), one gap.
-    let _hit = connect(addr, Proto::H1).await.sse(addr, "/news/a", Some(&ids[1])).await;
-    let _gap = connect(addr, Proto::H1).await.sse(addr, "/news/a", Some(&ids[0])).await;
+    let _hit = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/news/a", Some(&ids[1]))
+        .await;
+    let _gap = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/news/a", Some(&ids[0]))
+        .await;
 
     let text = scrape(admin).await;
-    assert_eq!(value(&text, "pushbridge_connections_open{http_version=\"http1\",transport=\"sse\"}"), 4.0);
-    assert_eq!(value(&text, "pushbridge_connections_open{http_version=\"http2\",transport=\"sse\"}"), 1.0);
-    assert_eq!(value(&text, "pushbridge_connections_total{transport=\"sse\"}"), 5.0);
-    assert_eq!(value(&text, "pushbridge_events_received_total{route=\"news\"}"), 3.0);
-    assert!(value(&text, "pushbridge_events_delivered_total{transport=\"sse\"}") >= 6.0);
-    assert!(value(&text, "pushbridge_delivery_latency_seconds_count{transport=\"sse\"}") >= 6.0);
-    assert_eq!(value(&text, "pushbridge_upstream_connects_total{result=\"ok\",route=\"news\"}"), 1.0);
+    assert_eq!(
+        value(
+            &text,
+            "pushbridge_connections_open{http_version=\"http1\",transport=\"sse\"}"
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "pushbridge_connections_open{http_version=\"http2\",transport=\"sse\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "pushbridge_connections_total{transport=\"sse\"}"),
+        5.0
+    );
+    assert_eq!(
+        value(&text, "pushbridge_events_received_total{route=\"news\"}"),
+        3.0
+    );
+    assert!(
+        value(
+            &text,
+            "pushbridge_events_delivered_total{transport=\"sse\"}"
+        ) >= 6.0
+    );
+    assert!(
+        value(
+            &text,
+            "pushbridge_delivery_latency_seconds_count{transport=\"sse\"}"
+        ) >= 6.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "pushbridge_upstream_connects_total{result=\"ok\",route=\"news\"}"
+        ),
+        1.0
+    );
     assert_eq!(value(&text, "pushbridge_upstream_up{route=\"news\"}"), 1.0);
-    assert_eq!(value(&text, "pushbridge_downgrades_total{from=\"ws\",to=\"sse\"}"), 1.0);
+    assert_eq!(
+        value(&text, "pushbridge_downgrades_total{from=\"ws\",to=\"sse\"}"),
+        1.0
+    );
     assert_eq!(value(&text, "pushbridge_resumes_hit_total"), 1.0);
     assert_eq!(value(&text, "pushbridge_resume_gaps_total"), 1.0);
     assert_eq!(value(&text, "pushbridge_streams_open"), 1.0);
     // No series per client or per channel value.
-    assert!(!text.contains("channel") && !text.contains("/news/a"), "no per-path labels");
+    assert!(
+        !text.contains("channel") && !text.contains("/news/a"),
+        "no per-path labels"
+    );
 
     // Disconnect everyone: the open-connection gauges return to 0 once the proxy sees the hang-ups.
     drop((h1, h2, downgraded, sender, _hit, _gap));
     let deadline = tokio::time::Instant::now() + support::client::WAIT;
     loop {
         let text = scrape(admin).await;
-        let open = value(&text, "pushbridge_connections_open{http_version=\"http1\",transport=\"sse\"}")
-            + value(&text, "pushbridge_connections_open{http_version=\"http2\",transport=\"sse\"}");
+        let open = value(
+            &text,
+            "pushbridge_connections_open{http_version=\"http1\",transport=\"sse\"}",
+        ) + value(
+            &text,
+            "pushbridge_connections_open{http_version=\"http2\",transport=\"sse\"}",
+        );
         if open == 0.0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "connections_open stuck at {open}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections_open stuck at {open}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

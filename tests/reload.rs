@@ -10,7 +10,11 @@ use support::certs::{KeyKind, TestCa, first_cert_der};
 use support::client::{Proto, WAIT, connect, connect_tls};
 use support::upstream::SseUpstream;
 
-fn config(upstream: std::net::SocketAddr, extra_route: bool, tls: Option<(&std::path::Path, &std::path::Path)>) -> String {
+fn config(
+    upstream: std::net::SocketAddr,
+    extra_route: bool,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+) -> String {
     let listen = match tls {
         Some((cert, key)) => format!(
             "  - address: \"127.0.0.1:0\"\n    tls: {{ cert: \"{}\", key: \"{}\" }}\n",
@@ -48,32 +52,57 @@ async fn config_reload_keeps_live_streams_and_refuses_a_bad_config() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = support::binary::start(dir.path(), &config(upstream.addr, false, None), 1, true);
     let addr = proxy.listen[0];
-    let mut live = connect(addr, Proto::H1).await.sse(addr, "/events/a", None).await;
+    let mut live = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/events/a", None)
+        .await;
     upstream.wait_connections(1).await;
     upstream.publish("one");
     assert_eq!(live.next_event().await.unwrap().data, "one");
 
     // A valid change, seen by the file watcher: a route is added, `main` is unchanged.
-    std::fs::write(dir.path().join("config.yaml"), config(upstream.addr, true, None)).unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        config(upstream.addr, true, None),
+    )
+    .unwrap();
     let line = wait_log(&proxy, "Config reloaded");
     assert!(line.contains("main") && line.contains("extra"), "{line}");
     upstream.publish("two");
-    assert_eq!(live.next_event().await.unwrap().data, "two", "the unchanged stream kept its subscriber");
-    let mut extra = connect(addr, Proto::H1).await.sse(addr, "/more/b", None).await;
+    assert_eq!(
+        live.next_event().await.unwrap().data,
+        "two",
+        "the unchanged stream kept its subscriber"
+    );
+    let mut extra = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/more/b", None)
+        .await;
     upstream.wait_connections(2).await;
     upstream.publish("three");
     assert_eq!(extra.next_event().await.unwrap().data, "three");
     assert_eq!(live.next_event().await.unwrap().data, "three");
 
     // An invalid config is refused; the old one keeps serving.
-    std::fs::write(dir.path().join("config.yaml"), "listen: [ {address: nowhere} ]\nbogus: 1\n").unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        "listen: [ {address: nowhere} ]\nbogus: 1\n",
+    )
+    .unwrap();
     let line = wait_log(&proxy, "Config reload refused");
-    assert!(line.contains("bogus") || line.contains("config.yaml"), "{line}");
+    assert!(
+        line.contains("bogus") || line.contains("config.yaml"),
+        "{line}"
+    );
     upstream.publish("four");
     assert_eq!(live.next_event().await.unwrap().data, "four");
 
     // SIGHUP reloads too (back to one route: `extra`'s stream ends, `main` carries on).
-    std::fs::write(dir.path().join("config.yaml"), config(upstream.addr, false, None)).unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        config(upstream.addr, false, None),
+    )
+    .unwrap();
     proxy.signal("HUP");
     let line = wait_log(&proxy, "Config reloaded");
     assert!(line.contains("removed"), "{line}");
@@ -86,8 +115,13 @@ async fn config_reload_keeps_live_streams_and_refuses_a_bad_config() {
     assert!(next.data == "five", "main kept streaming: {next:?}");
 
     let metrics = admin_get(proxy.admin.unwrap(), "/metrics").await;
-    assert!(metrics.contains("pushbridge_config_reloads_total{result=\"error\"} 1"), "{metrics}");
-    assert!(metrics.lines().any(|l| l.starts_with("pushbridge_config_reloads_total{result=\"ok\"}") && !l.ends_with(" 0")));
+    assert!(
+        metrics.contains("pushbridge_config_reloads_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.lines().any(
+        |l| l.starts_with("pushbridge_config_reloads_total{result=\"ok\"}") && !l.ends_with(" 0")
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +131,12 @@ async fn certificate_rotation_under_live_connections() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = ca.leaf_files(dir.path(), KeyKind::EcdsaP256);
     let first = first_cert_der(&cert);
-    let proxy = support::binary::start(dir.path(), &config(upstream.addr, false, Some((&cert, &key))), 1, true);
+    let proxy = support::binary::start(
+        dir.path(),
+        &config(upstream.addr, false, Some((&cert, &key))),
+        1,
+        true,
+    );
     let addr = proxy.listen[0];
     let mut old_conn = connect_tls(addr, ca.client_config(&[b"h2"]), Proto::H2).await;
     let mut live = old_conn.sse(addr, "/events/a", None).await;
@@ -117,25 +156,53 @@ async fn certificate_rotation_under_live_connections() {
     // A reload may see the cert before the key is written; wait until handshakes present the new one.
     let deadline = tokio::time::Instant::now() + WAIT;
     while peer_cert(addr, &ca).await != second {
-        assert!(tokio::time::Instant::now() < deadline, "new handshakes never got the new certificate");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new handshakes never got the new certificate"
+        );
         wait_log(&proxy, "Certificate reloaded");
     }
     upstream.publish("after");
-    assert_eq!(live.next_event().await.unwrap().data, "after", "the open connection was not dropped");
+    assert_eq!(
+        live.next_event().await.unwrap().data,
+        "after",
+        "the open connection was not dropped"
+    );
 }
 
-async fn peer_cert(addr: std::net::SocketAddr, ca: &TestCa) -> rustls::pki_types::CertificateDer<'static> {
+async fn peer_cert(
+    addr: std::net::SocketAddr,
+    ca: &TestCa,
+) -> rustls::pki_types::CertificateDer<'static> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(ca.client_config(&[b"http/1.1"])));
+    let connector =
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(ca.client_config(&[b"http/1.1"])));
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp)).await.unwrap().unwrap();
-    tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+    let tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
 }
 
 async fn admin_get(addr: std::net::SocketAddr, path: &str) -> String {
     use http_body_util::BodyExt;
     let mut sender = connect(addr, Proto::H1).await;
-    let req = http::Request::get(path).header("host", "admin").body(support::client::empty()).unwrap();
+    let req = http::Request::get(path)
+        .header("host", "admin")
+        .body(support::client::empty())
+        .unwrap();
     let response = sender.send(req).await;
-    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
 }

@@ -46,7 +46,10 @@ log: {{ format: json }}
     let n = stalled.read(&mut head).await.unwrap();
     assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
 
-    let mut reader = connect(addr, Proto::H1).await.sse(addr, "/events/x", None).await;
+    let mut reader = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/events/x", None)
+        .await;
     upstream.wait_connections(1).await;
     let payload: Arc<str> = "y".repeat(EVENT_BYTES).into();
     for i in 0..50 {
@@ -63,25 +66,35 @@ log: {{ format: json }}
         }
         for i in burst..end {
             let event = reader.next_event().await.expect("reader keeps its stream");
-            assert!(event.data.starts_with(&format!("{i}:")), "event {i} in order");
+            assert!(
+                event.data.starts_with(&format!("{i}:")),
+                "event {i} in order"
+            );
         }
     }
     let rss_after = proxy.rss_kib();
     // The stalled client made no progress over a sweep period while far behind: the proxy drops it.
-    let line = tokio::task::block_in_place(|| proxy.wait_log("Slow subscriber disconnected", support::client::WAIT));
+    let line = tokio::task::block_in_place(|| {
+        proxy.wait_log("Slow subscriber disconnected", support::client::WAIT)
+    });
     assert!(line.contains("\"transport\":\"sse\""), "{line}");
 
     // The stalled client was disconnected: its socket reaches EOF without it ever reading the whole stream.
     let mut received = n;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let read = tokio::time::timeout(support::client::WAIT, stalled.read(&mut buf)).await.expect("disconnected");
+        let read = tokio::time::timeout(support::client::WAIT, stalled.read(&mut buf))
+            .await
+            .expect("disconnected");
         match read {
             Ok(0) | Err(_) => break,
             Ok(k) => received += k,
         }
     }
-    assert!(received < EVENTS * EVENT_BYTES / 2, "stalled client got {received} bytes");
+    assert!(
+        received < EVENTS * EVENT_BYTES / 2,
+        "stalled client got {received} bytes"
+    );
 
     let metrics = http_get(proxy.admin.unwrap(), "/metrics").await;
     assert!(
@@ -91,14 +104,31 @@ log: {{ format: json }}
     // ~47 MiB went through; the ring holds 64 events (2 MiB). Allow generous allocator slack, but far below
     // what buffering the stalled client's backlog would take.
     let growth_mib = rss_after.saturating_sub(rss_before) / 1024;
-    eprintln!("proxy RSS {rss_before} KiB → {rss_after} KiB after {EVENTS} events of {EVENT_BYTES} bytes");
-    assert!(growth_mib < 24, "proxy RSS grew by {growth_mib} MiB ({rss_before} → {rss_after} KiB)");
+    eprintln!(
+        "proxy RSS {rss_before} KiB → {rss_after} KiB after {EVENTS} events of {EVENT_BYTES} bytes"
+    );
+    assert!(
+        growth_mib < 24,
+        "proxy RSS grew by {growth_mib} MiB ({rss_before} → {rss_after} KiB)"
+    );
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use http_body_util::BodyExt;
     let mut sender = connect(addr, Proto::H1).await;
-    let req = http::Request::get(path).header("host", "admin").body(support::client::empty()).unwrap();
+    let req = http::Request::get(path)
+        .header("host", "admin")
+        .body(support::client::empty())
+        .unwrap();
     let response = sender.send(req).await;
-    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
 }

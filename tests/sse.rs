@@ -52,7 +52,10 @@ streams:
     let mut b = h2.sse(addr, "/events/news", None).await;
     let mut c = h2.sse(addr, "/events/sport", None).await;
     assert_eq!(over_h1.response_headers["x-pushbridge-transport"], "sse");
-    assert_eq!(a.response_headers["content-type"], "text/event-stream; charset=utf-8");
+    assert_eq!(
+        a.response_headers["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
     assert_eq!(a.response_headers["cache-control"], "no-cache");
     assert_eq!(a.response_headers["x-accel-buffering"], "no");
     upstream.wait_connections(2).await;
@@ -62,9 +65,16 @@ streams:
     }
     for client in [&mut over_h1, &mut a, &mut b, &mut c] {
         let got: Vec<String> = client.take(5).await.into_iter().map(|e| e.data).collect();
-        assert_eq!(got, (0..5).map(|i| format!("event {i}")).collect::<Vec<_>>());
+        assert_eq!(
+            got,
+            (0..5).map(|i| format!("event {i}")).collect::<Vec<_>>()
+        );
     }
-    assert_eq!(upstream.connections(), 2, "one upstream connection per stream, shared by its subscribers");
+    assert_eq!(
+        upstream.connections(),
+        2,
+        "one upstream connection per stream, shared by its subscribers"
+    );
 }
 
 #[tokio::test]
@@ -82,9 +92,16 @@ async fn hundred_subscribers_share_one_upstream_connection() {
     for i in 0..50 {
         upstream.publish(format!("{i}"));
     }
-    let want: Vec<(Option<String>, String)> = (0..50).map(|i| (Some((i + 1).to_string()), i.to_string())).collect();
+    let want: Vec<(Option<String>, String)> = (0..50)
+        .map(|i| (Some((i + 1).to_string()), i.to_string()))
+        .collect();
     for client in &mut clients {
-        let got: Vec<_> = client.take(50).await.into_iter().map(|e| (e.id, e.data)).collect();
+        let got: Vec<_> = client
+            .take(50)
+            .await
+            .into_iter()
+            .map(|e| (e.id, e.data))
+            .collect();
         assert_eq!(got, want);
     }
     assert_eq!(upstream.connections(), 1);
@@ -117,12 +134,21 @@ async fn ids_are_generated_when_the_upstream_has_none() {
     upstream.publish("a");
     upstream.publish("b");
     let events = client.take(2).await;
-    let ids: Vec<String> = events.iter().map(|e| e.id.clone().expect("an id")).collect();
+    let ids: Vec<String> = events
+        .iter()
+        .map(|e| e.id.clone().expect("an id"))
+        .collect();
     let (epoch, seq) = ids[0].rsplit_once('-').expect("<epoch>-<seq>");
-    assert_eq!(ids[1], format!("{epoch}-{}", seq.parse::<u64>().unwrap() + 1));
+    assert_eq!(
+        ids[1],
+        format!("{epoch}-{}", seq.parse::<u64>().unwrap() + 1)
+    );
     // The generated id resumes like any other.
     upstream.publish("c");
-    let mut again = connect(proxy.addr(), Proto::H1).await.sse(proxy.addr(), "/events/x", Some(&ids[0])).await;
+    let mut again = connect(proxy.addr(), Proto::H1)
+        .await
+        .sse(proxy.addr(), "/events/x", Some(&ids[0]))
+        .await;
     let data: Vec<String> = again.take(2).await.into_iter().map(|e| e.data).collect();
     assert_eq!(data, ["b", "c"]);
 }
@@ -137,8 +163,14 @@ async fn drain_ends_sse_streams() {
     upstream.publish("before");
     assert_eq!(client.take(1).await[0].data, "before");
     let drained = tokio::spawn(proxy.shutdown());
-    assert!(client.next_event().await.is_none(), "the stream ends on drain");
-    assert!(drained.await.unwrap(), "drain finished within the grace period");
+    assert!(
+        client.next_event().await.is_none(),
+        "the stream ends on drain"
+    );
+    assert!(
+        drained.await.unwrap(),
+        "drain finished within the grace period"
+    );
 }
 
 #[tokio::test]
@@ -162,12 +194,20 @@ streams:
     for user in ["alice", "bob"] {
         let mut sender = connect(addr, Proto::H1).await;
         let mut req = support::client::sse_request(addr, "/me", None, false);
-        req.headers_mut().insert("authorization", format!("Bearer {user}").parse().unwrap());
-        req.headers_mut().insert("x-other", "not forwarded".parse().unwrap());
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {user}").parse().unwrap());
+        req.headers_mut()
+            .insert("x-other", "not forwarded".parse().unwrap());
         clients.push(support::client::SseClient::new(sender.send(req).await));
         upstream.wait_connections(clients.len()).await;
     }
-    assert_eq!(upstream.authorizations(), [Some("Bearer alice".to_owned()), Some("Bearer bob".to_owned())]);
+    assert_eq!(
+        upstream.authorizations(),
+        [
+            Some("Bearer alice".to_owned()),
+            Some("Bearer bob".to_owned())
+        ]
+    );
     upstream.publish("hello");
     for client in &mut clients {
         assert_eq!(client.next_event().await.unwrap().data, "hello");

@@ -87,7 +87,8 @@ impl Running {
     pub fn apply(&self, config: Config) -> Result<Outcome, StartError> {
         let mut current = crate::hub::lock(&self.config);
         let old_router = self.router.load_full();
-        let old_routes: HashMap<&str, _> = old_router.routes.iter().map(|r| (&*r.name, r)).collect();
+        let old_routes: HashMap<&str, _> =
+            old_router.routes.iter().map(|r| (&*r.name, r)).collect();
         let mut outcome = Outcome::default();
         let mut routes = Vec::new();
         for stream in &config.streams {
@@ -110,7 +111,9 @@ impl Running {
             .collect();
         let passthrough = match (&config.passthrough, &current.passthrough) {
             (new, old) if new == old => old_router.passthrough.clone(),
-            (Some(cfg), _) => Some(Passthrough::new(cfg).map_err(|e| StartError::Passthrough(e.to_string()))?),
+            (Some(cfg), _) => {
+                Some(Passthrough::new(cfg).map_err(|e| StartError::Passthrough(e.to_string()))?)
+            }
             (None, _) => None,
         };
         if config.listen != current.listen {
@@ -122,7 +125,9 @@ impl Running {
         if config.limits.max_connections != current.limits.max_connections
             || config.limits.handshake_timeout != current.limits.handshake_timeout
         {
-            outcome.needs_restart.push("limits.max_connections/handshake_timeout");
+            outcome
+                .needs_restart
+                .push("limits.max_connections/handshake_timeout");
         }
         if config.log != current.log {
             outcome.needs_restart.push("log");
@@ -137,14 +142,17 @@ impl Running {
             drain: self.drain.token(),
         }));
         let kept = outcome.kept.clone();
-        self.hub.retain_routes(|route| kept.iter().any(|k| k == route));
+        self.hub
+            .retain_routes(|route| kept.iter().any(|k| k == route));
         *current = config;
         Ok(outcome)
     }
 
     /// Reads, validates and applies the config file; a bad file is refused and logged, the old config stays.
     pub fn reload_from(&self, path: &Path) -> bool {
-        let result = Config::load(path).map_err(StartError::from).and_then(|config| self.apply(config));
+        let result = Config::load(path)
+            .map_err(StartError::from)
+            .and_then(|config| self.apply(config));
         match result {
             Ok(outcome) => {
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
@@ -158,7 +166,10 @@ impl Running {
                 true
             }
             Err(error) => {
-                self.metrics.config_reloads.with_label_values(&["error"]).inc();
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
                 tracing::error!(config = %path.display(), "Config reload refused; the old config keeps serving:\n{error}");
                 false
             }
@@ -168,10 +179,14 @@ impl Running {
     /// Re-reads every listener's certificate and key; a failure keeps that listener's old certificate.
     pub fn reload_certificates(&self) {
         for tls in &self.tls {
-            let Some((cert, _)) = tls.paths() else { continue };
+            let Some((cert, _)) = tls.paths() else {
+                continue;
+            };
             match tls.reload() {
                 Ok(()) => tracing::info!(cert = %cert.display(), "Certificate reloaded"),
-                Err(error) => tracing::error!(%error, "Certificate reload failed; keeping the old certificate"),
+                Err(error) => {
+                    tracing::error!(%error, "Certificate reload failed; keeping the old certificate")
+                }
             }
         }
     }

@@ -3,10 +3,12 @@
  * XMLHttpRequest long-poll works.
  *
  *   var conn = pushbridge.connect('/events/news', {
- *     events: ['message'],                         // SSE event names to listen for (EventSource has no wildcard)
- *     onevent: function (e) {},                    // {id, event, data}; the gap notice has event = gapEvent, id null
- *     ontransport: function (name) {},             // 'ws' | 'sse' | 'long-poll', each time one goes live
- *     onerror: function (err) {}                   // {type: 'gap' | 'transport', transport, message}
+ *     onevent: function (e) {},         // {id, event, data}; the gap notice has event = gapEvent and id null
+ *     ontransport: function (name) {},  // 'ws' | 'sse' | 'long-poll', each time one goes live
+ *     onerror: function (err) {},       // {type: 'gap' | 'transport', transport, message}
+ *     events: ['message'],              // SSE event names to listen for (EventSource has no wildcard)
+ *     transports: ['ws', 'sse', 'long-poll'], gapEvent: 'pushbridge-gap', lastEventId: null,
+ *     openTimeout: 10000, silenceTimeout: 4000, pollTimeout: 60000   // ms
  *   });
  *   conn.close();
  *
@@ -59,14 +61,16 @@
   }
 
   // One opener per transport. Each reads a.cursor() and calls back a.connected() (SSE headers in), a.live(),
-  // a.deliver(event), a.moveCursor(id) and a.fail(message); each returns its stop function.
+  // a.deliver(event), a.moveCursor(id) and a.fail(message, downgrade); each returns its stop function.
 
   function openWs(url, a) {
     var sock = new root.WebSocket(absolute(withQuery(url, { transport: 'ws', last_event_id: a.cursor() }))
       .replace(/^http/, 'ws'));
+    var heard = false;
     sock.onopen = function () { a.live(); };
     sock.onmessage = function (m) {
       var env;
+      heard = true;
       try { env = JSON.parse(m.data); } catch (e) { env = null; }
       if (env && typeof env === 'object' && typeof env.event === 'string' && 'data' in env) {
         a.deliver({ id: env.id === undefined ? null : env.id, event: env.event || 'message', data: env.data });
@@ -74,7 +78,10 @@
         a.deliver({ id: null, event: 'message', data: m.data }); // ws.format: data (no ids, no resume)
       }
     };
-    sock.onclose = function (e) { a.fail('WebSocket closed (' + e.code + ')'); };
+    sock.onclose = function (e) {
+      // Dropped before any message (a proxy that accepts the upgrade, then cuts it): try the next transport.
+      a.fail('WebSocket closed (' + e.code + ')', !heard && e.code !== 1000 && e.code !== 1001);
+    };
     return function () {
       sock.onopen = sock.onmessage = sock.onclose = null;
       try { sock.close(1000); } catch (e) { /* already closed */ }
@@ -193,12 +200,13 @@
         if (!mine() || a.isLive) { return; }
         a.isLive = true;
         root.clearTimeout(a.timer);
-        failures = 0;
+        if (name !== 'ws') { failures = 0; } // a WebSocket counts as working once a message came through
         remember(storeKey, name);
         ontransport(name);
       };
       a.deliver = function (event) {
         if (!mine()) { return; }
+        failures = 0;
         if (event.id !== null) { event.id = String(event.id); }
         if (seen(event.id)) { return; }
         if (event.id !== null) { lastId = event.id; }
@@ -207,14 +215,14 @@
         }
         onevent(event);
       };
-      a.fail = function (message) {
+      a.fail = function (message, downgrade) {
         if (!mine()) { return; }
         current = null;
         root.clearTimeout(a.timer);
         a.stopped = true;
         a.stop();
         onerror({ type: 'transport', transport: name, message: message });
-        if (a.isLive) {
+        if (a.isLive && !downgrade) {
           schedule(); // the working transport dropped: reconnect to it
         } else if (index + 1 < order.length) {
           index += 1; // never went live: the next transport, at once

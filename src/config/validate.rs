@@ -163,7 +163,10 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
         );
     }
     if stream.mode == Mode::PerClient
-        && let Some(i) = stream.transports.iter().position(|t| *t == TransportKind::LongPoll)
+        && let Some(i) = stream
+            .transports
+            .iter()
+            .position(|t| *t == TransportKind::LongPoll)
     {
         report.add(
             &format!("{at}.transports[{i}]"),
@@ -173,7 +176,10 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
     if stream.upstream.kind != UpstreamKind::Sse {
         report.add(
             &format!("{at}.upstream.kind"),
-            format!("upstream kind {} is not supported yet (supported: sse)", stream.upstream.kind),
+            format!(
+                "upstream kind {} is not supported yet (supported: sse)",
+                stream.upstream.kind
+            ),
         );
     }
     for (i, kind) in stream.transports.iter().enumerate() {

@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-
 use futures_util::stream;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -29,9 +28,13 @@ pub async fn start(address: SocketAddr, interval: Duration) -> Result<SocketAddr
     let epoch = Instant::now();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
-                let service = service_fn(move |req| async move { Ok::<_, Infallible>(respond(req, epoch, interval)) });
+                let service = service_fn(move |req| async move {
+                    Ok::<_, Infallible>(respond(req, epoch, interval))
+                });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
             });
@@ -44,7 +47,10 @@ fn respond(req: Request<Incoming>, epoch: Instant, interval: Duration) -> Respon
     let path = req.uri().path();
     if path == "/" || path == "/index.html" {
         let mut response = Response::new(full_body(PAGE));
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
         return response;
     }
     let Some(channel) = path.strip_prefix("/internal/events/") else {
@@ -79,4 +85,3 @@ fn respond(req: Request<Incoming>, epoch: Instant, interval: Duration) -> Respon
 fn due_ticks(epoch: Instant, interval: Duration) -> u64 {
     (epoch.elapsed().as_nanos() / interval.as_nanos().max(1)) as u64 + 1
 }
-

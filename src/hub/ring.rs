@@ -40,14 +40,25 @@ impl Ring {
 
     /// Appends an event. `id` is the upstream's (empty = none, and the hub generates one). Returns `None` when an
     /// event with the same id is already held (an upstream replay).
-    pub fn push(&mut self, id: Option<&str>, event: Option<&str>, data: &str, now: Instant) -> Option<Arc<Event>> {
+    pub fn push(
+        &mut self,
+        id: Option<&str>,
+        event: Option<&str>,
+        data: &str,
+        now: Instant,
+    ) -> Option<Arc<Event>> {
         let seq = self.next_seq;
         let id: Arc<str> = match id.filter(|id| !id.is_empty()) {
             Some(id) if self.ids.contains_key(id) => return None,
             Some(id) => id.into(),
             None => format!("{}-{seq}", self.epoch).into(),
         };
-        let event = Arc::new(Event::new(seq, id.clone(), event.map(Arc::from), data.into()));
+        let event = Arc::new(Event::new(
+            seq,
+            id.clone(),
+            event.map(Arc::from),
+            data.into(),
+        ));
         self.next_seq += 1;
         self.ids.insert(id, seq);
         self.events.push_back(event.clone());

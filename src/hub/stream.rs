@@ -31,7 +31,9 @@ pub enum Resume<'a> {
 pub enum Next {
     Events(Vec<Arc<Event>>),
     /// The resume id was not buffered; events follow from the oldest one held.
-    Gap { last_event_id: String },
+    Gap {
+        last_event_id: String,
+    },
     /// The subscriber fell behind the ring (its next event was evicted): disconnect, resumable.
     Lagged,
     /// The stream was closed (idle teardown, reload or drain).
@@ -82,13 +84,23 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub(super) fn new(key: StreamKey, settings: Settings, hub: Weak<Hub>, metrics: Arc<Metrics>) -> Arc<Stream> {
+    pub(super) fn new(
+        key: StreamKey,
+        settings: Settings,
+        hub: Weak<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Stream> {
         let epoch = format!("{:08x}", rand::random::<u32>());
         let ring = Ring::new(settings.buffer_events, settings.buffer_age, &epoch);
         Arc::new(Stream {
             key,
             settings,
-            inner: Mutex::new(Inner { ring, subs: HashMap::new(), next_sub: 0, generation: 0 }),
+            inner: Mutex::new(Inner {
+                ring,
+                subs: HashMap::new(),
+                next_sub: 0,
+                generation: 0,
+            }),
             head: watch::Sender::new(0),
             stop: CancellationToken::new(),
             closed: AtomicBool::new(false),
@@ -131,8 +143,12 @@ impl Stream {
     /// Adds an upstream event. Returns false when it was a replay of an event already held.
     pub fn publish(&self, event: Published) -> bool {
         let mut inner = lock(&self.inner);
-        let Some(pushed) = inner.ring.push(event.id.as_deref(), event.event.as_deref(), &event.data, Instant::now())
-        else {
+        let Some(pushed) = inner.ring.push(
+            event.id.as_deref(),
+            event.event.as_deref(),
+            &event.data,
+            Instant::now(),
+        ) else {
             drop(inner);
             self.metrics.upstream_duplicates.inc();
             return false;
@@ -160,13 +176,24 @@ impl Stream {
                 }
             },
         };
-        let shared = Arc::new(SubShared { cursor: AtomicU64::new(cursor), swept: AtomicU64::new(u64::MAX), kick });
+        let shared = Arc::new(SubShared {
+            cursor: AtomicU64::new(cursor),
+            swept: AtomicU64::new(u64::MAX),
+            kick,
+        });
         let id = inner.next_sub;
         inner.next_sub += 1;
         inner.generation += 1;
         inner.subs.insert(id, shared.clone());
         drop(inner);
-        Subscription { stream: self.clone(), shared, id, cursor, rx: self.head.subscribe(), gap }
+        Subscription {
+            stream: self.clone(),
+            shared,
+            id,
+            cursor,
+            rx: self.head.subscribe(),
+            gap,
+        }
     }
 
     fn unsubscribe(self: &Arc<Self>, id: u64) {
@@ -178,7 +205,9 @@ impl Stream {
         }
         let generation = inner.generation;
         drop(inner);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let stream = self.clone();
         let idle = self.settings.idle_timeout;
         runtime.spawn(async move {
@@ -208,7 +237,10 @@ impl Stream {
                 && !kick.token.is_cancelled()
             {
                 kick.token.cancel();
-                self.metrics.slow_consumers.with_label_values(&[kick.transport]).inc();
+                self.metrics
+                    .slow_consumers
+                    .with_label_values(&[kick.transport])
+                    .inc();
                 tracing::info!(stream = %self.key, transport = kick.transport, behind, "Slow subscriber disconnected");
             }
         }
@@ -216,7 +248,9 @@ impl Stream {
 
     /// Runs [`Stream::sweep`] every [`SWEEP_PERIOD`] until the stream closes.
     pub(super) fn spawn_sweeper(self: &Arc<Self>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let weak = Arc::downgrade(self);
         let stop = self.stop.clone();
         runtime.spawn(async move {

@@ -13,7 +13,11 @@ fn settings(buffer_events: usize, client_queue: usize) -> Settings {
 }
 
 fn key(channel: &str) -> StreamKey {
-    StreamKey { route: "r".into(), params: vec![("channel".into(), channel.into())], session: None }
+    StreamKey {
+        route: "r".into(),
+        params: vec![("channel".into(), channel.into())],
+        session: None,
+    }
 }
 
 /// A starter that counts upstream starts and records each stream's stop token.
@@ -25,7 +29,11 @@ fn starter(starts: Arc<AtomicUsize>, stops: Arc<Mutex<Vec<CancellationToken>>>) 
 }
 
 fn publish(stream: &Stream, data: &str) {
-    assert!(stream.publish(Published { id: None, event: None, data: data.into() }));
+    assert!(stream.publish(Published {
+        id: None,
+        event: None,
+        data: data.into()
+    }));
 }
 
 fn data(next: Next) -> Vec<String> {
@@ -77,14 +85,39 @@ async fn resume_and_gap() {
     for i in 0..5 {
         publish(keeper.stream(), &i.to_string());
     }
-    let Next::Lagged = keeper.next(10).await else { panic!("the keeper fell behind the 3-event ring") };
-    let mut from_start = hub.subscribe(key("x"), &s, &start, Resume::After("?"), None, Default::default());
+    let Next::Lagged = keeper.next(10).await else {
+        panic!("the keeper fell behind the 3-event ring")
+    };
+    let mut from_start = hub.subscribe(
+        key("x"),
+        &s,
+        &start,
+        Resume::After("?"),
+        None,
+        Default::default(),
+    );
     assert!(matches!(from_start.next(10).await, Next::Gap { .. }));
-    let Next::Events(held) = from_start.next(10).await else { panic!("events") };
+    let Next::Events(held) = from_start.next(10).await else {
+        panic!("events")
+    };
     let ids: Vec<String> = held.iter().map(|e| e.id.to_string()).collect();
-    let mut hit = hub.subscribe(key("x"), &s, &start, Resume::After(&ids[0]), None, Default::default());
+    let mut hit = hub.subscribe(
+        key("x"),
+        &s,
+        &start,
+        Resume::After(&ids[0]),
+        None,
+        Default::default(),
+    );
     assert_eq!(data(hit.next(10).await), ["3", "4"]);
-    let mut gap = hub.subscribe(key("x"), &s, &start, Resume::After("nope"), None, Default::default());
+    let mut gap = hub.subscribe(
+        key("x"),
+        &s,
+        &start,
+        Resume::After("nope"),
+        None,
+        Default::default(),
+    );
     assert!(matches!(gap.next(10).await, Next::Gap { last_event_id } if last_event_id == "nope"));
     assert_eq!(data(gap.next(10).await), ["2", "3", "4"]);
 }
@@ -108,9 +141,28 @@ async fn sweeper_kicks_only_a_stalled_subscriber() {
     let s = settings(1000, 5);
     let stalled_token = CancellationToken::new();
     let reading_token = CancellationToken::new();
-    let kick = |token: &CancellationToken| Some(Kick { token: token.clone(), transport: "sse" });
-    let _stalled = hub.subscribe(key("x"), &s, &start, Resume::Live, kick(&stalled_token), Default::default());
-    let mut reading = hub.subscribe(key("x"), &s, &start, Resume::Live, kick(&reading_token), Default::default());
+    let kick = |token: &CancellationToken| {
+        Some(Kick {
+            token: token.clone(),
+            transport: "sse",
+        })
+    };
+    let _stalled = hub.subscribe(
+        key("x"),
+        &s,
+        &start,
+        Resume::Live,
+        kick(&stalled_token),
+        Default::default(),
+    );
+    let mut reading = hub.subscribe(
+        key("x"),
+        &s,
+        &start,
+        Resume::Live,
+        kick(&reading_token),
+        Default::default(),
+    );
     for round in 0..4 {
         for i in 0..20 {
             publish(reading.stream(), &format!("{round}.{i}"));
@@ -139,5 +191,8 @@ async fn idle_stream_closes_after_idle_timeout_and_a_new_subscriber_cancels_it()
     drop(sub);
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert_eq!(hub.len(), 0);
-    assert!(stops.lock().unwrap()[0].is_cancelled(), "the upstream was stopped");
+    assert!(
+        stops.lock().unwrap()[0].is_cancelled(),
+        "the upstream was stopped"
+    );
 }

@@ -62,7 +62,9 @@ impl Forwarder {
         body: Bytes,
     ) -> Result<http::StatusCode, MessageError> {
         if body.len() > self.max_bytes {
-            return Err(MessageError::TooLarge { limit: self.max_bytes });
+            return Err(MessageError::TooLarge {
+                limit: self.max_bytes,
+            });
         }
         let mut request = http::Request::post(self.url.clone())
             .body(Full::new(body))
@@ -76,7 +78,9 @@ impl Forwarder {
         if let Ok(route) = HeaderValue::from_str(&key.route) {
             headers.insert(STREAM_HEADER, route);
         }
-        let params = form_urlencoded::Serializer::new(String::new()).extend_pairs(&key.params).finish();
+        let params = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&key.params)
+            .finish();
         if let Ok(params) = HeaderValue::from_str(&params) {
             headers.insert(PARAMS_HEADER, params);
         }

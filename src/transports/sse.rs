@@ -26,7 +26,11 @@ pub const OPEN_EVENT: &str = "pushbridge-open";
 
 /// Serves one SSE client. `last_event_id` comes from the `Last-Event-ID` header (or the query); `announce_open`
 /// adds the [`OPEN_EVENT`] to the first flush.
-pub fn serve(ctx: StreamContext, last_event_id: Option<&str>, announce_open: bool) -> http::Response<Body> {
+pub fn serve(
+    ctx: StreamContext,
+    last_event_id: Option<&str>,
+    announce_open: bool,
+) -> http::Response<Body> {
     let resume = last_event_id.map_or(Resume::Live, Resume::After);
     let subscription = ctx.subscribe(resume, "sse");
     let heartbeat = ctx.route.config.heartbeat;
@@ -49,7 +53,10 @@ pub fn serve(ctx: StreamContext, last_event_id: Option<&str>, announce_open: boo
     let body = StreamBody::new(stream::unfold(state, next_frame)).boxed_unsync();
     let mut response = http::Response::new(body);
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
@@ -92,9 +99,16 @@ async fn next_frame(mut state: State) -> Option<(Result<Frame<Bytes>, BoxError>,
                     state.ctx.metrics.delivered("sse", event);
                 }
             }
-            Next::Gap { last_event_id } => state.pending.push_back(gap_frame(&state.gap_event, &last_event_id)),
+            Next::Gap { last_event_id } => state
+                .pending
+                .push_back(gap_frame(&state.gap_event, &last_event_id)),
             Next::Lagged => {
-                state.ctx.metrics.slow_consumers.with_label_values(&["sse"]).inc();
+                state
+                    .ctx
+                    .metrics
+                    .slow_consumers
+                    .with_label_values(&["sse"])
+                    .inc();
                 tracing::debug!(stream = %state.ctx.key, "SSE subscriber fell behind: ending its stream");
                 state.done = true;
             }

@@ -70,8 +70,9 @@ pub fn serve(
         "ws",
     );
     let gauge = OpenGauge::new(&ctx.metrics, "ws", ctx.http_version);
+    let guard = ctx.guard.clone();
     let session = session::Session::new(ctx, subscription, forwarded, gauge);
-    tokio::spawn(async move {
+    guard.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => session.run(TokioIo::new(upgraded), config).await,
             Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),

@@ -24,7 +24,10 @@ impl Backoff {
     /// The same bounds with another base (an upstream's `retry:`), kept within `max`.
     pub fn with_initial(self, initial: Duration) -> Backoff {
         let initial = initial.clamp(Duration::from_millis(1), self.max);
-        Backoff { initial, max: self.max }
+        Backoff {
+            initial,
+            max: self.max,
+        }
     }
 
     /// The un-jittered delay before attempt `attempt` (0-based).
@@ -38,7 +41,11 @@ impl Backoff {
         let ceiling = self.ceiling(attempt);
         let half = ceiling / 2;
         let spread = (ceiling - half).as_nanos() as u64;
-        half + Duration::from_nanos(if spread == 0 { 0 } else { rand::random_range(0..=spread) })
+        half + Duration::from_nanos(if spread == 0 {
+            0
+        } else {
+            rand::random_range(0..=spread)
+        })
     }
 }
 
@@ -58,7 +65,10 @@ mod tests {
         let b = Backoff::try_new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
         let ceilings: Vec<u128> = (0..6).map(|n| b.ceiling(n).as_millis()).collect();
         assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(b.with_initial(Duration::from_secs(5)).ceiling(0), Duration::from_secs(1));
+        assert_eq!(
+            b.with_initial(Duration::from_secs(5)).ceiling(0),
+            Duration::from_secs(1)
+        );
     }
 
     proptest! {

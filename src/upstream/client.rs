@@ -13,7 +13,10 @@ use crate::tls::TlsError;
 pub type HttpClient<B> = Client<HttpsConnector<HttpConnector>, B>;
 
 /// A pooled HTTP/1.1 client for http and https upstreams.
-pub fn http_client<B>(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<HttpClient<B>, TlsError>
+pub fn http_client<B>(
+    ca_file: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<HttpClient<B>, TlsError>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,

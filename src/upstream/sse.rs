@@ -23,7 +23,11 @@ pub(super) struct State {
 
 impl State {
     pub(super) fn new(max_event_bytes: usize) -> State {
-        State { decoder: Decoder::new(max_event_bytes), retry: None, items: Vec::new() }
+        State {
+            decoder: Decoder::new(max_event_bytes),
+            retry: None,
+            items: Vec::new(),
+        }
     }
 }
 
@@ -39,11 +43,17 @@ pub(super) async fn session(
     let response = match connected {
         Ok(response) => response,
         Err(error) => {
-            metrics.upstream_connects.with_label_values(&[route, "error"]).inc();
+            metrics
+                .upstream_connects
+                .with_label_values(&[route, "error"])
+                .inc();
             return Err(error);
         }
     };
-    metrics.upstream_connects.with_label_values(&[route, "ok"]).inc();
+    metrics
+        .upstream_connects
+        .with_label_values(&[route, "ok"])
+        .inc();
     metrics.upstream_up.with_label_values(&[route]).set(1);
     stream.set_upstream_up(true);
     tracing::info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected");
@@ -53,13 +63,19 @@ pub(super) async fn session(
     let mut delivered = false;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| UpstreamError::Body(e.to_string()))?;
-        let Some(chunk) = frame.data_ref() else { continue };
+        let Some(chunk) = frame.data_ref() else {
+            continue;
+        };
         state.decoder.feed(chunk, &mut state.items);
         for item in state.items.drain(..) {
             match item {
                 Item::Event(event) => {
                     metrics.events_received.with_label_values(&[route]).inc();
-                    delivered |= stream.publish(Published { id: event.id, event: event.event, data: event.data });
+                    delivered |= stream.publish(Published {
+                        id: event.id,
+                        event: event.event,
+                        data: event.data,
+                    });
                 }
                 Item::Retry(retry) => state.retry = Some(retry),
                 Item::Oversize { bytes } => {
@@ -100,8 +116,16 @@ async fn connect(
     if status != http::StatusCode::OK {
         return Err(UpstreamError::Status(status));
     }
-    let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.trim_start().to_ascii_lowercase().starts_with("text/event-stream") {
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("text/event-stream")
+    {
         return Err(UpstreamError::ContentType(content_type.to_owned()));
     }
     Ok(response)

@@ -17,12 +17,23 @@ pub struct Binary {
 
 /// Starts `pushbridge run -c <dir>/config.yaml` with `yaml` (which should set `log: {format: json}`).
 pub fn start(dir: &Path, yaml: &str, listeners: usize, admin: bool) -> Binary {
+    start_with_log(dir, yaml, listeners, admin, "info")
+}
+
+/// [`start`] with `RUST_LOG` set to `rust_log`.
+pub fn start_with_log(
+    dir: &Path,
+    yaml: &str,
+    listeners: usize,
+    admin: bool,
+    rust_log: &str,
+) -> Binary {
     let path = dir.join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pushbridge"))
         .args(["run", "-c"])
         .arg(&path)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -74,6 +85,15 @@ impl Binary {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
+    }
+
+    /// Every remaining log line, up to the end of the output (call after the process exited).
+    pub fn drain_log(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.log.recv_timeout(Duration::from_secs(10)) {
+            lines.push(line);
+        }
+        lines
     }
 
     /// Waits (blocking) for a log line containing `needle`.
