@@ -49,22 +49,21 @@ pub async fn run(args: DemoArgs) -> Result<(), BoxError> {
             format!("{error} (choose other ports with --https-port, --http-port and --admin-port)")
                 .into()
         })?;
-    let host = match args.bind {
-        IpAddr::V6(ip) => format!("[{ip}]"),
-        IpAddr::V4(ip) => ip.to_string(),
-    };
+    // The bound addresses (a port given as 0 is chosen by the OS).
+    let (https, http) = (running.listen_addrs()[0], running.listen_addrs()[1]);
+    let admin = running
+        .admin_addr()
+        .map_or_else(|| "-".to_owned(), |a| a.to_string());
     println!(
         "\npushbridge demo is running (Ctrl-C to stop)\n\
-         \n  page (HTTPS, self-signed):  https://{host}:{https}/\
-         \n  page (HTTP):                http://{host}:{http}/\
-         \n  metrics:                    http://{host}:{admin}/metrics\
+         \n  page (HTTPS, self-signed):  https://{https}/\
+         \n  page (HTTP):                http://{http}/\
+         \n  metrics:                    http://{admin}/metrics\
          \n\nTry the stream from a terminal:\
-         \n  curl -N -H 'Accept: text/event-stream' http://{host}:{http}/events/demo\
-         \n  curl -kN -H 'Accept: text/event-stream' https://{host}:{https}/events/demo\
-         \n  curl --http2-prior-knowledge -N -H 'Accept: text/event-stream' http://{host}:{http}/events/demo\n",
-        https = args.https_port,
-        http = args.http_port,
-        admin = args.admin_port,
+         \n  curl -N -H 'Accept: text/event-stream' http://{http}/events/demo\
+         \n  curl -kN -H 'Accept: text/event-stream' https://{https}/events/demo\
+         \n  curl --http2-prior-knowledge -N -H 'Accept: text/event-stream' http://{http}/events/demo\
+         \n  curl 'http://{http}/events/demo?last_event_id=1'      # long-poll\n"
     );
     while let Some(signal) = signals.recv().await {
         if signal == crate::shutdown::Signal::Drain {

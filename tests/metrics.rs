@@ -211,3 +211,51 @@ streams:
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn tls_handshake_failures_are_counted_by_reason() {
+    use tokio::io::AsyncWriteExt;
+    let ca = support::certs::TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.leaf_files(dir.path(), support::certs::KeyKind::EcdsaP256);
+    let yaml = format!(
+        r#"
+listen:
+  - address: "127.0.0.1:0"
+    tls: {{ cert: "{}", key: "{}" }}
+admin: {{ address: "127.0.0.1:0" }}
+limits: {{ handshake_timeout: 200ms }}
+"#,
+        cert.display(),
+        key.display()
+    );
+    let proxy = proxy::start(&yaml).await;
+    // Plain HTTP to the TLS port: a handshake error.
+    let mut garbage = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Connect and say nothing: a handshake timeout.
+    let _silent = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + support::client::WAIT;
+    loop {
+        let text = scrape(proxy.admin()).await;
+        let error = value(
+            &text,
+            "pushbridge_tls_handshake_failures_total{reason=\"error\"}",
+        );
+        let timeout = value(
+            &text,
+            "pushbridge_tls_handshake_failures_total{reason=\"timeout\"}",
+        );
+        if error == 1.0 && timeout == 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "error={error} timeout={timeout}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -2,6 +2,7 @@
 
 mod support;
 
+use futures_util::StreamExt;
 use support::certs::{KeyKind, TestCa};
 use support::client::{Proto, connect, connect_tls};
 use support::proxy;
@@ -222,4 +223,63 @@ streams:
     })
     .await
     .expect("per-client streams close with their client");
+}
+
+#[tokio::test]
+async fn https_upstream_trusted_through_a_ca_file() {
+    use http_body_util::BodyExt;
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.leaf_files(dir.path(), KeyKind::EcdsaP256);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.ca_pem()).unwrap();
+    let tls = pushbridge::tls::ServerTls::load(&cert, &key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = tls.acceptor();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req| async {
+                    let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+                        http_body::Frame::data(bytes::Bytes::from_static(
+                            b"id: 1\ndata: secure\n\n",
+                        )),
+                    )])
+                    .chain(futures_util::stream::pending());
+                    let mut response =
+                        http::Response::new(BodyExt::boxed(http_body_util::StreamBody::new(body)));
+                    response
+                        .headers_mut()
+                        .insert("content-type", "text/event-stream".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+    let yaml = format!(
+        r#"
+listen:
+  - address: "127.0.0.1:0"
+streams:
+  - path: /events/{{channel}}
+    upstream: {{ url: "https://{upstream}/up/{{channel}}", ca_file: "{}" }}
+"#,
+        ca_file.display()
+    );
+    let proxy = proxy::start(&yaml).await;
+    let mut client = connect(proxy.addr(), Proto::H1)
+        .await
+        .sse(proxy.addr(), "/events/x", None)
+        .await;
+    assert_eq!(client.next_event().await.unwrap().data, "secure");
 }

@@ -24,7 +24,13 @@ function page({ websocket = true, eventsource = true, storage = {} } = {}) {
     clearTimeout(timer) {
       timers = timers.filter((t) => t !== timer);
     },
-    document: { createElement: () => ({ set href(v) { this._h = 'http://app.test' + v; }, get href() { return this._h; } }) },
+    // An <a> resolves a path against the page's address.
+    document: {
+      createElement: () => ({
+        set href(v) { this.resolved = 'http://app.test' + v; },
+        get href() { return this.resolved; },
+      }),
+    },
     sessionStorage: {
       getItem: (k) => (k in storage ? storage[k] : null),
       setItem: (k, v) => { storage[k] = String(v); },
@@ -53,7 +59,11 @@ function page({ websocket = true, eventsource = true, storage = {} } = {}) {
       constructor(url) { this.url = url; this.listeners = {}; sources.push(this); }
       addEventListener(name, fn) { this.listeners[name] = fn; }
       close() { this.closed = true; }
-      emit(name, data, id) { this.lastId = id ?? this.lastId; this.listeners[name]({ data, lastEventId: this.lastId || '' }); }
+      // Like EventSource, an event without an id repeats the previous one in lastEventId.
+      emit(name, data, id) {
+        this.lastId = id ?? this.lastId;
+        this.listeners[name]({ data, lastEventId: this.lastId || '' });
+      }
     };
   }
   vm.createContext(env);

@@ -3,8 +3,8 @@
 //   {"op":"open","page":"p1","url":"http://…/?stream=…","old_browser":false}   → {"ok":true}
 //   {"op":"wait","page":"p1","count":20,"transport":"ws","timeout_ms":20000}  → {"ok":true,"state":{…}}
 //       waits until the page holds at least `count` events and (when given) its latest transport is `transport`;
-//       state = {"transports":[…],"ids":[…],"events":[…],"errors":[…],"console":[…]}: the test page's window.__pb
-//       and what the page logged (shown by the Rust test when an assertion fails).
+//       state = {"transports":[…],"ids":[…],"events":[…],"errors":[…],"console":[…]}: the test page's
+//       window.__pb and what the page logged (shown by the Rust test when an assertion fails).
 //   {"op":"reload","page":"p1"}                                               → {"ok":true}
 //       reloads the page in the same tab (its sessionStorage survives, as in a real page session)
 //   {"op":"close","page":"p1"}                                                → {"ok":true}
@@ -65,7 +65,8 @@ async function handle(cmd) {
       await page.waitForFunction(
         ([count, transport]) => {
           const pb = window.__pb;
-          return pb && pb.events.length >= count && (!transport || pb.transports[pb.transports.length - 1] === transport);
+          const latest = pb && pb.transports[pb.transports.length - 1];
+          return pb && pb.events.length >= count && (!transport || latest === transport);
         },
         [cmd.count, cmd.transport || null],
         { timeout: cmd.timeout_ms || 20000, polling: 50 },
