@@ -218,12 +218,17 @@ pub(crate) fn build_route(
         Some(cfg) => Some(Forwarder::new(cfg)?),
         None => None,
     };
+    let auth_check = match stream.auth.as_ref().and_then(|a| a.check.clone()) {
+        Some(url) => Some(crate::auth::AuthCheck::new(url)?),
+        None => None,
+    };
     Ok(Route {
         name,
         config: stream.clone(),
         settings,
         start,
         messages,
+        auth_check,
     })
 }
 

@@ -5,8 +5,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::StreamConfig;
 
-/// Client headers forwarded to the application when `auth.forward_headers` is not set.
-pub const DEFAULT_FORWARD_HEADERS: [&str; 2] = ["authorization", "cookie"];
+pub use crate::config::DEFAULT_FORWARD_HEADERS;
 
 /// Whether the request's Origin may use this route. No `origins` list allows any; a request without an Origin
 /// header (not a browser page) is allowed.
@@ -77,4 +76,82 @@ pub fn forwarded_headers(route: &StreamConfig, request: &HeaderMap) -> HeaderMap
         None => DEFAULT_FORWARD_HEADERS.iter().for_each(|n| copy(n)),
     }
     out
+}
+
+/// How long the authorization service may take.
+pub const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The optional authorization sub-request (`auth.check`): before a client is served (any transport, and client
+/// messages), pushbridge sends `GET <check>` with the client's forwarded headers, the stream identity and the
+/// original request target. A 2xx admits the client; 401 and 403 are passed to the client; anything else, or no
+/// answer, is 502.
+pub struct AuthCheck {
+    url: http::Uri,
+    client: crate::upstream::HttpClient<http_body_util::Empty<bytes::Bytes>>,
+}
+
+/// Why a client was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// The authorization service said 401 (with its `WWW-Authenticate`, if any) or 403.
+    Refused {
+        status: http::StatusCode,
+        www_authenticate: Option<HeaderValue>,
+    },
+    /// The authorization service failed or did not answer.
+    Unavailable(String),
+}
+
+impl AuthCheck {
+    pub fn new(url: http::Uri) -> Result<AuthCheck, crate::tls::TlsError> {
+        Ok(AuthCheck {
+            url,
+            client: crate::upstream::http_client(None, CHECK_TIMEOUT)?,
+        })
+    }
+
+    /// Asks the authorization service about one request.
+    pub async fn check(
+        &self,
+        key: &crate::hub::StreamKey,
+        forwarded: HeaderMap,
+        method: &http::Method,
+        target: &str,
+    ) -> Result<(), Denied> {
+        let mut request = http::Request::get(self.url.clone())
+            .body(http_body_util::Empty::new())
+            .map_err(|e| Denied::Unavailable(e.to_string()))?;
+        let headers = request.headers_mut();
+        headers.extend(forwarded);
+        if let Ok(route) = HeaderValue::from_str(&key.route) {
+            headers.insert(crate::transports::messages::STREAM_HEADER, route);
+        }
+        let params = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&key.params)
+            .finish();
+        if let Ok(params) = HeaderValue::from_str(&params) {
+            headers.insert(crate::transports::messages::PARAMS_HEADER, params);
+        }
+        if let Ok(method) = HeaderValue::from_str(method.as_str()) {
+            headers.insert("x-original-method", method);
+        }
+        if let Ok(target) = HeaderValue::from_str(target) {
+            headers.insert("x-original-uri", target);
+        }
+        let response = tokio::time::timeout(CHECK_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| Denied::Unavailable(format!("no answer within {CHECK_TIMEOUT:?}")))?
+            .map_err(|e| Denied::Unavailable(crate::error::chain(&e)))?;
+        let status = response.status();
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            401 | 403 => Err(Denied::Refused {
+                status,
+                www_authenticate: response.headers().get(header::WWW_AUTHENTICATE).cloned(),
+            }),
+            _ => Err(Denied::Unavailable(format!(
+                "authorization service answered {status}"
+            ))),
+        }
+    }
 }

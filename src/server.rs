@@ -31,6 +31,8 @@ pub struct Route {
     pub start: StartUpstream,
     /// Delivers client → application messages, when `client_messages` is configured.
     pub messages: Option<Forwarder>,
+    /// The authorization sub-request, when `auth.check` is configured.
+    pub auth_check: Option<auth::AuthCheck>,
 }
 
 /// Everything a request needs; swapped whole on reload.
@@ -139,6 +141,17 @@ async fn stream(
         params,
         session: None,
     };
+    if req.method() != Method::OPTIONS
+        && let Some(check) = &route.auth_check
+    {
+        let forwarded = auth::forwarded_headers(&route.config, req.headers());
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Err(denied) = check.check(&key, forwarded, req.method(), target).await {
+            let mut response = denied_response(&key, denied);
+            auth::add_cors(&route.config, req.headers(), response.headers_mut());
+            return response;
+        }
+    }
     let request_headers = match *req.method() {
         Method::OPTIONS | Method::POST => req.headers().clone(),
         _ => return read(router, route, key, req, conn).await,
@@ -345,6 +358,31 @@ async fn client_message(
                     plain(StatusCode::BAD_GATEWAY, "application unreachable\n")
                 }
             }
+        }
+    }
+}
+
+/// The answer to a client the authorization service did not admit.
+fn denied_response(key: &StreamKey, denied: auth::Denied) -> Response<Body> {
+    match denied {
+        auth::Denied::Refused {
+            status,
+            www_authenticate,
+        } => {
+            let mut response = plain(status, "not authorized\n");
+            if let Some(value) = www_authenticate {
+                response
+                    .headers_mut()
+                    .insert(http::header::WWW_AUTHENTICATE, value);
+            }
+            response
+        }
+        auth::Denied::Unavailable(error) => {
+            tracing::warn!(%error, stream = %key, "Authorization check failed");
+            plain(
+                StatusCode::BAD_GATEWAY,
+                "authorization service unavailable\n",
+            )
         }
     }
 }

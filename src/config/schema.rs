@@ -308,15 +308,31 @@ pub struct ClientMessagesConfig {
 }
 
 /// Client credentials.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `http(s)://` URL asked (GET, with the forwarded headers) before a client subscribes; 2xx allows.
+    /// `http(s)://` URL asked (GET, with the forwarded headers) before a client is served or a client message
+    /// is forwarded; 2xx admits, 401/403 are passed to the client, anything else is 502.
     #[serde(deserialize_with = "units::opt_uri")]
     pub check: Option<http::Uri>,
-    /// Client request headers passed to the upstream and the check (lower-cased header names).
+    /// Client request headers passed to the check, per-client upstreams and client messages (lower-cased).
     #[serde(deserialize_with = "units::header_name_list")]
     pub forward_headers: Vec<String>,
+}
+
+/// Headers forwarded when `auth.forward_headers` is not given.
+pub const DEFAULT_FORWARD_HEADERS: [&str; 2] = ["authorization", "cookie"];
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            check: None,
+            forward_headers: DEFAULT_FORWARD_HEADERS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
+        }
+    }
 }
 
 /// Resource limits.
