@@ -144,7 +144,8 @@ fn refuse_not_acceptable(reason: &str, allowed: &[TransportKind]) -> Decision {
     }
 }
 
-fn header_has_token(headers: &http::HeaderMap, name: &http::HeaderName, token: &str) -> bool {
+/// Whether a comma-separated header lists `token` (case-insensitive).
+pub fn header_has_token(headers: &http::HeaderMap, name: &http::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()

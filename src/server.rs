@@ -189,15 +189,10 @@ async fn read(
         protocol.as_deref(),
     );
     if req.method() != Method::GET && !facts.websocket {
-        let mut response = plain(
-            StatusCode::METHOD_NOT_ALLOWED,
+        return method_not_allowed(
             "method not allowed on a stream route\n",
+            "GET, POST, OPTIONS",
         );
-        response.headers_mut().insert(
-            http::header::ALLOW,
-            HeaderValue::from_static("GET, POST, OPTIONS"),
-        );
-        return response;
     }
     let (transport, downgraded_from) = match negotiate::decide(&facts, &route.config.transports) {
         Decision::Serve {
@@ -287,13 +282,9 @@ async fn client_message(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let Some(forwarder) = &route.messages else {
-        let mut response = plain(
-            StatusCode::METHOD_NOT_ALLOWED,
+        let response = method_not_allowed(
             "client messages are not enabled on this route\n",
-        );
-        response.headers_mut().insert(
-            http::header::ALLOW,
-            HeaderValue::from_static("GET, OPTIONS"),
+            "GET, OPTIONS",
         );
         router
             .metrics
@@ -399,6 +390,15 @@ fn last_event_id<B>(req: &Request<B>) -> Option<String> {
                 .and_then(|q| negotiate::query_param(q, "last_event_id"))
         })
         .filter(|id| !id.is_empty())
+}
+
+/// A 405 naming the methods the route takes.
+fn method_not_allowed(text: &'static str, allow: &'static str) -> Response<Body> {
+    let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, text);
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 /// A short plain-text response.

@@ -214,19 +214,5 @@ log: {{ format: json }}
 }
 
 async fn admin_text(admin: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let response = get(admin, path, &[]).await;
-    let status = response.status().as_u16();
-    (
-        status,
-        String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap(),
-    )
+    support::client::get_text(admin, path).await
 }

@@ -5,29 +5,14 @@ mod support;
 
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use support::client::{Proto, connect, empty};
 use support::proxy;
 use support::upstream::SseUpstream;
 
 async fn scrape(admin: std::net::SocketAddr) -> String {
-    let mut sender = connect(admin, Proto::H1).await;
-    let req = http::Request::get("/metrics")
-        .header("host", "admin")
-        .body(empty())
-        .unwrap();
-    let response = sender.send(req).await;
-    assert_eq!(response.status(), 200);
-    String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
+    let (status, body) = support::client::get_text(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    body
 }
 
 /// The value of one series (`name{labels}` exactly as exposed, labels sorted by name).

@@ -188,21 +188,5 @@ async fn peer_cert(
 }
 
 async fn admin_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use http_body_util::BodyExt;
-    let mut sender = connect(addr, Proto::H1).await;
-    let req = http::Request::get(path)
-        .header("host", "admin")
-        .body(support::client::empty())
-        .unwrap();
-    let response = sender.send(req).await;
-    String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
+    support::client::get_text(addr, path).await.1
 }

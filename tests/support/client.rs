@@ -212,3 +212,21 @@ impl SseClient {
         out
     }
 }
+
+/// `GET path` over a fresh HTTP/1.1 connection; the status and the whole body as text.
+pub async fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut sender = connect(addr, Proto::H1).await;
+    let req = Request::get(path)
+        .header("host", addr.to_string())
+        .body(empty())
+        .expect("request");
+    let response = sender.send(req).await;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

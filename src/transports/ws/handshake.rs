@@ -8,6 +8,8 @@ use http::header::{
 use http::{Method, Version};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::negotiate::header_has_token as has_token;
+
 /// A valid handshake, and what the answer needs.
 #[derive(Debug, PartialEq)]
 pub enum Accepted {
@@ -82,16 +84,6 @@ fn valid_key(key: &[u8]) -> bool {
         && key[..22].iter().all(alphabet)
         && b"AQgw".contains(&key[21])
         && key.ends_with(b"==")
-}
-
-/// Whether a comma-separated header has `token` (case-insensitive).
-fn has_token(headers: &HeaderMap, name: &http::header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
