@@ -1,5 +1,5 @@
 //! The admin listener (plain HTTP/1.1): `/metrics` (Prometheus text), `/healthz` (the process is alive) and
-//! `/readyz` (listeners bound and every live stream's upstream connected; 503 while draining).
+//! `/readyz` (listeners bound and no live stream whose last upstream attempt failed; 503 while draining).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ fn respond(req: &Request<Incoming>, hub: &Hub, metrics: &Metrics, drain: &Drain)
             let down: Vec<String> = hub
                 .all()
                 .iter()
-                .filter(|s| !s.upstream_up())
+                .filter(|s| s.upstream() == crate::hub::UpstreamState::Down)
                 .map(|s| format!("upstream down: {}\n", s.key()))
                 .collect();
             if down.is_empty() {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use ring::Ring;
-pub use stream::{Kick, Next, Published, Resume, Stream, Subscription};
+pub use stream::{Kick, Next, Published, Resume, Stream, Subscription, UpstreamState};
 
 use crate::metrics::Metrics;
 

@@ -34,7 +34,7 @@ pub struct Metrics {
     pub delivery_latency: HistogramVec,
     /// Upstream connection attempts by route and result (ok, error).
     pub upstream_connects: IntCounterVec,
-    /// 1 while a route's upstream is connected (any of its streams), by route.
+    /// Connected upstreams of a route (one per live stream); 0 = the route's upstream is down or unused.
     pub upstream_up: IntGaugeVec,
     /// Resumes found in the buffer.
     pub resumes_hit: IntCounter,
@@ -131,7 +131,7 @@ impl Metrics {
             )?,
             upstream_up: gauge_vec(
                 "pushbridge_upstream_up",
-                "1 while the route's upstream is connected.",
+                "Connected upstream streams of the route.",
                 &["route"],
             )?,
             resumes_hit: counter(

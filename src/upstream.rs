@@ -14,7 +14,7 @@ use http_body_util::Empty;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::UpstreamKind;
-use crate::hub::Stream;
+use crate::hub::{Stream, UpstreamState};
 use crate::metrics::Metrics;
 pub use backoff::Backoff;
 pub use client::{HttpClient, http_client};
@@ -62,16 +62,16 @@ pub async fn supervise(
             () = stop.cancelled() => break,
             result = session => result,
         };
-        stream.set_upstream_up(false);
-        metrics.upstream_up.with_label_values(&[&spec.route]).set(0);
         match result {
             Ok(SessionEnd::Closed { delivered }) => {
+                stream.set_upstream(UpstreamState::Connecting);
                 tracing::info!(stream = %stream.key(), "Upstream closed the stream; reconnecting");
                 if delivered {
                     attempt = 0;
                 }
             }
             Err(error) => {
+                stream.set_upstream(UpstreamState::Down);
                 tracing::warn!(%error, stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream failed; backing off");
             }
         }
@@ -85,5 +85,26 @@ pub async fn supervise(
             () = tokio::time::sleep(delay) => {}
         }
     }
-    stream.set_upstream_up(false);
+}
+
+/// Counts one connected upstream in `pushbridge_upstream_up{route}` for as long as it lives.
+pub(crate) struct UpGauge<'a> {
+    metrics: &'a Metrics,
+    route: &'a str,
+}
+
+impl<'a> UpGauge<'a> {
+    pub(crate) fn new(metrics: &'a Metrics, route: &'a str) -> UpGauge<'a> {
+        metrics.upstream_up.with_label_values(&[route]).inc();
+        UpGauge { metrics, route }
+    }
+}
+
+impl Drop for UpGauge<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .upstream_up
+            .with_label_values(&[self.route])
+            .dec();
+    }
 }

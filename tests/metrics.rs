@@ -244,3 +244,66 @@ limits: {{ handshake_timeout: 200ms }}
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn admin_health_readiness_and_pass_through_classes() {
+    let yaml = r#"
+listen:
+  - address: "127.0.0.1:0"
+admin: { address: "127.0.0.1:0" }
+passthrough: { upstream: "http://127.0.0.1:1", connect_timeout: 1s }
+streams:
+  - name: dead
+    path: /dead/{channel}
+    upstream: { url: "http://127.0.0.1:1/{channel}", reconnect: { initial: 10ms, max: 20ms } }
+"#;
+    let proxy = proxy::start(yaml).await;
+    let (addr, admin) = (proxy.addr(), proxy.admin());
+    assert_eq!(
+        support::client::get_text(admin, "/healthz").await,
+        (200, "ok\n".to_owned())
+    );
+    assert_eq!(
+        support::client::get_text(admin, "/readyz").await,
+        (200, "ready\n".to_owned())
+    );
+    assert_eq!(support::client::get_text(admin, "/nope").await.0, 404);
+
+    // A live stream whose upstream is unreachable makes the process not ready, and says which.
+    // (A stream still making its first connection does not count: subscribing never flaps readiness.)
+    let _client = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/dead/a", None)
+        .await;
+    let deadline = tokio::time::Instant::now() + support::client::WAIT;
+    loop {
+        let (status, body) = support::client::get_text(admin, "/readyz").await;
+        if status == 503 {
+            assert_eq!(body, "upstream down: dead channel=a\n");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readyz never reported the dead upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Pass-through to an application that is down: 502, counted as 5xx.
+    assert_eq!(support::client::get_text(addr, "/app").await.0, 502);
+    let text = scrape(admin).await;
+    assert_eq!(
+        value(
+            &text,
+            "pushbridge_passthrough_requests_total{class=\"5xx\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "pushbridge_passthrough_requests_total{class=\"2xx\"}"
+        ),
+        0.0
+    );
+}

@@ -40,6 +40,17 @@ pub enum Next {
     Closed,
 }
 
+/// Where a stream's upstream connection stands (for readiness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum UpstreamState {
+    /// Not connected yet, or reconnecting after the upstream ended the stream normally.
+    Connecting,
+    Up,
+    /// The last attempt failed (refused, timeout, bad status or content type, broken stream).
+    Down,
+}
+
 /// What the upstream hands the hub.
 #[derive(Debug, Clone, Default)]
 pub struct Published {
@@ -78,7 +89,7 @@ pub struct Stream {
     head: watch::Sender<u64>,
     stop: CancellationToken,
     closed: AtomicBool,
-    upstream_up: AtomicBool,
+    upstream: std::sync::atomic::AtomicU8,
     hub: Weak<Hub>,
     metrics: Arc<Metrics>,
 }
@@ -104,7 +115,7 @@ impl Stream {
             head: watch::Sender::new(0),
             stop: CancellationToken::new(),
             closed: AtomicBool::new(false),
-            upstream_up: AtomicBool::new(false),
+            upstream: std::sync::atomic::AtomicU8::new(UpstreamState::Connecting as u8),
             hub,
             metrics,
         })
@@ -123,12 +134,16 @@ impl Stream {
         self.closed.load(Ordering::Acquire)
     }
 
-    pub fn set_upstream_up(&self, up: bool) {
-        self.upstream_up.store(up, Ordering::Release);
+    pub fn set_upstream(&self, state: UpstreamState) {
+        self.upstream.store(state as u8, Ordering::Release);
     }
 
-    pub fn upstream_up(&self) -> bool {
-        self.upstream_up.load(Ordering::Acquire)
+    pub fn upstream(&self) -> UpstreamState {
+        match self.upstream.load(Ordering::Acquire) {
+            x if x == UpstreamState::Up as u8 => UpstreamState::Up,
+            x if x == UpstreamState::Down as u8 => UpstreamState::Down,
+            _ => UpstreamState::Connecting,
+        }
     }
 
     pub fn subscriber_count(&self) -> usize {

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Empty};
 
 use super::{HttpClient, SessionEnd, UpstreamSpec};
 use crate::error::UpstreamError;
-use crate::hub::{Published, Stream};
+use crate::hub::{Published, Stream, UpstreamState};
 use crate::metrics::Metrics;
 use crate::sse::{Decoder, Item};
 
@@ -54,8 +54,8 @@ pub(super) async fn session(
         .upstream_connects
         .with_label_values(&[route, "ok"])
         .inc();
-    metrics.upstream_up.with_label_values(&[route]).set(1);
-    stream.set_upstream_up(true);
+    let _up = super::UpGauge::new(metrics, route);
+    stream.set_upstream(UpstreamState::Up);
     tracing::info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected");
 
     state.decoder.restart();
