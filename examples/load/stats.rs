@@ -118,7 +118,9 @@ pub fn cpu_time(pid: &str) -> Option<Duration> {
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_secs_f64((utime + stime) as f64 / CLOCK_TICKS))
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / CLOCK_TICKS,
+    ))
 }
 
 #[cfg(test)]

@@ -1,0 +1,337 @@
+//! `load`: a whole-process load tool for pushbridge, loopback only. It can be the upstream (an SSE source, or a
+//! publisher that POSTs to a broker), the clients, or both in one invocation:
+//!
+//! ```sh
+//! cargo run --release --example load -- --upstream 127.0.0.1:9001 --rate 10 --size 200 --serve-for 5m
+//! cargo run --release --example load -- --target http://127.0.0.1:8080/events/bench --transport sse \
+//!     --clients 1000 --duration 10s --pid "$(pgrep -n pushbridge)"
+//! ```
+//!
+//! Clients connect (at most `--connect-concurrency` at a time), then, once all are connected and `--settle` has
+//! passed, events are counted for `--duration`: events/s delivered in total, delivery latency (the `ts=` the source
+//! wrote into each event's data to the client's receipt) and errors. With `--pid`, that process's RSS before the
+//! clients connect and after, and its CPU use over the window, are reported too. See docs/BENCHMARKS.md.
+
+mod clients;
+mod stats;
+mod upstream;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use clients::{Shared, Target, Transport};
+use stats::{Percentiles, Window};
+
+type BoxError = pushbridge::BoxError;
+
+/// Most clients one run may open.
+const MAX_CLIENTS: u32 = 20_000;
+/// Longest measurement window or upstream lifetime.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Debug, Parser)]
+#[command(about = "Load tool for pushbridge (loopback only)")]
+struct Args {
+    /// Stream URL the clients connect to, e.g. http://127.0.0.1:8080/events/bench.
+    #[arg(long)]
+    target: Option<http::Uri>,
+    #[arg(long, value_enum, default_value = "sse")]
+    transport: Transport,
+    /// Number of clients.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CLIENTS)))]
+    clients: u32,
+    /// Measurement window, after every client has connected.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Wait this long after the last client connected before measuring (lets held long-polls reach the server).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+    /// Connection attempts in flight at once.
+    #[arg(long, default_value_t = 200)]
+    connect_concurrency: usize,
+    /// Give up waiting for all clients to connect after this long (the window then opens anyway).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// Process to sample (RSS from /proc/PID/status, CPU from /proc/PID/stat), e.g. pushbridge.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Serve an SSE upstream on this address (any path gets the same live stream).
+    #[arg(long)]
+    upstream: Option<SocketAddr>,
+    /// Instead of serving, POST each event's data to this URL (e.g. an Nchan publisher location).
+    #[arg(long, conflicts_with = "upstream")]
+    publish: Option<http::Uri>,
+    /// Events per second from the upstream or publisher.
+    #[arg(long, default_value_t = 10)]
+    rate: u32,
+    /// Bytes of data per event.
+    #[arg(long, default_value_t = 200)]
+    size: usize,
+    /// Without --target: how long to serve the upstream (or publish) before exiting.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    serve_for: Duration,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The outcome of one client run.
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    transport: String,
+    clients: u32,
+    connected: u64,
+    connect_seconds: f64,
+    window_seconds: f64,
+    events: u64,
+    events_per_second: f64,
+    /// Mean events per client per second (compare with --rate).
+    per_client_rate: f64,
+    latency_ms: Percentiles,
+    errors: u64,
+    target_rss_kib_before: Option<u64>,
+    target_rss_kib_connected: Option<u64>,
+    target_rss_kib_end: Option<u64>,
+    kib_per_connection: Option<f64>,
+    target_cpu_percent: Option<f64>,
+    load_tool_cpu_percent: Option<f64>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    let result = runtime
+        .map_err(BoxError::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("load: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    if args.duration > MAX_DURATION || args.serve_for > MAX_DURATION {
+        return Err(format!("durations are capped at {MAX_DURATION:?}").into());
+    }
+    let stop_source = CancellationToken::new();
+    let source = start_source(&args, stop_source.clone()).await?;
+    let Some(target) = &args.target else {
+        if source.is_none() {
+            return Err("nothing to do: give --target, --upstream or --publish".into());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(args.serve_for) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        stop_source.cancel();
+        return Ok(());
+    };
+    let target = parse_target(target, args.transport)?;
+    let report = drive(&args, target).await;
+    stop_source.cancel();
+    if let Some(source) = source {
+        let _ = source.await;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+/// Starts the upstream server or the publisher, if asked for.
+async fn start_source(
+    args: &Args,
+    stop: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, BoxError> {
+    let (rate, size) = (args.rate, args.size);
+    if let Some(addr) = args.upstream {
+        loopback(addr.ip())?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        eprintln!(
+            "upstream: serving SSE on http://{} ({rate} events/s of {size} B)",
+            listener.local_addr()?
+        );
+        return Ok(Some(tokio::spawn(upstream::serve(
+            listener, rate, size, stop,
+        ))));
+    }
+    if let Some(url) = &args.publish {
+        let addr = authority(url)?;
+        let url = url.clone();
+        eprintln!("publisher: POSTing to {url} ({rate} events/s of {size} B)");
+        return Ok(Some(tokio::spawn(async move {
+            let failures = upstream::publish(url, addr, rate, size, stop).await;
+            if failures > 0 {
+                eprintln!("publisher: {failures} failed posts");
+            }
+        })));
+    }
+    Ok(None)
+}
+
+fn parse_target(uri: &http::Uri, transport: Transport) -> Result<Target, BoxError> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    Ok(Target {
+        addr: authority(uri)?,
+        path,
+        transport,
+    })
+}
+
+/// The loopback socket address of an `http://` URL.
+fn authority(uri: &http::Uri) -> Result<SocketAddr, BoxError> {
+    if uri.scheme_str().is_some_and(|s| s != "http" && s != "ws") {
+        return Err(format!("{uri}: only http:// (or ws://) on loopback").into());
+    }
+    let host = uri.host().ok_or_else(|| format!("{uri}: no host"))?;
+    let ip: IpAddr = match host {
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        _ => host.trim_matches(['[', ']']).parse()?,
+    };
+    loopback(ip)?;
+    Ok(SocketAddr::new(ip, uri.port_u16().unwrap_or(80)))
+}
+
+fn loopback(ip: IpAddr) -> Result<(), BoxError> {
+    if ip.is_loopback() {
+        Ok(())
+    } else {
+        Err(format!("{ip} is not a loopback address").into())
+    }
+}
+
+/// Connects every client, measures for `--duration`, stops them and gathers the report.
+async fn drive(args: &Args, target: Target) -> Report {
+    let window = Window::default();
+    let stop = CancellationToken::new();
+    let (connected_tx, mut connected_rx) = mpsc::unbounded_channel();
+    let shared = Shared {
+        target,
+        window: window.clone(),
+        stop: stop.clone(),
+        connecting: Arc::new(Semaphore::new(args.connect_concurrency.max(1))),
+        connected: connected_tx,
+    };
+    let rss_before = args.pid.and_then(stats::rss_kib);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|_| tokio::spawn(clients::run(shared.clone())))
+        .collect();
+    drop(shared);
+    let mut connected = 0u64;
+    let deadline = tokio::time::sleep(args.connect_timeout);
+    tokio::pin!(deadline);
+    while connected < u64::from(args.clients) {
+        tokio::select! {
+            () = &mut deadline => break,
+            Some(()) = connected_rx.recv() => connected += 1,
+        }
+    }
+    let connect_seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "load: {connected}/{} clients connected in {connect_seconds:.1}s",
+        args.clients
+    );
+    tokio::time::sleep(args.settle).await;
+    let rss_connected = args.pid.and_then(stats::rss_kib);
+    let pid = args.pid.map(|p| p.to_string());
+    let cpu_start = (
+        pid.as_deref().and_then(stats::cpu_time),
+        stats::cpu_time("self"),
+    );
+    window.set(true);
+    let opened = Instant::now();
+    tokio::time::sleep(args.duration).await;
+    window.set(false);
+    let window_seconds = opened.elapsed().as_secs_f64();
+    let cpu_end = (
+        pid.as_deref().and_then(stats::cpu_time),
+        stats::cpu_time("self"),
+    );
+    let rss_end = args.pid.and_then(stats::rss_kib);
+    stop.cancel();
+    let mut events = 0;
+    let mut errors = 0;
+    let mut latencies = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(tally) => {
+                events += tally.events;
+                errors += tally.errors;
+                latencies.extend(tally.latencies);
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    let percent = |start: Option<Duration>, end: Option<Duration>| {
+        Some((end?.saturating_sub(start?)).as_secs_f64() / window_seconds * 100.0)
+    };
+    let kib_per_connection = match (rss_before, rss_connected) {
+        (Some(before), Some(after)) if connected > 0 => {
+            Some((after as f64 - before as f64) / connected as f64)
+        }
+        _ => None,
+    };
+    Report {
+        transport: format!("{:?}", args.transport).to_lowercase(),
+        clients: args.clients,
+        connected,
+        connect_seconds,
+        window_seconds,
+        events,
+        events_per_second: events as f64 / window_seconds,
+        per_client_rate: events as f64 / window_seconds / connected.max(1) as f64,
+        latency_ms: Percentiles::of(latencies),
+        errors,
+        target_rss_kib_before: rss_before,
+        target_rss_kib_connected: rss_connected,
+        target_rss_kib_end: rss_end,
+        kib_per_connection,
+        target_cpu_percent: percent(cpu_start.0, cpu_end.0),
+        load_tool_cpu_percent: percent(cpu_start.1, cpu_end.1),
+    }
+}
+
+fn print_report(r: &Report) {
+    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+    let kib = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    println!("transport         {}", r.transport);
+    println!(
+        "clients           {} connected of {} (in {:.1}s)",
+        r.connected, r.clients, r.connect_seconds
+    );
+    println!(
+        "events            {} in {:.1}s = {:.0}/s total, {:.2}/s per client",
+        r.events, r.window_seconds, r.events_per_second, r.per_client_rate
+    );
+    let l = r.latency_ms;
+    println!(
+        "latency ms        p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        l.p50, l.p90, l.p99, l.max
+    );
+    println!("errors            {}", r.errors);
+    println!(
+        "target RSS KiB    before {}  connected {}  end {}  => {} KiB/connection",
+        kib(r.target_rss_kib_before),
+        kib(r.target_rss_kib_connected),
+        kib(r.target_rss_kib_end),
+        opt(r.kib_per_connection)
+    );
+    println!(
+        "CPU %             target {}  load tool {}",
+        opt(r.target_cpu_percent),
+        opt(r.load_tool_cpu_percent)
+    );
+}

@@ -1,0 +1,160 @@
+//! The event source: either an SSE upstream that pushbridge connects to (`--upstream ADDR`: every `GET` gets the
+//! same live `text/event-stream`, WHATWG HTML §9.2.5), or a publisher that `POST`s each event's data to a URL
+//! (`--publish URL`, for brokers such as Nginx + Nchan). Each event's data is `ts=<unix µs> ` padded with `x` to
+//! `--size` bytes; the time is taken when the event is sent.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::{TS_MARKER, now_micros};
+
+type BoxError = pushbridge::BoxError;
+
+/// Event data of `size` bytes carrying the current time.
+fn data(size: usize) -> String {
+    let mut data = format!("{TS_MARKER}{} ", now_micros());
+    if data.len() < size {
+        data.extend(std::iter::repeat_n('x', size - data.len()));
+    }
+    data
+}
+
+/// Ticks `rate` times a second until `stop` (no ticks at rate 0).
+async fn ticks(rate: u32, stop: &CancellationToken, mut each: impl AsyncFnMut(u64)) {
+    if rate == 0 {
+        stop.cancelled().await;
+        return;
+    }
+    let mut interval = tokio::time::interval(Duration::from_secs(1) / rate);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut seq = 0;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        seq += 1;
+        each(seq).await;
+    }
+}
+
+/// Serves the SSE upstream on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, rate: u32, size: usize, stop: CancellationToken) {
+    let (events, _) = broadcast::channel::<Bytes>(1024);
+    let producer = {
+        let events = events.clone();
+        let stop = stop.clone();
+        async move {
+            ticks(rate, &stop, async |seq| {
+                let frame = pushbridge::sse::encode_event(
+                    Some(&seq.to_string()),
+                    Some("tick"),
+                    &data(size),
+                );
+                // No receiver yet is fine: nobody is connected.
+                let _ = events.send(frame);
+            })
+            .await;
+        }
+    };
+    let accept = async {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let events = events.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request| {
+                    let live = BroadcastStream::new(events.subscribe()).filter_map(async |frame| {
+                        frame
+                            .ok()
+                            .map(|bytes| Ok::<_, Infallible>(Frame::data(bytes)))
+                    });
+                    // A comment first, so the response head and a body byte go out at once.
+                    let first = futures_util::stream::once(async {
+                        Ok(Frame::data(Bytes::from_static(b":\n\n")))
+                    });
+                    let body = StreamBody::new(
+                        first.chain(live).take_until(stop.clone().cancelled_owned()),
+                    );
+                    let response = http::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .header("cache-control", "no-cache")
+                        .body(body);
+                    async move { response }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    };
+    tokio::select! {
+        () = producer => {}
+        () = accept => {}
+    }
+}
+
+/// `POST`s one event to `url` `rate` times a second until `stop`, over one kept-alive connection (reopened on
+/// error). Returns how many posts failed.
+pub async fn publish(
+    url: http::Uri,
+    addr: SocketAddr,
+    rate: u32,
+    size: usize,
+    stop: CancellationToken,
+) -> u64 {
+    let mut sender = None;
+    let mut failures = 0;
+    ticks(rate, &stop, async |_| {
+        if let Err(error) = post(&mut sender, &url, addr, data(size)).await {
+            failures += 1;
+            sender = None;
+            eprintln!("publish failed: {error}");
+        }
+    })
+    .await;
+    failures
+}
+
+async fn post(
+    sender: &mut Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+    url: &http::Uri,
+    addr: SocketAddr,
+    data: String,
+) -> Result<(), BoxError> {
+    let ready = match sender.as_mut() {
+        Some(ready) if !ready.is_closed() => ready,
+        _ => {
+            let tcp = TcpStream::connect(addr).await?;
+            let (new, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+            tokio::spawn(conn);
+            sender.insert(new)
+        }
+    };
+    ready.ready().await?;
+    let request = http::Request::post(url.clone())
+        .header("host", addr.to_string())
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(data)))?;
+    let response = ready.send_request(request).await?;
+    let status = response.status();
+    response.into_body().collect().await?;
+    if !status.is_success() {
+        return Err(format!("status {status}").into());
+    }
+    Ok(())
+}
