@@ -36,8 +36,8 @@ pub struct Metrics {
     pub upstream_connects: IntCounterVec,
     /// Connected upstreams of a route (one per live stream); 0 = the route's upstream is down or unused.
     pub upstream_up: IntGaugeVec,
-    /// Resumes found in the buffer.
-    pub resumes_hit: IntCounter,
+    /// Resumes by result: `hit` (the id was buffered) or `gap` (it was not).
+    pub resumes: IntCounterVec,
     /// Resumes whose id was no longer buffered.
     pub resumes_gap: IntCounter,
     /// Server-side downgrades by from/to transport.
@@ -134,9 +134,10 @@ impl Metrics {
                 "Connected upstream streams of the route.",
                 &["route"],
             )?,
-            resumes_hit: counter(
-                "pushbridge_resumes_hit_total",
-                "Resumes found in the buffer.",
+            resumes: counter_vec(
+                "pushbridge_resumes_total",
+                "Client resumes by result (hit: the id was buffered; gap: it was not).",
+                &["result"],
             )?,
             resumes_gap: counter(
                 "pushbridge_resume_gaps_total",
@@ -197,6 +198,9 @@ impl Metrics {
             }
         }
         self.add_routes(routes);
+        for result in ["hit", "gap"] {
+            self.resumes.with_label_values(&[result]);
+        }
         for reason in ["timeout", "error"] {
             self.tls_failures.with_label_values(&[reason]);
         }

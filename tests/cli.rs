@@ -142,3 +142,28 @@ async fn demo_serves_the_page_and_the_stream() {
     let status = tokio::task::block_in_place(|| child.wait()).unwrap();
     assert!(status.success(), "demo exits 0 on SIGTERM: {status:?}");
 }
+
+#[test]
+fn demo_on_a_busy_port_is_a_clear_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let output = Command::new(BIN)
+        .args([
+            "demo",
+            "--https-port",
+            "0",
+            "--http-port",
+            &port,
+            "--admin-port",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--http-port"), "{stderr}");
+}

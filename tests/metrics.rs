@@ -56,7 +56,8 @@ streams:
         "pushbridge_delivery_latency_seconds_count{transport=\"ws\"}",
         "pushbridge_upstream_connects_total{result=\"error\",route=\"news\"}",
         "pushbridge_upstream_up{route=\"news\"}",
-        "pushbridge_resumes_hit_total",
+        "pushbridge_resumes_total{result=\"hit\"}",
+        "pushbridge_resumes_total{result=\"gap\"}",
         "pushbridge_resume_gaps_total",
         "pushbridge_downgrades_total{from=\"ws\",to=\"sse\"}",
         "pushbridge_slow_consumer_disconnects_total{transport=\"sse\"}",
@@ -165,7 +166,14 @@ streams:
         value(&text, "pushbridge_downgrades_total{from=\"ws\",to=\"sse\"}"),
         1.0
     );
-    assert_eq!(value(&text, "pushbridge_resumes_hit_total"), 1.0);
+    assert_eq!(
+        value(&text, "pushbridge_resumes_total{result=\"hit\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "pushbridge_resumes_total{result=\"gap\"}"),
+        1.0
+    );
     assert_eq!(value(&text, "pushbridge_resume_gaps_total"), 1.0);
     assert_eq!(value(&text, "pushbridge_streams_open"), 1.0);
     // No series per client or per channel value.

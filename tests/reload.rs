@@ -190,3 +190,43 @@ async fn peer_cert(
 async fn admin_get(addr: std::net::SocketAddr, path: &str) -> String {
     support::client::get_text(addr, path).await.1
 }
+
+/// Kubernetes updates a mounted ConfigMap by writing a new timestamped directory and atomically swapping the
+/// `..data` symlink; `config.yaml` is a symlink through `..data`. The swap must be seen as a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_symlink_swap_is_reloaded() {
+    use std::os::unix::fs::symlink;
+    let upstream = SseUpstream::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("..2026_11_24_a")).unwrap();
+    std::fs::write(
+        root.join("..2026_11_24_a/config.yaml"),
+        config(upstream.addr, false, None),
+    )
+    .unwrap();
+    symlink("..2026_11_24_a", root.join("..data")).unwrap();
+    symlink("..data/config.yaml", root.join("config.yaml")).unwrap();
+    let proxy = support::binary::start_at(&root.join("config.yaml"), 1, true, "info");
+    let addr = proxy.listen[0];
+    let mut live = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/events/a", None)
+        .await;
+    upstream.wait_connections(1).await;
+
+    std::fs::create_dir(root.join("..2026_11_24_b")).unwrap();
+    std::fs::write(
+        root.join("..2026_11_24_b/config.yaml"),
+        config(upstream.addr, true, None),
+    )
+    .unwrap();
+    symlink("..2026_11_24_b", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    std::fs::remove_dir_all(root.join("..2026_11_24_a")).unwrap();
+
+    let line = wait_log(&proxy, "Config reloaded");
+    assert!(line.contains("extra"), "{line}");
+    upstream.publish("after swap");
+    assert_eq!(live.next_event().await.unwrap().data, "after swap");
+}

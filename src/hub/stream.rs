@@ -182,10 +182,11 @@ impl Stream {
             Resume::Live => (inner.ring.head(), None),
             Resume::After(id) => match inner.ring.resume(id) {
                 ResumeAt::Found(seq) => {
-                    self.metrics.resumes_hit.inc();
+                    self.metrics.resumes.with_label_values(&["hit"]).inc();
                     (seq, None)
                 }
                 ResumeAt::Gap(seq) => {
+                    self.metrics.resumes.with_label_values(&["gap"]).inc();
                     self.metrics.resumes_gap.inc();
                     (seq, Some(id.to_owned()))
                 }

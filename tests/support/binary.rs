@@ -30,9 +30,14 @@ pub fn start_with_log(
 ) -> Binary {
     let path = dir.join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
+    start_at(&path, listeners, admin, rust_log)
+}
+
+/// Starts `pushbridge run -c <path>` with the config file already in place.
+pub fn start_at(path: &Path, listeners: usize, admin: bool, rust_log: &str) -> Binary {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pushbridge"))
         .args(["run", "-c"])
-        .arg(&path)
+        .arg(path)
         .env("RUST_LOG", rust_log)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
