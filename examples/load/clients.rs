@@ -34,6 +34,16 @@ pub enum Transport {
     LongPoll,
 }
 
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::Ws => "ws",
+            Transport::LongPoll => "long-poll",
+        }
+    }
+}
+
 /// Where and how every client connects.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -174,7 +184,7 @@ async fn read_ws(
                 tally.record(window, timestamps(&String::from_utf8_lossy(&bytes)))
             }
             Message::Close(frame) => {
-                let _ = socket.close(None).await;
+                let _ = socket.close().await;
                 return Err(format!("closed: {frame:?}").into());
             }
             _ => {}

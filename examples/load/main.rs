@@ -285,7 +285,7 @@ async fn drive(args: &Args, target: Target) -> Report {
         _ => None,
     };
     Report {
-        transport: format!("{:?}", args.transport).to_lowercase(),
+        transport: args.transport.name().to_owned(),
         clients: args.clients,
         connected,
         connect_seconds,

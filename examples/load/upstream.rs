@@ -30,22 +30,42 @@ fn data(size: usize) -> String {
     data
 }
 
-/// Ticks `rate` times a second until `stop` (no ticks at rate 0).
-async fn ticks(rate: u32, stop: &CancellationToken, mut each: impl AsyncFnMut(u64)) {
-    if rate == 0 {
-        stop.cancelled().await;
-        return;
-    }
-    let mut interval = tokio::time::interval(Duration::from_secs(1) / rate);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut seq = 0;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = interval.tick() => {}
+/// Ticks `rate` times a second until `stop` (never at rate 0).
+struct Ticker {
+    interval: Option<tokio::time::Interval>,
+    stop: CancellationToken,
+    seq: u64,
+}
+
+impl Ticker {
+    fn new(rate: u32, stop: CancellationToken) -> Ticker {
+        let interval = (rate > 0).then(|| {
+            let mut interval = tokio::time::interval(Duration::from_secs(1) / rate);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            interval
+        });
+        Ticker {
+            interval,
+            stop,
+            seq: 0,
         }
-        seq += 1;
-        each(seq).await;
+    }
+
+    /// The next tick's sequence number; `None` once stopped.
+    async fn next(&mut self) -> Option<u64> {
+        let tick = async {
+            match &mut self.interval {
+                Some(interval) => interval.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = self.stop.cancelled() => None,
+            _ = tick => {
+                self.seq += 1;
+                Some(self.seq)
+            }
+        }
     }
 }
 
@@ -54,9 +74,9 @@ pub async fn serve(listener: TcpListener, rate: u32, size: usize, stop: Cancella
     let (events, _) = broadcast::channel::<Bytes>(1024);
     let producer = {
         let events = events.clone();
-        let stop = stop.clone();
+        let mut ticker = Ticker::new(rate, stop.clone());
         async move {
-            ticks(rate, &stop, async |seq| {
+            while let Some(seq) = ticker.next().await {
                 let frame = pushbridge::sse::encode_event(
                     Some(&seq.to_string()),
                     Some("tick"),
@@ -64,8 +84,7 @@ pub async fn serve(listener: TcpListener, rate: u32, size: usize, stop: Cancella
                 );
                 // No receiver yet is fine: nobody is connected.
                 let _ = events.send(frame);
-            })
-            .await;
+            }
         }
     };
     let accept = async {
@@ -119,14 +138,14 @@ pub async fn publish(
 ) -> u64 {
     let mut sender = None;
     let mut failures = 0;
-    ticks(rate, &stop, async |_| {
+    let mut ticker = Ticker::new(rate, stop);
+    while ticker.next().await.is_some() {
         if let Err(error) = post(&mut sender, &url, addr, data(size)).await {
             failures += 1;
             sender = None;
             eprintln!("publish failed: {error}");
         }
-    })
-    .await;
+    }
     failures
 }
 
