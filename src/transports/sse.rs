@@ -1,8 +1,10 @@
 //! SSE client transport (WHATWG HTML §9.2): `text/event-stream` with an immediate first flush (a comment and
-//! `retry:`, so clients see the stream is live), heartbeat comments, resume from `Last-Event-ID`, the gap event,
-//! and a clean end on drain or when the client falls behind (the browser reconnects with `Last-Event-ID`).
+//! `retry:`, so clients see the stream is live), heartbeat comments when a `heartbeat` passed without writes,
+//! resume from `Last-Event-ID`, the gap event, and a clean end on drain or when the client falls behind (the
+//! browser reconnects with `Last-Event-ID`).
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -10,6 +12,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{OpenGauge, StreamContext};
 use crate::hub::{Next, Resume, Subscription};
@@ -17,6 +20,8 @@ use crate::{Body, BoxError};
 
 /// How long a browser waits before reconnecting after the stream ends.
 pub const RETRY_MS: u64 = 2000;
+/// The heartbeat: an empty comment line.
+const HEARTBEAT: &[u8] = b":\n";
 /// Most events taken from the ring per wake-up.
 const BATCH: usize = 64;
 
@@ -42,11 +47,14 @@ pub fn serve(
         preamble.extend_from_slice(&crate::sse::encode_event(None, Some(OPEN_EVENT), "{}"));
     }
     let state = State {
+        drained: Box::pin(ctx.drain.clone().cancelled_owned()),
+        kicked: Box::pin(ctx.kick.clone().cancelled_owned()),
         _gauge: OpenGauge::new(&ctx.metrics, "sse", ctx.http_version),
         gap_event: ctx.route.config.gap_event.clone(),
         pending: VecDeque::from([Bytes::from(preamble)]),
         subscription,
         ticker,
+        active: false,
         ctx,
         done: false,
     };
@@ -63,9 +71,14 @@ pub fn serve(
 }
 
 struct State {
+    /// Registered once for the whole stream (not per event: a cancellation token's waiters share a lock).
+    drained: Pin<Box<WaitForCancellationFutureOwned>>,
+    kicked: Pin<Box<WaitForCancellationFutureOwned>>,
     ctx: StreamContext,
     subscription: Subscription,
     ticker: Interval,
+    /// Something was written since the last tick: no heartbeat needed (cheaper than resetting the timer per event).
+    active: bool,
     pending: VecDeque<Bytes>,
     gap_event: String,
     _gauge: OpenGauge,
@@ -82,18 +95,20 @@ async fn next_frame(mut state: State) -> Option<(Result<Frame<Bytes>, BoxError>,
         }
         let next = tokio::select! {
             biased;
-            () = state.ctx.drain.cancelled() => Next::Closed,
+            () = &mut state.drained => Next::Closed,
             // A kicked connection is being dropped; the sweeper counted it.
-            () = state.ctx.kick.cancelled() => Next::Closed,
+            () = &mut state.kicked => Next::Closed,
             next = state.subscription.next(BATCH) => next,
             _ = state.ticker.tick() => {
-                state.pending.push_back(crate::sse::encode_comment(""));
+                if !std::mem::take(&mut state.active) {
+                    state.pending.push_back(Bytes::from_static(HEARTBEAT));
+                }
                 continue;
             }
         };
         match next {
             Next::Events(events) => {
-                state.ticker.reset();
+                state.active = true;
                 for event in &events {
                     state.pending.push_back(event.sse_frame());
                     state.ctx.metrics.delivered("sse", event);
