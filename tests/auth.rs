@@ -3,13 +3,10 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::client::{Proto, connect, empty};
 use support::proxy;
 use support::upstream::SseUpstream;
@@ -18,46 +15,33 @@ type Seen = Arc<Mutex<Vec<(Option<String>, Option<String>, Option<String>)>>>;
 
 /// Admits `Bearer good`; 401 with a challenge without credentials; 403 otherwise. Records what it saw.
 async fn check_service(seen: Seen) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let header = |name: &str| {
-                        req.headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned)
-                    };
-                    let authorization = header("authorization");
-                    seen.lock().unwrap().push((
-                        authorization.clone(),
-                        header("x-pushbridge-params"),
-                        header("x-original-uri"),
-                    ));
-                    let mut response = http::Response::new(Full::new(bytes::Bytes::new()));
-                    match authorization.as_deref() {
-                        Some("Bearer good") => *response.status_mut() = StatusCode::NO_CONTENT,
-                        None => {
-                            *response.status_mut() = StatusCode::UNAUTHORIZED;
-                            response
-                                .headers_mut()
-                                .insert("www-authenticate", "Bearer".parse().unwrap());
-                        }
-                        Some(_) => *response.status_mut() = StatusCode::FORBIDDEN,
-                    }
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
+    support::app::serve(move |req: http::Request<hyper::body::Incoming>| {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let authorization = header("authorization");
+        seen.lock().unwrap().push((
+            authorization.clone(),
+            header("x-pushbridge-params"),
+            header("x-original-uri"),
+        ));
+        let mut response = http::Response::new(Full::new(bytes::Bytes::new()));
+        match authorization.as_deref() {
+            Some("Bearer good") => *response.status_mut() = StatusCode::NO_CONTENT,
+            None => {
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                response
+                    .headers_mut()
+                    .insert("www-authenticate", "Bearer".parse().unwrap());
+            }
+            Some(_) => *response.status_mut() = StatusCode::FORBIDDEN,
         }
-    });
-    addr
+        async move { response }
+    })
+    .await
 }
 
 async fn status(

@@ -16,8 +16,6 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::client::{Proto, ReqBody, WAIT, connect};
 use support::proxy;
 use tokio::net::TcpListener;
@@ -40,47 +38,32 @@ struct App {
 
 impl App {
     async fn start() -> App {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(202));
         let (record, answer) = (seen.clone(), status.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (record, answer) = (record.clone(), answer.clone());
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let (record, answer) = (record.clone(), answer.clone());
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let path = parts.uri.path().to_owned();
-                        record.lock().unwrap().push(Seen {
-                            method: parts.method,
-                            path,
-                            headers: parts.headers,
-                            body,
-                        });
-                        let mut response =
-                            Response::new(Full::new(Bytes::from_static(b"app says hi")));
-                        *response.status_mut() =
-                            StatusCode::from_u16(answer.load(Ordering::SeqCst)).unwrap();
-                        Ok::<_, Infallible>(response)
-                    }
+        let addr = support::app::serve(move |req: Request<Incoming>| {
+            let (record, answer) = (record.clone(), answer.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let path = parts.uri.path().to_owned();
+                record.lock().unwrap().push(Seen {
+                    method: parts.method,
+                    path,
+                    headers: parts.headers,
+                    body,
                 });
-                tokio::spawn(async move {
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-                });
+                let mut response = Response::new(Full::new(Bytes::from_static(b"app says hi")));
+                *response.status_mut() =
+                    StatusCode::from_u16(answer.load(Ordering::SeqCst)).unwrap();
+                response
             }
-        });
+        })
+        .await;
         App { addr, seen, status }
     }
 

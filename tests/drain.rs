@@ -4,14 +4,11 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::client::{Proto, WAIT, connect, empty};
 use support::upstream::SseUpstream;
 use tokio::sync::{Notify, oneshot};
@@ -33,33 +30,18 @@ async fn slow_app(
     arrived: Arc<Notify>,
     release: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
 ) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let (arrived, release) = (arrived.clone(), release.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| {
-                    let (arrived, release) = (arrived.clone(), release.clone());
-                    async move {
-                        arrived.notify_one();
-                        let wait = release.lock().unwrap().take();
-                        if let Some(wait) = wait {
-                            let _ = wait.await;
-                        }
-                        Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from("done"),
-                        )))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
+    support::app::serve(move |_req| {
+        let (arrived, release) = (arrived.clone(), release.clone());
+        async move {
+            arrived.notify_one();
+            let wait = release.lock().unwrap().take();
+            if let Some(wait) = wait {
+                let _ = wait.await;
+            }
+            http::Response::new(http_body_util::Full::new(bytes::Bytes::from("done")))
         }
-    });
-    addr
+    })
+    .await
 }
 
 async fn get(

@@ -8,11 +8,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::client::{Proto, connect};
 use support::proxy;
-use tokio::net::TcpListener;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -68,20 +65,7 @@ fn respond(req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn start_upstream() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let service = service_fn(|req| async move { Ok::<_, Infallible>(respond(req)) });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    support::app::serve(|req| async move { respond(req) }).await
 }
 
 fn metric(text: &str, series: &str) -> f64 {

@@ -52,28 +52,13 @@ async fn serve(cfg: PassthroughConfig) -> SocketAddr {
     addr
 }
 
-/// An HTTP/1.1 upstream on 127.0.0.1:0 answering with `handler`.
+/// An upstream on 127.0.0.1:0 answering with `handler`.
 async fn upstream<F, Fut>(handler: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let handler = handler.clone();
-            let service = service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(req).await) }
-            });
-            tokio::spawn(async move {
-                let conn = hyper::server::conn::http1::Builder::new();
-                let _ = conn.serve_connection(TokioIo::new(stream), service).await;
-            });
-        }
-    });
-    addr
+    support::app::serve(handler).await
 }
 
 /// Upstream handler: describes the request it got as JSON.

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -13,8 +12,6 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use support::certs::{KeyKind, TestCa};
 use support::client::{Proto, WAIT, connect};
@@ -22,7 +19,7 @@ use support::h2ws::H2Client;
 use support::proxy;
 use support::upstream::SseUpstream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -132,33 +129,23 @@ fn metric(proxy: &proxy::TestProxy, series: &str) -> f64 {
 async fn message_app(
     on_message: impl Fn(Bytes) + Send + Sync + 'static,
 ) -> (SocketAddr, mpsc::UnboundedReceiver<(HeaderMap, Bytes)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let on_message = Arc::new(on_message);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (tx, on_message) = (tx.clone(), on_message.clone());
-            let service = service_fn(move |req: Request<Incoming>| {
-                let (tx, on_message) = (tx.clone(), on_message.clone());
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let body = body
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    on_message(body.clone());
-                    let _ = tx.send((parts.headers, body));
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                }
-            });
-            tokio::spawn(async move {
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-            });
+    let addr = support::app::serve(move |req: Request<Incoming>| {
+        let (tx, on_message) = (tx.clone(), on_message.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            on_message(body.clone());
+            let _ = tx.send((parts.headers, body));
+            Response::new(Full::new(Bytes::from_static(b"ok")))
         }
-    });
+    })
+    .await;
     (addr, rx)
 }
 

@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 
+pub mod app;
 pub mod binary;
 pub mod certs;
 pub mod client;
