@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -141,7 +141,15 @@ where
         async move { Ok::<_, Infallible>(server::handle(router, req, info).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().enable_connect_protocol();
+    // A client must send its request head within the handshake timeout (slow-loris), on every request.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.handshake_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
