@@ -192,7 +192,7 @@ pub struct StreamConfig {
 pub struct UpstreamConfig {
     /// `http(s)://` URL (also `ws(s)://` for `kind: ws`) that may use the path's `{params}`.
     pub url: UrlTemplate,
-    /// The upstream protocol.
+    /// The upstream protocol; only `sse` is implemented (validation refuses the others).
     #[serde(default)]
     pub kind: UpstreamKind,
     /// Extra CA certificate (PEM) trusted for a TLS upstream.
