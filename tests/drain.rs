@@ -132,29 +132,20 @@ log: {{ format: json }}
         .expect("pass-through request reached the app");
 
     // The long-poll is held once the proxy counts it.
-    let deadline = Instant::now() + WAIT;
-    while !admin_text(admin, "/metrics")
-        .await
-        .1
-        .contains("pushbridge_connections_open{http_version=\"http1\",transport=\"long-poll\"} 1")
-    {
-        assert!(Instant::now() < deadline, "long-poll never held");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::client::eventually("the long-poll is held", || async {
+        admin_text(admin, "/metrics").await.1.contains(
+            "pushbridge_connections_open{http_version=\"http1\",transport=\"long-poll\"} 1",
+        )
+    })
+    .await;
 
     let started = Instant::now();
     proxy.signal("TERM");
     // The pass-through request in flight keeps the process up: readiness reports the drain.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (status, body) = admin_text(admin, "/readyz").await;
-        if status == 503 {
-            assert!(body.contains("draining"));
-            break;
-        }
-        assert!(Instant::now() < deadline, "readyz never turned 503");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::client::eventually("readyz reports the drain", || async {
+        admin_text(admin, "/readyz").await == (503, "draining\n".to_owned())
+    })
+    .await;
     // Long-poll: answered with what it has (nothing).
     let answer = poll.await.unwrap();
     assert_eq!(answer.status(), 200);

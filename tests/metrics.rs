@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::client::{Proto, connect, empty};
 use support::proxy;
 use support::upstream::SseUpstream;
@@ -184,25 +182,17 @@ streams:
 
     // Disconnect everyone: the open-connection gauges return to 0 once the proxy sees the hang-ups.
     drop((h1, h2, downgraded, sender, _hit, _gap));
-    let deadline = tokio::time::Instant::now() + support::client::WAIT;
-    loop {
+    support::client::eventually("connections_open back to 0", || async {
         let text = scrape(admin).await;
-        let open = value(
+        value(
             &text,
             "pushbridge_connections_open{http_version=\"http1\",transport=\"sse\"}",
         ) + value(
             &text,
             "pushbridge_connections_open{http_version=\"http2\",transport=\"sse\"}",
-        );
-        if open == 0.0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "connections_open stuck at {open}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        ) == 0.0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -212,15 +202,8 @@ async fn tls_handshake_failures_are_counted_by_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = ca.leaf_files(dir.path(), support::certs::KeyKind::EcdsaP256);
     let yaml = format!(
-        r#"
-listen:
-  - address: "127.0.0.1:0"
-    tls: {{ cert: "{}", key: "{}" }}
-admin: {{ address: "127.0.0.1:0" }}
-limits: {{ handshake_timeout: 200ms }}
-"#,
-        cert.display(),
-        key.display()
+        "listen:\n{}admin: {{ address: \"127.0.0.1:0\" }}\nlimits: {{ handshake_timeout: 200ms }}\n",
+        support::certs::tls_listener(&cert, &key)
     );
     let proxy = proxy::start(&yaml).await;
     // Plain HTTP to the TLS port: a handshake error.
@@ -231,26 +214,18 @@ limits: {{ handshake_timeout: 200ms }}
         .unwrap();
     // Connect and say nothing: a handshake timeout.
     let _silent = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + support::client::WAIT;
-    loop {
+    support::client::eventually("one TLS failure of each reason", || async {
         let text = scrape(proxy.admin()).await;
-        let error = value(
+        value(
             &text,
             "pushbridge_tls_handshake_failures_total{reason=\"error\"}",
-        );
-        let timeout = value(
-            &text,
-            "pushbridge_tls_handshake_failures_total{reason=\"timeout\"}",
-        );
-        if error == 1.0 && timeout == 1.0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "error={error} timeout={timeout}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        ) == 1.0
+            && value(
+                &text,
+                "pushbridge_tls_handshake_failures_total{reason=\"timeout\"}",
+            ) == 1.0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -283,19 +258,11 @@ streams:
         .await
         .sse(addr, "/dead/a", None)
         .await;
-    let deadline = tokio::time::Instant::now() + support::client::WAIT;
-    loop {
-        let (status, body) = support::client::get_text(admin, "/readyz").await;
-        if status == 503 {
-            assert_eq!(body, "upstream down: dead channel=a\n");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "readyz never reported the dead upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::client::eventually("readyz reports the dead upstream", || async {
+        support::client::get_text(admin, "/readyz").await
+            == (503, "upstream down: dead channel=a\n".to_owned())
+    })
+    .await;
 
     // Pass-through to an application that is down: 502, counted as 5xx.
     assert_eq!(support::client::get_text(addr, "/app").await.0, 502);

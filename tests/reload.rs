@@ -16,11 +16,7 @@ fn config(
     tls: Option<(&std::path::Path, &std::path::Path)>,
 ) -> String {
     let listen = match tls {
-        Some((cert, key)) => format!(
-            "  - address: \"127.0.0.1:0\"\n    tls: {{ cert: \"{}\", key: \"{}\" }}\n",
-            cert.display(),
-            key.display()
-        ),
+        Some((cert, key)) => support::certs::tls_listener(cert, key),
         None => "  - address: \"127.0.0.1:0\"\n".to_owned(),
     };
     let mut yaml = format!(

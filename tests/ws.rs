@@ -202,16 +202,8 @@ async fn websocket_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = ca.leaf_files(dir.path(), KeyKind::EcdsaP256);
     let yaml = format!(
-        r#"
-listen:
-  - address: "127.0.0.1:0"
-    tls: {{ cert: "{}", key: "{}" }}
-streams:
-  - path: /events/{{channel}}
-    upstream: {{ url: "http://{}/up/{{channel}}" }}
-"#,
-        cert.display(),
-        key.display(),
+        "listen:\n{}streams:\n  - path: /events/{{channel}}\n    upstream: {{ url: \"http://{}/up/{{channel}}\" }}\n",
+        support::certs::tls_listener(&cert, &key),
         upstream.addr
     );
     let proxy = proxy::start(&yaml).await;

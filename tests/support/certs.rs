@@ -251,3 +251,12 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     pem.push_str(&format!("-----END {label}-----\n"));
     pem
 }
+
+/// A config `listen` entry on 127.0.0.1:0 serving TLS with these files.
+pub fn tls_listener(cert: &Path, key: &Path) -> String {
+    format!(
+        "  - address: \"127.0.0.1:0\"\n    tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+        cert.display(),
+        key.display()
+    )
+}
