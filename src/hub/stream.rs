@@ -155,6 +155,13 @@ impl Stream {
         lock(&self.inner).ring.newest_id()
     }
 
+    /// Called by every upstream connector once per connected upstream session, before it publishes anything.
+    /// `resumed_from` is the id the connector sent the upstream to resume after (`Last-Event-ID`, a resume query
+    /// or header), `None` when it asked for no position. Opens the replay window (docs/protocol.md).
+    pub fn upstream_connected(&self, resumed_from: Option<&str>) {
+        let _ = resumed_from;
+    }
+
     /// Adds an upstream event. Returns false when it was a replay of an event already held.
     pub fn publish(&self, event: Published) -> bool {
         let mut inner = lock(&self.inner);
