@@ -9,6 +9,7 @@
 //! - [`negotiate`]: request + route policy → client transport (pure).
 //! - [`transports`]: one client transport per file (SSE, WebSocket, long-poll).
 //! - [`passthrough`]: plain reverse proxy for every other request; [`auth`]: Origin, CORS, forwarded headers.
+//! - [`route`]: the stream route, connection guard and refusal shared by [`server`] and [`transports`].
 //! - [`server`]: per-request routing; [`listener`]: accept loop and TLS handshake; [`tls`]: rustls set-up.
 //! - [`config`]: YAML schema, defaults, load and validation; [`app`]: wiring and drain; [`shutdown`]: signals.
 //! - [`metrics`], [`admin`]: Prometheus registry and the admin listener; [`error`]: boundary error types.
@@ -26,6 +27,7 @@ pub mod listener;
 pub mod metrics;
 pub mod negotiate;
 pub mod passthrough;
+pub mod route;
 pub mod server;
 pub mod shutdown;
 pub mod sse;

@@ -10,30 +10,18 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth;
-use crate::config::{Mode, StreamConfig, TransportKind};
-use crate::hub::{Hub, Settings, StartUpstream, StreamKey};
+use crate::config::{Mode, TransportKind};
+use crate::hub::{Hub, StreamKey};
 use crate::metrics::Metrics;
 use crate::negotiate::{self, Decision, Facts};
 use crate::passthrough::Passthrough;
-use crate::transports::messages::{Forwarder, MessageError};
+use crate::route::{ConnGuard, Route, plain};
+use crate::transports::messages::MessageError;
 use crate::transports::{self, StreamContext};
 use crate::{Body, full_body};
 
 /// Header naming the transport chosen for a stream response.
 pub const TRANSPORT_HEADER: &str = "x-pushbridge-transport";
-
-/// One configured stream route, ready to serve.
-pub struct Route {
-    pub name: Arc<str>,
-    pub config: StreamConfig,
-    pub settings: Settings,
-    /// Starts the upstream of a new stream of this route.
-    pub start: StartUpstream,
-    /// Delivers client → application messages, when `client_messages` is configured.
-    pub messages: Option<Forwarder>,
-    /// The authorization sub-request, when `auth.check` is configured.
-    pub auth_check: Option<auth::AuthCheck>,
-}
 
 /// Everything a request needs; swapped whole on reload.
 pub struct Router {
@@ -54,27 +42,6 @@ pub struct ConnInfo {
     pub kick: CancellationToken,
     /// Keeps an upgraded (WebSocket) session inside the connection limit and the drain: the session task holds it.
     pub guard: ConnGuard,
-}
-
-/// The connection permit and the drain tracker, for sessions that outlive hyper's connection (upgrades).
-#[derive(Clone)]
-pub struct ConnGuard {
-    pub permit: Arc<tokio::sync::OwnedSemaphorePermit>,
-    pub tasks: tokio_util::task::TaskTracker,
-}
-
-impl ConnGuard {
-    /// Spawns `task` as part of this connection: counted by the drain and holding the connection permit.
-    pub fn spawn<F>(&self, task: F)
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let permit = self.permit.clone();
-        self.tasks.spawn(async move {
-            task.await;
-            drop(permit);
-        });
-    }
 }
 
 /// Session numbers of per-client streams.
@@ -398,16 +365,5 @@ fn method_not_allowed(text: &'static str, allow: &'static str) -> Response<Body>
     response
         .headers_mut()
         .insert(http::header::ALLOW, HeaderValue::from_static(allow));
-    response
-}
-
-/// A short plain-text response.
-pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut response = Response::new(full_body(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
     response
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, Kick, Resume, StartUpstream, StreamKey, Subscription};
 use crate::metrics::Metrics;
-use crate::server::Route;
+use crate::route::{ConnGuard, Route};
 
 /// What every transport needs to serve one client of one stream.
 pub struct StreamContext {
@@ -25,7 +25,7 @@ pub struct StreamContext {
     /// Cancelled to drop this client's connection (slow consumer).
     pub kick: CancellationToken,
     /// Spawns session tasks that outlive the HTTP exchange (WebSocket) inside the connection limit and drain.
-    pub guard: crate::server::ConnGuard,
+    pub guard: ConnGuard,
     /// `http1` or `http2` (metrics label).
     pub http_version: &'static str,
     /// Client headers for the upstream request (per-client mode only).

@@ -97,7 +97,7 @@ pub fn serve(
 /// A 400 for a malformed handshake (naming the version we speak when that was the problem, RFC 6455 §4.4).
 fn refuse(refusal: Refusal) -> Response<Body> {
     tracing::debug!(reason = refusal.text(), "WebSocket handshake refused");
-    let mut response = crate::server::plain(StatusCode::BAD_REQUEST, refusal.text());
+    let mut response = crate::route::plain(StatusCode::BAD_REQUEST, refusal.text());
     if refusal == Refusal::Version {
         response
             .headers_mut()

@@ -1,0 +1,59 @@
+//! Types shared by the router (`server.rs`) and the client transports, kept below both so that neither imports
+//! the other: a configured stream [`Route`], the [`ConnGuard`] that keeps upgraded sessions inside the connection
+//! limit and the drain, and the short [`plain`] refusal every layer answers with.
+
+use std::sync::Arc;
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::auth;
+use crate::config::StreamConfig;
+use crate::hub::{Settings, StartUpstream};
+use crate::transports::messages::Forwarder;
+use crate::{Body, full_body};
+
+/// One configured stream route, ready to serve.
+pub struct Route {
+    pub name: Arc<str>,
+    pub config: StreamConfig,
+    pub settings: Settings,
+    /// Starts the upstream of a new stream of this route.
+    pub start: StartUpstream,
+    /// Delivers client → application messages, when `client_messages` is configured.
+    pub messages: Option<Forwarder>,
+    /// The authorization sub-request, when `auth.check` is configured.
+    pub auth_check: Option<auth::AuthCheck>,
+}
+
+/// The connection permit and the drain tracker, for sessions that outlive hyper's connection (upgrades).
+#[derive(Clone)]
+pub struct ConnGuard {
+    pub permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+impl ConnGuard {
+    /// Spawns `task` as part of this connection: counted by the drain and holding the connection permit.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let permit = self.permit.clone();
+        self.tasks.spawn(async move {
+            task.await;
+            drop(permit);
+        });
+    }
+}
+
+/// A short plain-text response.
+pub fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(full_body(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
