@@ -142,7 +142,8 @@ pub fn build_router(
     }
     let passthrough = match &config.passthrough {
         Some(cfg) => {
-            Some(Passthrough::new(cfg).map_err(|e| StartError::Passthrough(e.to_string()))?)
+            let passthrough = Passthrough::new(cfg, metrics.clone(), drain.token());
+            Some(passthrough.map_err(|e| StartError::Passthrough(e.to_string()))?)
         }
         None => None,
     };

@@ -4,10 +4,12 @@
 //! line, column and field path ([`ConfigError`]). All YAML access in the crate lives in this module.
 //! The reference table for users is `docs/config.md`; `config.example.yaml` is a complete example.
 //!
-//! Layout: `schema` (structs and `DEFAULT_*` consts), `units` (durations, sizes, `${ENV}`), `route`
-//! ([`RoutePattern`], [`UrlTemplate`]), `spans` (field path → line/column), `errors`, `validate`.
+//! Layout: `schema` (structs and `DEFAULT_*` consts; `passthrough` holds the `passthrough:` part), `units`
+//! (durations, sizes, `${ENV}`), `route` ([`RoutePattern`], [`UrlTemplate`]), `spans` (field path →
+//! line/column), `errors`, `validate`.
 
 mod errors;
+mod passthrough;
 mod route;
 mod schema;
 mod spans;
@@ -20,6 +22,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use errors::{ConfigError, Problem};
+pub use passthrough::*;
 pub use route::{RoutePattern, UrlTemplate};
 pub use schema::*;
 pub use units::{expand_env, parse_duration, parse_size};

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-use crate::route::ConnGuard;
-use crate::server::{self, ConnInfo, Router};
+use crate::route::{ConnGuard, ConnInfo};
+use crate::server::{self, Router};
 use crate::tls::ServerTls;
 
 /// Shared by every connection of every listener.

@@ -54,6 +54,14 @@ pub struct Metrics {
     pub client_messages: IntCounterVec,
     /// Constant 1, labelled with the version.
     pub build_info: IntGaugeVec,
+    /// Open pass-through WebSocket sessions by client HTTP version.
+    pub passthrough_ws_open: IntGaugeVec,
+    /// Pass-through WebSocket sessions opened, by client HTTP version.
+    pub passthrough_ws_total: IntCounterVec,
+    /// Pass-through WebSocket sessions ended, by reason (`passthrough::CLOSE_REASONS`).
+    pub passthrough_ws_closes: IntCounterVec,
+    /// Pass-through request bodies cut for arriving too slowly after the response ended.
+    pub passthrough_body_timeouts: IntCounter,
     /// `events_delivered` and `delivery_latency` resolved per transport once (in `TRANSPORTS` order): the hot path
     /// (every event × every subscriber) then skips the label lookup.
     delivered_by: Vec<(IntCounter, Histogram)>,
@@ -177,6 +185,25 @@ impl Metrics {
                 &["result"],
             )?,
             build_info: gauge_vec("pushbridge_build_info", "Build information.", &["version"])?,
+            passthrough_ws_open: gauge_vec(
+                "pushbridge_passthrough_websockets_open",
+                "Open pass-through WebSocket sessions.",
+                &["http_version"],
+            )?,
+            passthrough_ws_total: counter_vec(
+                "pushbridge_passthrough_websockets_total",
+                "Pass-through WebSocket sessions opened.",
+                &["http_version"],
+            )?,
+            passthrough_ws_closes: counter_vec(
+                "pushbridge_passthrough_websocket_closes_total",
+                "Pass-through WebSocket sessions ended, by reason.",
+                &["reason"],
+            )?,
+            passthrough_body_timeouts: counter(
+                "pushbridge_passthrough_body_timeouts_total",
+                "Pass-through request bodies cut for arriving too slowly after the response ended.",
+            )?,
             delivered_by: Vec::new(),
             registry,
         };
@@ -222,6 +249,13 @@ impl Metrics {
         }
         for result in ["ok", "error"] {
             self.config_reloads.with_label_values(&[result]);
+        }
+        for version in HTTP_VERSIONS {
+            self.passthrough_ws_open.with_label_values(&[version]);
+            self.passthrough_ws_total.with_label_values(&[version]);
+        }
+        for reason in crate::passthrough::CLOSE_REASONS {
+            self.passthrough_ws_closes.with_label_values(&[reason]);
         }
         for result in ["ok", "error", "refused"] {
             self.client_messages.with_label_values(&[result]);

@@ -1,31 +1,40 @@
-//! The pass-through reverse proxy: every request that matches no stream route goes to the one configured
-//! `passthrough.upstream`, always as HTTP/1.1 over a pooled connection, with both bodies streamed.
+//! The pass-through reverse proxy: every request that matches no stream route goes to the application — the
+//! `passthrough.upstream`, or the `passthrough.routes` entry with the longest matching path prefix — over
+//! HTTP/1.1, h2c or ALPN-chosen HTTP/2 (`protocol`), with both bodies streamed and trailers passed through (so
+//! gRPC works). A WebSocket handshake (HTTP/1.1 `Upgrade`, or RFC 8441 extended CONNECT) is relayed to the
+//! application as an HTTP/1.1 Upgrade and the session proxied frame by frame ([`websocket`]).
 //!
-//! Hop-by-hop headers are dropped both ways and `X-Forwarded-*` set ([`headers`], RFC 9110 §7.6.1). It is not an
-//! open proxy: plain `CONNECT` is 405 and an HTTP/1 absolute-form target (RFC 9112 §3.2.2) is 400, and the upstream
-//! never depends on the request's host. Upstream failures are 502 (refused, unreachable, broken connection) or
-//! 504 (connect timeout, no response headers within `response_timeout`).
+//! Hop-by-hop headers are dropped both ways (RFC 9110 §7.6.1) except `TE: trailers`, and forwarding headers set
+//! ([`headers`]). It is not an open proxy: plain `CONNECT` and `TRACE` are 405, an HTTP/1 absolute-form target
+//! (RFC 9112 §3.2.2) is 400, and the upstream never depends on the request's host. Upstream failures are 502
+//! (refused, unreachable, broken connection) or 504 (connect timeout, no response headers within
+//! `response_timeout`). A request body still arriving `body_timeout` after the response ended is cut ([`body`]).
 
+mod body;
 mod headers;
+mod upstream;
+mod websocket;
 
 use std::error::Error as StdError;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_util::sync::CancellationToken;
 
-use crate::config::PassthroughConfig;
-use crate::{Body, BoxError, full_body};
+use crate::config::{PassthroughConfig, PassthroughWebSocket};
+use crate::metrics::Metrics;
+use crate::route::{ConnInfo, plain};
+use crate::{Body, BoxError};
+
+use body::{RequestBody, ResponseBody};
+use upstream::{Clients, HttpClient, Table};
+
+pub use websocket::CLOSE_REASONS;
 
 /// The pass-through proxy; cheap to clone.
 #[derive(Clone)]
@@ -34,78 +43,67 @@ pub struct Passthrough {
 }
 
 struct Inner {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
-    scheme: Scheme,
-    authority: Authority,
-    /// The upstream's path without a trailing `/` (`""` for the root).
-    prefix: String,
+    table: Table,
+    clients: Clients,
+    forwarding: headers::Forwarding,
     response_timeout: Duration,
+    body_timeout: Duration,
+    websocket: PassthroughWebSocket,
+    metrics: Arc<Metrics>,
+    /// Cancelled when the server drains: WebSocket sessions close with 1001.
+    drain: CancellationToken,
 }
 
 impl Passthrough {
-    /// Builds the pooled upstream client; fails on a non-http(s) upstream or an unusable `ca_file`.
-    pub fn new(cfg: &PassthroughConfig) -> Result<Passthrough, BoxError> {
-        let upstream = &cfg.upstream;
-        let scheme = match upstream.scheme() {
-            Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
-            _ => {
-                return Err(format!(
-                    "passthrough.upstream {upstream}: scheme must be http or https"
-                )
-                .into());
-            }
-        };
-        let authority = upstream
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("passthrough.upstream {upstream}: missing host"))?;
-        let prefix = upstream.path().trim_end_matches('/').to_owned();
-
-        let mut tls = crate::tls::client_config(cfg.ca_file.as_deref())?;
-        // hyper-rustls sets ALPN itself (http/1.1 only here) and refuses a preset list.
-        tls.alpn_protocols.clear();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+    /// Builds the route table and one pooled client per protocol in use; fails on a non-http(s) upstream or an
+    /// unusable `ca_file`.
+    pub fn new(
+        cfg: &PassthroughConfig,
+        metrics: Arc<Metrics>,
+        drain: CancellationToken,
+    ) -> Result<Passthrough, BoxError> {
+        let table = Table::new(cfg)?;
+        let clients = Clients::new(cfg, &table)?;
         Ok(Passthrough {
             inner: Arc::new(Inner {
-                client,
-                scheme,
-                authority,
-                prefix,
+                table,
+                clients,
+                forwarding: headers::Forwarding {
+                    mode: cfg.forwarded,
+                    trusted: cfg.trusted_proxies.clone(),
+                },
                 response_timeout: cfg.response_timeout,
+                body_timeout: cfg.body_timeout,
+                websocket: cfg.websocket.clone(),
+                metrics,
+                drain,
             }),
         })
     }
 
-    /// Proxies one request. `client`: peer address; `scheme`: `"http"` or `"https"` (what the client used to
-    /// reach us). Never fails: problems become 4xx/5xx responses with a short `text/plain` body.
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        client: SocketAddr,
-        scheme: &'static str,
-    ) -> Response<Body> {
-        if req.method() == Method::CONNECT {
-            tracing::debug!(%client, uri = %crate::error::redact(req.uri()), "pass-through refused CONNECT");
-            if req.extensions().get::<hyper::ext::Protocol>().is_some() {
+    /// Proxies one request arriving on `conn`. Never fails: problems become 4xx/5xx responses with a short
+    /// `text/plain` body.
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+        let client = conn.peer;
+        if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+            let protocol = req.extensions().get::<hyper::ext::Protocol>();
+            if protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket")) {
+                return websocket::serve(self, req, conn).await;
+            }
+            tracing::debug!(%client, method = %req.method(), uri = %crate::error::redact(req.uri()), "pass-through refused method");
+            if protocol.is_some() {
                 return plain(
                     StatusCode::NOT_IMPLEMENTED,
-                    "not implemented: extended CONNECT is not proxied\n",
+                    "not implemented: extended CONNECT is only proxied for websocket\n",
                 );
             }
             let mut resp = plain(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed: CONNECT\n",
+                if req.method() == Method::TRACE {
+                    "method not allowed: TRACE\n"
+                } else {
+                    "method not allowed: CONNECT\n"
+                },
             );
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
@@ -119,7 +117,11 @@ impl Passthrough {
                 "bad request: absolute-form request target\n",
             );
         }
-        let Some(uri) = self.upstream_uri(req.uri()) else {
+        if websocket::is_upgrade(&req) {
+            return websocket::serve(self, req, conn).await;
+        }
+        let upstream = self.inner.table.select(req.uri().path());
+        let Some(uri) = upstream.uri(req.uri()) else {
             tracing::debug!(%client, uri = %crate::error::redact(req.uri()), "pass-through refused request target");
             return plain(
                 StatusCode::BAD_REQUEST,
@@ -128,6 +130,27 @@ impl Passthrough {
         };
 
         let (mut parts, body) = req.into_parts();
+        self.upstream_head(&mut parts, conn);
+        parts.uri = uri;
+        let (body, done) = body::timed(body, self.inner.body_timeout, self.inner.metrics.clone());
+        let upstream_req = Request::from_parts(parts, body);
+        let client = self.inner.clients.get(upstream.protocol);
+        match self.send(client, upstream_req, conn).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                parts.version = Version::HTTP_11;
+                parts.extensions = http::Extensions::new();
+                let body = ResponseBody::new(body, done);
+                Response::from_parts(parts, body.boxed_unsync())
+            }
+            Err(resp) => resp,
+        }
+    }
+
+    /// Rewrites a client request head for the application: hop-by-hop fields out (`TE: trailers` kept),
+    /// forwarding fields set, HTTP/1.1 framing (the client's version is hyper's business on each side).
+    fn upstream_head(&self, parts: &mut http::request::Parts, conn: &ConnInfo) {
         // The client's Host; HTTP/2 requests carry it as `:authority` instead.
         let host = match parts.version {
             Version::HTTP_2 => parts
@@ -137,66 +160,45 @@ impl Passthrough {
                 .or_else(|| parts.headers.get(header::HOST).cloned()),
             _ => parts.headers.get(header::HOST).cloned(),
         };
+        let trailers = headers::wants_trailers(&parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
-        headers::set_forwarded(&mut parts.headers, client.ip(), scheme, host);
-        parts.uri = uri;
+        if trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        self.inner
+            .forwarding
+            .apply(&mut parts.headers, conn.peer.ip(), conn.scheme, host);
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
-        let upstream_req = Request::from_parts(parts, body);
-        let target = upstream_req.uri().clone();
-
-        let sent = self.inner.client.request(upstream_req);
-        let resp = match tokio::time::timeout(self.inner.response_timeout, sent).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(error)) => {
-                let (status, text) = classify(error.is_connect(), &error);
-                tracing::warn!(error = %chain(&error), upstream = %target, %client, "pass-through upstream failed");
-                return plain(status, text);
-            }
-            Err(_) => {
-                tracing::warn!(
-                    timeout = ?self.inner.response_timeout,
-                    upstream = %target,
-                    %client,
-                    "pass-through upstream sent no response headers in time"
-                );
-                return plain(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "gateway timeout: upstream did not respond in time\n",
-                );
-            }
-        };
-
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        parts.version = Version::HTTP_11;
-        parts.extensions = http::Extensions::new();
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
     }
 
-    /// The upstream URI for a request: upstream scheme and authority, the upstream's path prefix joined with the
-    /// request path, and the request query. `None` for a target that is not an absolute path (`OPTIONS *`).
-    fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
-        let path = uri.path();
-        if !path.starts_with('/') {
-            return None;
+    /// Sends a request upstream within `response_timeout`; a failure is already the response to give.
+    async fn send(
+        &self,
+        client: &HttpClient,
+        req: Request<RequestBody>,
+        conn: &ConnInfo,
+    ) -> Result<Response<Incoming>, Response<Body>> {
+        let target = crate::error::redact(req.uri());
+        let peer = conn.peer;
+        let timeout = self.inner.response_timeout;
+        match tokio::time::timeout(timeout, client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(error)) => {
+                let (status, text) = classify(error.is_connect(), &error);
+                tracing::warn!(error = %chain(&error), upstream = %target, client = %peer, "pass-through upstream failed");
+                Err(plain(status, text))
+            }
+            Err(_) => {
+                tracing::warn!(?timeout, upstream = %target, client = %peer, "pass-through upstream sent no response headers in time");
+                Err(plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "gateway timeout: upstream did not respond in time\n",
+                ))
+            }
         }
-        let inner = &self.inner;
-        let mut path_and_query = String::with_capacity(
-            inner.prefix.len() + path.len() + 1 + uri.query().map_or(0, str::len),
-        );
-        path_and_query.push_str(&inner.prefix);
-        path_and_query.push_str(path);
-        if let Some(query) = uri.query() {
-            path_and_query.push('?');
-            path_and_query.push_str(query);
-        }
-        Uri::builder()
-            .scheme(inner.scheme.clone())
-            .authority(inner.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .ok()
     }
 }
 
@@ -255,17 +257,6 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
         source = e.source();
     }
     text
-}
-
-/// A short `text/plain` response.
-fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut resp = Response::new(full_body(text));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }
 
 #[cfg(test)]

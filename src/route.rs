@@ -1,11 +1,14 @@
-//! Types shared by the router (`server.rs`) and the client transports, kept below both so that neither imports
-//! the other: a configured stream [`Route`], the [`ConnGuard`] that keeps upgraded sessions inside the connection
-//! limit and the drain, and the short [`plain`] refusal every layer answers with.
+//! Types shared by the router (`server.rs`), the client transports and the pass-through, kept below all of them
+//! so that none imports another's parent: a configured stream [`Route`], the client connection's [`ConnInfo`]
+//! with its [`ConnGuard`] (keeps upgraded sessions inside the connection limit and the drain), and the short
+//! [`plain`] refusal every layer answers with.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth;
 use crate::config::StreamConfig;
@@ -24,6 +27,18 @@ pub struct Route {
     pub messages: Option<Forwarder>,
     /// The authorization sub-request, when `auth.check` is configured.
     pub auth_check: Option<auth::AuthCheck>,
+}
+
+/// Facts about the client connection a request arrived on.
+#[derive(Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Cancelled to drop the connection (slow consumer).
+    pub kick: CancellationToken,
+    /// Keeps an upgraded (WebSocket) session inside the connection limit and the drain: the session task holds it.
+    pub guard: ConnGuard,
 }
 
 /// The connection permit and the drain tracker, for sessions that outlive hyper's connection (upgrades).

@@ -1,7 +1,6 @@
 //! Per-request routing: a stream route (negotiate, then the chosen transport), the browser client script, or
 //! pass-through to the application.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -15,7 +14,7 @@ use crate::hub::{Hub, StreamKey};
 use crate::metrics::Metrics;
 use crate::negotiate::{self, Decision, Facts};
 use crate::passthrough::Passthrough;
-use crate::route::{ConnGuard, Route, plain};
+use crate::route::{ConnInfo, Route, plain};
 use crate::transports::messages::MessageError;
 use crate::transports::{self, StreamContext};
 use crate::{Body, full_body};
@@ -30,18 +29,6 @@ pub struct Router {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub drain: CancellationToken,
-}
-
-/// Facts about the client connection a request arrived on.
-#[derive(Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    /// `http` or `https`.
-    pub scheme: &'static str,
-    /// Cancelled to drop the connection (slow consumer).
-    pub kick: CancellationToken,
-    /// Keeps an upgraded (WebSocket) session inside the connection limit and the drain: the session task holds it.
-    pub guard: ConnGuard,
 }
 
 /// Session numbers of per-client streams.
@@ -75,7 +62,7 @@ pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo)
     }
     match &router.passthrough {
         Some(passthrough) => {
-            let response = passthrough.handle(req, conn.peer, conn.scheme).await;
+            let response = passthrough.handle(req, &conn).await;
             let class = match response.status().as_u16() {
                 200..=299 => "2xx",
                 300..=399 => "3xx",

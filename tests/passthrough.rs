@@ -26,16 +26,19 @@ use tokio::net::{TcpListener, TcpStream};
 const WAIT: Duration = Duration::from_secs(5);
 
 fn config(upstream: &str) -> PassthroughConfig {
-    PassthroughConfig {
-        upstream: upstream.parse().unwrap(),
-        connect_timeout: Duration::from_secs(2),
-        response_timeout: Duration::from_secs(5),
-        ca_file: None,
-    }
+    let mut cfg = PassthroughConfig::new(upstream.parse().unwrap());
+    cfg.connect_timeout = Duration::from_secs(2);
+    cfg.response_timeout = Duration::from_secs(5);
+    cfg
 }
 
 /// Starts the real pushbridge server (HTTP/1.1 and h2c on 127.0.0.1:0) with `cfg` as its pass-through.
 async fn serve(cfg: PassthroughConfig) -> SocketAddr {
+    serve_with(cfg, "").await
+}
+
+/// [`serve`] with more `passthrough:` keys (`extra`, indented by two spaces).
+async fn serve_with(cfg: PassthroughConfig, extra: &str) -> SocketAddr {
     let mut yaml = format!(
         "listen:\n  - address: \"127.0.0.1:0\"\npassthrough:\n  upstream: \"{}\"\n  connect_timeout: {}ms\n  response_timeout: {}ms\n",
         cfg.upstream,
@@ -45,6 +48,7 @@ async fn serve(cfg: PassthroughConfig) -> SocketAddr {
     if let Some(ca) = &cfg.ca_file {
         yaml.push_str(&format!("  ca_file: \"{}\"\n", ca.display()));
     }
+    yaml.push_str(extra);
     let proxy = support::proxy::start(&yaml).await;
     let addr = proxy.addr();
     // The server lives as long as the test's runtime.
@@ -225,7 +229,7 @@ async fn hop_by_hop_headers_dropped_both_ways() {
         .header("x-secret", "s3cret")
         .header("keep-alive", "300")
         .header("upgrade", "foo/1")
-        .header("te", "trailers")
+        .header("te", "gzip, trailers")
         .header("proxy-authorization", "Basic dXNlcjpwYXNz")
         .header("proxy-connection", "keep-alive")
         .header("x-kept", "yes")
@@ -255,12 +259,13 @@ async fn hop_by_hop_headers_dropped_both_ways() {
         "x-secret",
         "keep-alive",
         "upgrade",
-        "te",
         "proxy-authorization",
         "proxy-connection",
     ] {
         assert!(seen(&got, name).is_empty(), "upstream saw {name}");
     }
+    // `TE` is hop-by-hop, but its `trailers` token is sent on (gRPC needs it); nothing else of it.
+    assert_eq!(seen(&got, "te"), ["trailers"]);
     // hyper's client may add its own `connection: keep-alive`, never the client's value.
     assert!(
         !seen(&got, "connection")
@@ -271,7 +276,7 @@ async fn hop_by_hop_headers_dropped_both_ways() {
 }
 
 #[tokio::test]
-async fn x_forwarded_headers_set_and_appended() {
+async fn x_forwarded_headers_replace_what_an_untrusted_client_sent() {
     let up = upstream(describe).await;
     let proxy = serve(config(&format!("http://{up}"))).await;
 
@@ -280,19 +285,89 @@ async fn x_forwarded_headers_set_and_appended() {
         .header("x-forwarded-for", "203.0.113.5")
         .header("x-forwarded-proto", "gopher")
         .header("x-forwarded-host", "spoofed.example")
+        .header("x-real-ip", "203.0.113.5")
+        .header("forwarded", "for=203.0.113.5")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let got = body_json(send(proxy, req).await).await;
+    assert_eq!(seen(&got, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen(&got, "x-forwarded-proto"), ["http"]);
+    assert_eq!(seen(&got, "x-forwarded-host"), ["app.example:8080"]);
+    assert_eq!(seen(&got, "x-real-ip"), ["127.0.0.1"]);
+    assert_eq!(seen(&got, "forwarded"), Vec::<String>::new());
+    assert_eq!(seen(&got, "host"), ["app.example:8080"]);
+}
+
+#[tokio::test]
+async fn x_forwarded_headers_of_a_trusted_proxy_are_extended() {
+    let up = upstream(describe).await;
+    let proxy = serve_with(
+        config(&format!("http://{up}")),
+        "  trusted_proxies: [10.0.0.0/8, 127.0.0.1]\n",
+    )
+    .await;
+    let req = Request::get("/fwd")
+        .header("host", "app.example:8080")
+        .header("x-forwarded-for", "203.0.113.5")
+        .header("x-forwarded-proto", "https")
+        .header("x-real-ip", "203.0.113.5")
         .body(Empty::<Bytes>::new())
         .unwrap();
     let got = body_json(send(proxy, req).await).await;
     assert_eq!(seen(&got, "x-forwarded-for"), ["203.0.113.5, 127.0.0.1"]);
-    assert_eq!(seen(&got, "x-forwarded-proto"), ["http"]);
+    assert_eq!(seen(&got, "x-forwarded-proto"), ["https"]);
+    assert_eq!(seen(&got, "x-real-ip"), ["203.0.113.5"]);
     assert_eq!(seen(&got, "x-forwarded-host"), ["app.example:8080"]);
-    assert_eq!(seen(&got, "host"), ["app.example:8080"]);
 
     let req = Request::get("/fwd")
         .header("host", "app.example")
         .body(Empty::<Bytes>::new())
         .unwrap();
     let got = body_json(send(proxy, req).await).await;
+    assert_eq!(seen(&got, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen(&got, "x-real-ip"), ["127.0.0.1"]);
+}
+
+#[tokio::test]
+async fn rfc7239_forwarded_alone_or_with_x_forwarded() {
+    let up = upstream(describe).await;
+    let only = serve_with(config(&format!("http://{up}")), "  forwarded: rfc7239\n").await;
+    let req = Request::get("/fwd")
+        .header("host", "app.example:8080")
+        .header("forwarded", "for=203.0.113.5;proto=https")
+        .header("x-forwarded-for", "203.0.113.5")
+        .header("x-real-ip", "203.0.113.5")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let got = body_json(send(only, req).await).await;
+    assert_eq!(
+        seen(&got, "forwarded"),
+        ["for=127.0.0.1;proto=http;host=\"app.example:8080\""]
+    );
+    for absent in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+    ] {
+        assert_eq!(seen(&got, absent), Vec::<String>::new(), "{absent}");
+    }
+
+    let both = serve_with(
+        config(&format!("http://{up}")),
+        "  forwarded: both\n  trusted_proxies: [\"127.0.0.0/8\"]\n",
+    )
+    .await;
+    let req = Request::get("/fwd")
+        .header("host", "app.example")
+        .header("forwarded", "for=203.0.113.5;proto=https")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let got = body_json(send(both, req).await).await;
+    assert_eq!(
+        seen(&got, "forwarded"),
+        ["for=203.0.113.5;proto=https, for=127.0.0.1;proto=http;host=app.example"]
+    );
     assert_eq!(seen(&got, "x-forwarded-for"), ["127.0.0.1"]);
 }
 
@@ -385,6 +460,22 @@ async fn connect_is_405() {
         response.to_ascii_lowercase().contains("\r\nallow: "),
         "{response}"
     );
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn trace_is_405() {
+    let (up, hits) = counting_upstream().await;
+    let proxy = serve(config(&format!("http://{up}"))).await;
+    let response = raw(
+        proxy,
+        "TRACE /anything HTTP/1.1\r\nHost: app.example\r\nCookie: secret=1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 405 "), "{response}");
+    let lower = response.to_ascii_lowercase();
+    assert!(lower.contains("\r\nallow: "), "{response}");
+    assert!(!lower.contains("secret"), "{response}");
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
 

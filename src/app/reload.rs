@@ -112,7 +112,9 @@ impl Running {
         let passthrough = match (&config.passthrough, &current.passthrough) {
             (new, old) if new == old => old_router.passthrough.clone(),
             (Some(cfg), _) => {
-                Some(Passthrough::new(cfg).map_err(|e| StartError::Passthrough(e.to_string()))?)
+                let passthrough =
+                    Passthrough::new(cfg, self.metrics.clone(), old_router.drain.clone());
+                Some(passthrough.map_err(|e| StartError::Passthrough(e.to_string()))?)
             }
             (None, _) => None,
         };

@@ -9,13 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::passthrough::PassthroughConfig;
 use super::route::{RoutePattern, UrlTemplate};
 use super::units;
 
-/// Passthrough: time allowed to connect to the application.
-pub const DEFAULT_PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Passthrough: time allowed until the application's response headers arrive.
-pub const DEFAULT_PASSTHROUGH_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Stream: client transports offered, in order of preference.
 pub const DEFAULT_TRANSPORTS: [TransportKind; 3] = [
     TransportKind::Ws,
@@ -114,30 +111,6 @@ pub struct AdminConfig {
     /// Socket address to bind (plaintext).
     #[serde(deserialize_with = "units::socket_addr")]
     pub address: SocketAddr,
-}
-
-/// Plain reverse proxying of every request that is not a stream.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PassthroughConfig {
-    /// The application: `http://` or `https://` with a host; an optional path prefix; no query.
-    #[serde(deserialize_with = "units::uri")]
-    pub upstream: http::Uri,
-    /// Time allowed to connect to the application.
-    #[serde(
-        default = "d::passthrough_connect_timeout",
-        deserialize_with = "units::duration"
-    )]
-    pub connect_timeout: Duration,
-    /// Time allowed until the application's response headers arrive.
-    #[serde(
-        default = "d::passthrough_response_timeout",
-        deserialize_with = "units::duration"
-    )]
-    pub response_timeout: Duration,
-    /// Extra CA certificate (PEM) trusted for an `https` upstream, besides the webpki roots.
-    #[serde(default, deserialize_with = "units::opt_path")]
-    pub ca_file: Option<PathBuf>,
 }
 
 /// One event stream route.
@@ -510,12 +483,6 @@ impl StreamConfig {
 mod d {
     use super::*;
 
-    pub fn passthrough_connect_timeout() -> Duration {
-        DEFAULT_PASSTHROUGH_CONNECT_TIMEOUT
-    }
-    pub fn passthrough_response_timeout() -> Duration {
-        DEFAULT_PASSTHROUGH_RESPONSE_TIMEOUT
-    }
     pub fn transports() -> Vec<TransportKind> {
         DEFAULT_TRANSPORTS.to_vec()
     }

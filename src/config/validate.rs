@@ -2,6 +2,8 @@
 //! path, usable URLs, readable TLS files. Every rule reports into one list, so all problems come out at once,
 //! each located at the offending value through [`Spans`].
 
+mod passthrough;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -62,15 +64,7 @@ pub fn validate(config: &Config, file: &str, spans: &Spans) -> Vec<Problem> {
     };
     listeners(config, &mut report);
     if let Some(pass) = &config.passthrough {
-        report.url("passthrough.upstream", &pass.upstream, &["http", "https"]);
-        if pass.upstream.query().is_some() {
-            report.add("passthrough.upstream", "must not have a query");
-        }
-        report.positive("passthrough.connect_timeout", pass.connect_timeout);
-        report.positive("passthrough.response_timeout", pass.response_timeout);
-        if let Some(ca) = &pass.ca_file {
-            report.readable("passthrough.ca_file", ca);
-        }
+        passthrough::rules(pass, &mut report);
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut shapes: HashMap<String, usize> = HashMap::new();

@@ -1,9 +1,12 @@
-//! Header rewriting for the pass-through proxy: hop-by-hop removal (RFC 9110 §7.6.1) in both directions and the
-//! `X-Forwarded-For` / `X-Forwarded-Proto` / `X-Forwarded-Host` fields added on the way to the upstream.
+//! Header rewriting for the pass-through proxy: hop-by-hop removal (RFC 9110 §7.6.1) in both directions, and the
+//! forwarding fields added on the way to the upstream — `Forwarded` (RFC 7239) and/or `X-Forwarded-For`,
+//! `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP` — replacing whatever an untrusted client sent.
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{ForwardedHeaders, IpNet};
 
 /// Always hop-by-hop, whatever `Connection` lists (RFC 9110 §7.6.1, plus the legacy `Keep-Alive` and
 /// `Proxy-Connection`).
@@ -36,45 +39,155 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets the forwarding fields for a request about to go upstream: appends `client` to `X-Forwarded-For` (joining
-/// any values the client sent into one field), sets `X-Forwarded-Proto` to `scheme` and, when known,
-/// `X-Forwarded-Host` and `Host` to `host` (the client's Host, or the HTTP/2 `:authority`).
-pub(crate) fn set_forwarded(
-    headers: &mut HeaderMap,
-    client: IpAddr,
-    scheme: &'static str,
-    host: Option<HeaderValue>,
-) {
-    let client = client.to_canonical().to_string();
-    let mut xff = Vec::new();
-    for value in headers.get_all(X_FORWARDED_FOR) {
-        let value = value.as_bytes().trim_ascii();
-        if !value.is_empty() {
-            xff.extend_from_slice(value);
-            xff.extend_from_slice(b", ");
+/// Whether the client asked for trailers (`TE: trailers`, RFC 9110 §10.1.4). `TE` is hop-by-hop, but this one
+/// token is what gRPC needs the application to see, so it is sent again after [`strip_hop_by_hop`].
+pub(crate) fn wants_trailers(headers: &HeaderMap) -> bool {
+    crate::negotiate::header_has_token(headers, &header::TE, "trailers")
+}
+
+/// Which forwarding headers go to the application, and which peers may have set them before us.
+pub(crate) struct Forwarding {
+    pub mode: ForwardedHeaders,
+    pub trusted: Vec<IpNet>,
+}
+
+impl Forwarding {
+    /// Sets the forwarding fields for a request about to go upstream. From a trusted proxy, its `Forwarded` /
+    /// `X-Forwarded-For` are extended with `client` and its `X-Forwarded-Proto`, `X-Forwarded-Host` and
+    /// `X-Real-IP` kept; from anyone else all of these are replaced. `Host` (and `X-Forwarded-Host`, `host=`)
+    /// become `host`, the client's Host or HTTP/2 `:authority`. The family `mode` does not produce is removed.
+    pub(crate) fn apply(
+        &self,
+        headers: &mut HeaderMap,
+        client: IpAddr,
+        scheme: &'static str,
+        host: Option<HeaderValue>,
+    ) {
+        let client = client.to_canonical();
+        let trusted = self.trusted.iter().any(|net| net.contains(client));
+        if !trusted {
+            for name in [
+                &FORWARDED,
+                &X_FORWARDED_FOR,
+                &X_FORWARDED_PROTO,
+                &X_FORWARDED_HOST,
+                &X_REAL_IP,
+            ] {
+                headers.remove(name);
+            }
         }
-    }
-    xff.extend_from_slice(client.as_bytes());
-    // Existing values came from valid header values and the IP is ASCII, so this only fails on odd bytes.
-    let xff = HeaderValue::from_bytes(&xff).or_else(|_| HeaderValue::from_str(&client));
-    if let Ok(xff) = xff {
-        headers.insert(X_FORWARDED_FOR, xff);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
-    match host {
-        Some(host) => {
-            headers.insert(X_FORWARDED_HOST, host.clone());
+        if self.mode.rfc7239() {
+            let element = forwarded_element(client, scheme, host.as_ref());
+            append_list(headers, &FORWARDED, &element);
+        } else {
+            headers.remove(&FORWARDED);
+        }
+        if self.mode.x_forwarded() {
+            append_list(headers, &X_FORWARDED_FOR, &client.to_string());
+            keep_or_set(
+                headers,
+                trusted,
+                X_FORWARDED_PROTO,
+                Some(HeaderValue::from_static(scheme)),
+            );
+            keep_or_set(headers, trusted, X_FORWARDED_HOST, host.clone());
+            keep_or_set(
+                headers,
+                trusted,
+                X_REAL_IP,
+                HeaderValue::from_str(&client.to_string()).ok(),
+            );
+        } else {
+            for name in [
+                &X_FORWARDED_FOR,
+                &X_FORWARDED_PROTO,
+                &X_FORWARDED_HOST,
+                &X_REAL_IP,
+            ] {
+                headers.remove(name);
+            }
+        }
+        if let Some(host) = host {
             headers.insert(header::HOST, host);
-        }
-        None => {
-            headers.remove(X_FORWARDED_HOST);
         }
     }
 }
 
+/// Appends `item` to the comma-separated list in `name`, joining every field line into one.
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
+    let mut joined = Vec::new();
+    for value in headers.get_all(name) {
+        let value = value.as_bytes().trim_ascii();
+        if !value.is_empty() {
+            joined.extend_from_slice(value);
+            joined.extend_from_slice(b", ");
+        }
+    }
+    joined.extend_from_slice(item.as_bytes());
+    // Existing values came from valid header values and `item` is ASCII, so this only fails on odd bytes.
+    let value = HeaderValue::from_bytes(&joined).or_else(|_| HeaderValue::from_str(item));
+    if let Ok(value) = value {
+        headers.insert(name, value);
+    }
+}
+
+/// Keeps a trusted proxy's value, else sets `value` (or removes the field when there is none).
+fn keep_or_set(
+    headers: &mut HeaderMap,
+    trusted: bool,
+    name: HeaderName,
+    value: Option<HeaderValue>,
+) {
+    if trusted && headers.contains_key(&name) {
+        return;
+    }
+    match value {
+        Some(value) => {
+            headers.insert(name, value);
+        }
+        None => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// One `Forwarded` element (RFC 7239 §4): `for=` the client (an IPv6 address bracketed and quoted, §6),
+/// `proto=`, and `host=` quoted when it is not a token (it usually has a `:port`).
+fn forwarded_element(client: IpAddr, scheme: &str, host: Option<&HeaderValue>) -> String {
+    let mut element = match client {
+        IpAddr::V4(ip) => format!("for={ip}"),
+        IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
+    };
+    element.push_str(";proto=");
+    element.push_str(scheme);
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        element.push_str(";host=");
+        if !host.is_empty() && host.bytes().all(is_tchar) {
+            element.push_str(host);
+        } else {
+            element.push('"');
+            for c in host.chars() {
+                if c == '"' || c == '\\' {
+                    element.push('\\');
+                }
+                element.push(c);
+            }
+            element.push('"');
+        }
+    }
+    element
+}
+
+/// RFC 9110 §5.6.2 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 #[cfg(test)]
 mod tests {
@@ -123,19 +236,56 @@ mod tests {
         assert!(headers.contains_key("x-b"));
     }
 
+    fn forwarding(mode: ForwardedHeaders, trusted: &[&str]) -> Forwarding {
+        Forwarding {
+            mode,
+            trusted: trusted.iter().map(|t| IpNet::parse(t).unwrap()).collect(),
+        }
+    }
+
+    const SPOOFED: [(&str, &str); 5] = [
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "ftp"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-real-ip", "6.6.6.6"),
+        ("forwarded", "for=6.6.6.6"),
+    ];
+
     #[test]
-    fn forwarded_appends_and_sets() {
+    fn untrusted_client_values_are_replaced() {
+        let mut headers = map(&SPOOFED);
+        let host = HeaderValue::from_static("app.example:8443");
+        forwarding(ForwardedHeaders::Both, &["10.0.0.0/8"]).apply(
+            &mut headers,
+            "192.0.2.9".parse().unwrap(),
+            "https",
+            Some(host),
+        );
+        assert_eq!(headers["x-forwarded-for"], "192.0.2.9");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-host"], "app.example:8443");
+        assert_eq!(headers["x-real-ip"], "192.0.2.9");
+        assert_eq!(
+            headers["forwarded"],
+            "for=192.0.2.9;proto=https;host=\"app.example:8443\""
+        );
+        assert_eq!(headers["host"], "app.example:8443");
+    }
+
+    #[test]
+    fn trusted_proxy_values_are_extended_and_kept() {
         let mut headers = map(&[
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
-            ("x-forwarded-proto", "ftp"),
+            ("x-forwarded-proto", "https"),
+            ("x-real-ip", "1.1.1.1"),
+            ("forwarded", "for=1.1.1.1;proto=https"),
         ]);
-        let host = HeaderValue::from_static("app.example:8443");
-        set_forwarded(
+        forwarding(ForwardedHeaders::Both, &["10.0.0.0/8"]).apply(
             &mut headers,
-            "10.0.0.9".parse().unwrap(),
-            "https",
-            Some(host),
+            "::ffff:10.0.0.9".parse().unwrap(),
+            "http",
+            None,
         );
         assert_eq!(
             headers["x-forwarded-for"],
@@ -143,21 +293,54 @@ mod tests {
         );
         assert_eq!(headers.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(headers["x-forwarded-proto"], "https");
-        assert_eq!(headers["x-forwarded-host"], "app.example:8443");
-        assert_eq!(headers["host"], "app.example:8443");
+        assert_eq!(headers["x-real-ip"], "1.1.1.1");
+        assert!(!headers.contains_key("x-forwarded-host"));
+        assert_eq!(
+            headers["forwarded"],
+            "for=1.1.1.1;proto=https, for=10.0.0.9;proto=http"
+        );
     }
 
     #[test]
-    fn forwarded_fresh_and_mapped_v6() {
-        let mut headers = map(&[("x-forwarded-host", "spoofed")]);
-        set_forwarded(
+    fn each_mode_sets_only_its_family() {
+        let mut headers = map(&SPOOFED);
+        forwarding(ForwardedHeaders::Rfc7239, &["::/0"]).apply(
             &mut headers,
-            "::ffff:192.0.2.7".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+            "http",
+            Some(HeaderValue::from_static("plain.example")),
+        );
+        assert_eq!(
+            headers["forwarded"],
+            "for=6.6.6.6, for=\"[2001:db8::1]\";proto=http;host=plain.example"
+        );
+        for gone in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-real-ip",
+        ] {
+            assert!(!headers.contains_key(gone), "{gone}");
+        }
+        let mut headers = map(&SPOOFED);
+        forwarding(ForwardedHeaders::XForwarded, &[]).apply(
+            &mut headers,
+            "127.0.0.1".parse().unwrap(),
             "http",
             None,
         );
-        assert_eq!(headers["x-forwarded-for"], "192.0.2.7");
-        assert_eq!(headers["x-forwarded-proto"], "http");
-        assert!(!headers.contains_key("x-forwarded-host"));
+        assert!(!headers.contains_key("forwarded"));
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    }
+
+    #[test]
+    fn quotes_odd_hosts_and_finds_trailers() {
+        let host = HeaderValue::from_static("we\"ird");
+        assert_eq!(
+            forwarded_element("10.1.2.3".parse().unwrap(), "https", Some(&host)),
+            "for=10.1.2.3;proto=https;host=\"we\\\"ird\""
+        );
+        assert!(wants_trailers(&map(&[("te", "gzip, Trailers")])));
+        assert!(!wants_trailers(&map(&[("te", "gzip")])));
     }
 }

@@ -1,0 +1,164 @@
+//! Pass-through bodies and the request-body deadline: once the application's response has ended (or was
+//! dropped), the rest of the client's request body must arrive within `passthrough.body_timeout`, so a client
+//! that trickles a body the application no longer wants cannot hold the connection (and the upstream request)
+//! forever. While the response is still streaming (gRPC bidirectional streams, long uploads answered at the end)
+//! the body is not limited. Trailers pass through in both directions (`Frame::trailers`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
+
+use crate::BoxError;
+use crate::metrics::Metrics;
+
+/// The request body of a pass-through request: the client's body (or none, for a WebSocket upgrade) under the
+/// deadline armed by the paired [`ResponseBody`].
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    /// Resolves when the response ended; then `deadline` is armed.
+    response_done: Option<oneshot::Receiver<()>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// The error a request body ends with when its deadline passes.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not complete {0:?} after the response ended")]
+pub struct BodyTimeout(Duration);
+
+impl RequestBody {
+    /// An empty body (the WebSocket upgrade request).
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: None,
+            response_done: None,
+            deadline: None,
+            timeout: Duration::ZERO,
+            metrics: None,
+        }
+    }
+}
+
+/// Wraps a request body and its response: the body gets `timeout` once the response has ended.
+pub fn timed(
+    body: Incoming,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> (RequestBody, ResponseDone) {
+    let (tx, rx) = oneshot::channel();
+    let body = RequestBody {
+        inner: Some(body),
+        response_done: Some(rx),
+        deadline: None,
+        timeout,
+        metrics: Some(metrics),
+    };
+    (body, ResponseDone(Some(tx)))
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(frame) = Pin::new(inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|r| r.map_err(BoxError::from)));
+        }
+        if let Some(done) = this.response_done.as_mut() {
+            // Ok: the response ended; Err: it was dropped (client gone, or the request failed).
+            if Pin::new(done).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.response_done = None;
+            this.deadline = Some(Box::pin(tokio::time::sleep(this.timeout)));
+        }
+        let expired = this
+            .deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+        if !expired {
+            return Poll::Pending;
+        }
+        this.inner = None;
+        if let Some(metrics) = &this.metrics {
+            metrics.passthrough_body_timeouts.inc();
+        }
+        tracing::debug!(timeout = ?this.timeout, "Pass-through request body too slow after the response: dropped");
+        Poll::Ready(Some(Err(BodyTimeout(this.timeout).into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// Arms the paired request body's deadline when dropped or [`fire`](ResponseDone::fire)d.
+pub struct ResponseDone(Option<oneshot::Sender<()>>);
+
+impl ResponseDone {
+    pub fn fire(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The application's response body; its end arms the request body's deadline.
+pub struct ResponseBody {
+    inner: Incoming,
+    done: ResponseDone,
+}
+
+impl ResponseBody {
+    pub fn new(inner: Incoming, done: ResponseDone) -> ResponseBody {
+        ResponseBody { inner, done }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.done.fire(),
+            _ => {}
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
