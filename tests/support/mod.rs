@@ -7,3 +7,4 @@ pub mod client;
 pub mod h2ws;
 pub mod proxy;
 pub mod upstream;
+pub mod ws_app;
