@@ -68,6 +68,8 @@ impl WsApp {
 
 async fn session(tcp: tokio::net::TcpStream, tx: mpsc::UnboundedSender<Seen>) {
     let opened = tx.clone();
+    // The callback's signature is tungstenite's (`ErrorResponse` is a whole `http::Response`).
+    #[allow(clippy::result_large_err)]
     let callback = move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         let path = req.uri().path().to_owned();
         if path.starts_with("/refuse") {
