@@ -100,3 +100,117 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ForwardedHeaders, PassthroughConfig, UpstreamProtocol};
+
+    const HEAD: &str = "listen:\n  - address: 127.0.0.1:8080\npassthrough:\n";
+
+    /// Every problem as `FILE:LINE:COL: path: message`.
+    fn errors(body: &str) -> Vec<String> {
+        match Config::parse("test.yaml", &format!("{HEAD}{body}")) {
+            Ok(config) => panic!("expected an error, got {config:?}"),
+            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn parsed(body: &str) -> PassthroughConfig {
+        Config::parse("test.yaml", &format!("{HEAD}{body}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .passthrough
+            .unwrap()
+    }
+
+    #[test]
+    fn defaults_and_full_form() {
+        let pass = parsed("  upstream: http://app:8081\n");
+        assert_eq!(
+            pass,
+            PassthroughConfig::new("http://app:8081".parse().unwrap())
+        );
+        let pass = parsed(
+            "  upstream: https://app:8443
+  protocol: auto
+  forwarded: both
+  trusted_proxies: [10.0.0.0/8, \"::1\"]
+  body_timeout: 5s
+  websocket: { idle_timeout: 1m, max_message: 64KiB }
+  routes:
+    - prefix: /api/
+      upstream: http://127.0.0.1:8082
+      protocol: h2c
+    - { prefix: /, upstream: http://root }
+",
+        );
+        assert_eq!(pass.protocol, UpstreamProtocol::Auto);
+        assert_eq!(pass.forwarded, ForwardedHeaders::Both);
+        assert_eq!(pass.trusted_proxies.len(), 2);
+        assert_eq!(pass.websocket.max_message, 64 * 1024);
+        assert_eq!(pass.routes[0].protocol, UpstreamProtocol::H2c);
+        assert_eq!(pass.routes[1].protocol, UpstreamProtocol::Http1);
+    }
+
+    #[test]
+    fn each_rule_is_located() {
+        let cases = [
+            (
+                "  upstream: https://app\n  protocol: h2c\n",
+                "test.yaml:5:13: passthrough.protocol: h2c is HTTP/2 over plaintext",
+            ),
+            (
+                "  upstream: http://app\n  routes:\n    - { prefix: /g, upstream: http://g, protocol: auto }\n",
+                "test.yaml:6:51: passthrough.routes[0].protocol: auto chooses HTTP/2 or HTTP/1.1 by ALPN",
+            ),
+            (
+                "  upstream: http://app\n  routes:\n    - { prefix: api, upstream: http://a }\n",
+                "test.yaml:6:17: passthrough.routes[0].prefix: invalid prefix \"api\": must start with /",
+            ),
+            (
+                "  upstream: http://app\n  routes:\n    - { prefix: /a/../b, upstream: http://a }\n",
+                "test.yaml:6:17: passthrough.routes[0].prefix: invalid prefix \"/a/../b\": must not contain",
+            ),
+            (
+                "  upstream: http://app\n  routes:\n    - { prefix: \"/a?x\", upstream: http://a }\n",
+                "test.yaml:6:17: passthrough.routes[0].prefix: invalid prefix \"/a?x\": must be a URL path",
+            ),
+            (
+                "  upstream: http://app\n  routes:\n    - { prefix: /_pushbridge/x, upstream: http://a }\n",
+                "test.yaml:6:17: passthrough.routes[0].prefix: invalid prefix \"/_pushbridge/x\": paths under",
+            ),
+            (
+                "  upstream: http://app\n  routes:\n    - { prefix: /api, upstream: http://a }\n    - { prefix: /api/, upstream: http://b }\n",
+                "test.yaml:7:17: passthrough.routes[1].prefix: prefix /api is also used by passthrough.routes[0]",
+            ),
+            (
+                "  upstream: http://app\n  routes:\n    - { prefix: /a, upstream: \"ftp://a\" }\n",
+                "test.yaml:6:31: passthrough.routes[0].upstream: URL \"ftp://a/\" must start with http://",
+            ),
+            (
+                "  upstream: http://app\n  trusted_proxies: [10.0.0.0/33]\n",
+                "test.yaml:5:21: passthrough.trusted_proxies[0]: invalid address range \"10.0.0.0/33\"",
+            ),
+            (
+                "  upstream: http://app\n  forwarded: x-real-ip\n",
+                "test.yaml:5:14: passthrough.forwarded: unknown variant `x-real-ip`",
+            ),
+            (
+                "  upstream: http://app\n  body_timeout: 0s\n",
+                "test.yaml:5:17: passthrough.body_timeout: must be more than zero",
+            ),
+            (
+                "  upstream: http://app\n  websocket: { idle_timeout: 0s }\n",
+                "test.yaml:5:30: passthrough.websocket.idle_timeout: must be more than zero",
+            ),
+        ];
+        for (body, expected) in cases {
+            let got = errors(body);
+            assert_eq!(got.len(), 1, "{body}: {got:#?}");
+            assert!(
+                got[0].starts_with(expected),
+                "{body}:\n got {}\nwant {expected}…",
+                got[0]
+            );
+        }
+    }
+}
