@@ -4,7 +4,9 @@ Serves `test.Echo` on 127.0.0.1 (plaintext HTTP/2, what pushbridge reaches with 
   Echo  (unary)         replies b"echo:" + request, trailing metadata x-trail: t1
   Fail  (unary)         fails FAILED_PRECONDITION "refused on purpose", trailing metadata x-reason: nope
   Count (unary-stream)  request b"N" streams b"1" .. b"N"
-Prints "PORT <n>" once listening; exits when stdin closes.
+Prints "PORT <n>" once listening; exits when stdin closes (or on Ctrl-C).
+
+Usage: grpc_app.py [PORT]   (default: any free port)
 """
 
 import sys
@@ -49,10 +51,16 @@ def main():
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{sys.argv[1] if len(sys.argv) > 1 else 0}")
     server.start()
     print(f"PORT {port}", flush=True)
-    sys.stdin.read()
+    try:
+        if sys.stdin.isatty():
+            server.wait_for_termination()
+        else:
+            sys.stdin.read()
+    except KeyboardInterrupt:
+        pass
     server.stop(0)
 
 

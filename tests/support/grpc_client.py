@@ -1,7 +1,7 @@
 """A gRPC client for pass-through tests (Python grpcio): calls test.Echo through pushbridge over TLS (ALPN h2),
 trusting the CA file given, and prints what came back as one JSON object for the Rust test to check.
 
-Usage: grpc_client.py HOST:PORT CA_FILE
+Usage: grpc_client.py HOST:PORT CA_FILE   (CA_FILE "-": plaintext h2c, for a listener without TLS)
 """
 
 import json
@@ -14,10 +14,13 @@ IDENTITY = lambda b: b  # noqa: E731
 
 def main():
     target, ca_file = sys.argv[1], sys.argv[2]
-    with open(ca_file, "rb") as f:
-        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    if ca_file == "-":
+        channel = grpc.insecure_channel(target)
+    else:
+        with open(ca_file, "rb") as f:
+            channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=f.read()))
     out = {}
-    with grpc.secure_channel(target, credentials) as channel:
+    with channel:
         grpc.channel_ready_future(channel).result(timeout=10)
         echo = channel.unary_unary("/test.Echo/Echo", request_serializer=IDENTITY, response_deserializer=IDENTITY)
         reply, call = echo.with_call(b"hi", timeout=10)
