@@ -46,7 +46,7 @@ pub struct Metrics {
     pub slow_consumers: IntCounterVec,
     /// TLS handshake failures by reason (timeout, error).
     pub tls_failures: IntCounterVec,
-    /// Pass-through responses by status class (2xx … 5xx).
+    /// Pass-through responses by status class (1xx … 5xx; 1xx: a WebSocket upgrade).
     pub passthrough_requests: IntCounterVec,
     /// Config reloads by result (ok, error).
     pub config_reloads: IntCounterVec,
@@ -244,7 +244,7 @@ impl Metrics {
         for reason in ["timeout", "error"] {
             self.tls_failures.with_label_values(&[reason]);
         }
-        for class in ["2xx", "3xx", "4xx", "5xx"] {
+        for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
             self.passthrough_requests.with_label_values(&[class]);
         }
         for result in ["ok", "error"] {

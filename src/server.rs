@@ -64,6 +64,7 @@ pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo)
         Some(passthrough) => {
             let response = passthrough.handle(req, &conn).await;
             let class = match response.status().as_u16() {
+                100..=199 => "1xx",
                 200..=299 => "2xx",
                 300..=399 => "3xx",
                 400..=499 => "4xx",

@@ -128,6 +128,13 @@ async fn http1_upgrade_is_relayed_with_subprotocol_and_without_extensions() {
     assert_eq!(
         metric(
             &proxy,
+            "pushbridge_passthrough_requests_total{class=\"1xx\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &proxy,
             "pushbridge_passthrough_websockets_total{http_version=\"http1\"}"
         ),
         1.0
