@@ -212,3 +212,80 @@ async fn a_body_still_trickling_after_the_answer_is_cut() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn trailers_pass_between_an_http1_client_and_an_h2c_app() {
+    let app = support::app::serve(|req: Request<Incoming>| async move {
+        let te = req
+            .headers()
+            .get("te")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let version = format!("{:?}", req.version());
+        let uploaded = req.into_body().collect().await.unwrap();
+        let trailers = uploaded.trailers().cloned().unwrap_or_default();
+        let body = format!(
+            "{version} te={te} got={}",
+            String::from_utf8_lossy(&uploaded.to_bytes())
+        );
+        let mut out = http::HeaderMap::new();
+        out.insert("x-checksum", "abc".parse().unwrap());
+        out.insert(
+            "x-echo-trailer",
+            trailers
+                .get("x-client-trailer")
+                .cloned()
+                .unwrap_or_else(|| "none".parse().unwrap()),
+        );
+        let frames = vec![
+            Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(body))),
+            Ok(hyper::body::Frame::trailers(out)),
+        ];
+        // An HTTP/1.1 client only gets the trailer fields announced in `Trailer` (hyper's rule, RFC 9110 §6.6.2).
+        Response::builder()
+            .header("trailer", "x-checksum, x-echo-trailer")
+            .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+                frames,
+            )))
+            .unwrap()
+    })
+    .await;
+    let proxy = proxy::start(&format!(
+        "listen:\n  - address: \"127.0.0.1:0\"\npassthrough:\n  upstream: \"http://{app}\"\n  protocol: h2c\n"
+    ))
+    .await;
+    let stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut trailer = http::HeaderMap::new();
+    trailer.insert("x-client-trailer", "from-client".parse().unwrap());
+    let frames = vec![
+        Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(b"payload"))),
+        Ok(hyper::body::Frame::trailers(trailer)),
+    ];
+    let req = Request::post("/rpc")
+        .header("host", "app")
+        .header("te", "trailers")
+        .header("trailer", "x-client-trailer")
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let collected = tokio::time::timeout(WAIT, response.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers reach the HTTP/1.1 client");
+    assert_eq!(trailers["x-checksum"], "abc");
+    assert_eq!(trailers["x-echo-trailer"], "from-client");
+    assert_eq!(collected.to_bytes(), "HTTP/2.0 te=trailers got=payload");
+}
