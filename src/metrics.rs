@@ -62,6 +62,8 @@ pub struct Metrics {
     pub passthrough_ws_closes: IntCounterVec,
     /// Pass-through request bodies cut for arriving too slowly after the response ended.
     pub passthrough_body_timeouts: IntCounter,
+    /// Pass-through WebSocket handshakes refused at `websocket.max_sessions`.
+    pub passthrough_ws_refused: IntCounter,
     /// `events_delivered` and `delivery_latency` resolved per transport once (in `TRANSPORTS` order): the hot path
     /// (every event × every subscriber) then skips the label lookup.
     delivered_by: Vec<(IntCounter, Histogram)>,
@@ -203,6 +205,10 @@ impl Metrics {
             passthrough_body_timeouts: counter(
                 "pushbridge_passthrough_body_timeouts_total",
                 "Pass-through request bodies cut for arriving too slowly after the response ended.",
+            )?,
+            passthrough_ws_refused: counter(
+                "pushbridge_passthrough_websocket_refusals_total",
+                "Pass-through WebSocket handshakes refused for too many open sessions.",
             )?,
             delivered_by: Vec::new(),
             registry,

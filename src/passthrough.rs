@@ -49,6 +49,8 @@ struct Inner {
     response_timeout: Duration,
     body_timeout: Duration,
     websocket: PassthroughWebSocket,
+    /// One permit per open WebSocket session (`websocket.max_sessions`).
+    ws_sessions: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
     /// Cancelled when the server drains: WebSocket sessions close with 1001.
     drain: CancellationToken,
@@ -75,6 +77,7 @@ impl Passthrough {
                 response_timeout: cfg.response_timeout,
                 body_timeout: cfg.body_timeout,
                 websocket: cfg.websocket.clone(),
+                ws_sessions: Arc::new(tokio::sync::Semaphore::new(cfg.websocket.max_sessions)),
                 metrics,
                 drain,
             }),

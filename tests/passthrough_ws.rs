@@ -359,3 +359,43 @@ async fn a_session_holds_its_connection_slot() {
         "{status}"
     );
 }
+
+#[tokio::test]
+async fn sessions_over_max_sessions_are_refused_with_503() {
+    let mut app = WsApp::start().await;
+    let proxy = start(app.addr, "  websocket: { max_sessions: 1 }\n").await;
+    // Over HTTP/2 many sessions share one connection (one `max_connections` slot): `max_sessions` bounds them.
+    let mut client = H2Client::connect(proxy.addr()).await;
+    let (status, first) = client.websocket("/one").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut first = first.unwrap();
+    app.opened().await;
+    let (status, second) = client.websocket("/two").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(second.is_none());
+    match open(proxy.addr(), "/three", &[]).await {
+        Err(WsError::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()["retry-after"], "5");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    assert_eq!(
+        metric(&proxy, "pushbridge_passthrough_websocket_refusals_total"),
+        2.0
+    );
+    echo(&mut first).await;
+    first.close(None).await.unwrap();
+    app.closed().await;
+    eventually("the slot is free again", || async {
+        metric(
+            &proxy,
+            "pushbridge_passthrough_websockets_open{http_version=\"http2\"}",
+        ) == 0.0
+    })
+    .await;
+    let (mut again, _) = open(proxy.addr(), "/four", &[])
+        .await
+        .expect("a freed slot is reused");
+    echo(&mut again).await;
+}

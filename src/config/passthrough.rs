@@ -22,6 +22,8 @@ pub const DEFAULT_PASSTHROUGH_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_PASSTHROUGH_WS_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Pass-through WebSocket: largest message relayed either way.
 pub const DEFAULT_PASSTHROUGH_WS_MAX_MESSAGE: usize = 1024 * 1024;
+/// Pass-through WebSocket: sessions open at once (each holds a connection to the application).
+pub const DEFAULT_PASSTHROUGH_WS_MAX_SESSIONS: usize = 10_000;
 
 /// Plain reverse proxying of every request that is not a stream.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -165,6 +167,10 @@ pub struct PassthroughWebSocket {
     /// Largest message relayed in either direction; a larger one closes the session (1009 to its sender).
     #[serde(default = "d::ws_max_message", deserialize_with = "units::size")]
     pub max_message: usize,
+    /// Sessions open at once; more are refused with 503. An HTTP/2 client can open many on one connection, so
+    /// `limits.max_connections` alone does not bound the connections to the application.
+    #[serde(default = "d::ws_max_sessions")]
+    pub max_sessions: usize,
 }
 
 impl Default for PassthroughWebSocket {
@@ -172,6 +178,7 @@ impl Default for PassthroughWebSocket {
         Self {
             idle_timeout: DEFAULT_PASSTHROUGH_WS_IDLE_TIMEOUT,
             max_message: DEFAULT_PASSTHROUGH_WS_MAX_MESSAGE,
+            max_sessions: DEFAULT_PASSTHROUGH_WS_MAX_SESSIONS,
         }
     }
 }
@@ -279,6 +286,9 @@ mod d {
     }
     pub fn ws_max_message() -> usize {
         DEFAULT_PASSTHROUGH_WS_MAX_MESSAGE
+    }
+    pub fn ws_max_sessions() -> usize {
+        DEFAULT_PASSTHROUGH_WS_MAX_SESSIONS
     }
 }
 

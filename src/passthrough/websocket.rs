@@ -7,7 +7,8 @@
 //! `Sec-WebSocket-Protocol` passes through both ways; `Sec-WebSocket-Extensions` is removed both ways, so no
 //! extension (permessage-deflate) is negotiated that the relay would have to carry. An HTTP/1.1 client's key goes
 //! to the application and its `Sec-WebSocket-Accept` comes back; for an HTTP/2 client (which has no key)
-//! pushbridge makes one and checks the answer. The session task holds the connection permit and drain tracker.
+//! pushbridge makes one and checks the answer. The session task holds the connection permit and drain tracker,
+//! and one of `websocket.max_sessions` slots (over it: 503 with `Retry-After`, before the application is asked).
 
 mod relay;
 
@@ -62,6 +63,21 @@ pub(super) async fn serve(
             StatusCode::BAD_REQUEST,
             "bad request: missing Sec-WebSocket-Key\n",
         );
+    };
+    let Ok(slot) = inner.ws_sessions.clone().try_acquire_owned() else {
+        inner.metrics.passthrough_ws_refused.inc();
+        tracing::debug!(
+            max = inner.websocket.max_sessions,
+            "Pass-through WebSocket refused: too many sessions"
+        );
+        let mut refusal = plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service unavailable: too many WebSocket sessions\n",
+        );
+        refusal
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return refusal;
     };
     let client_upgrade = hyper::upgrade::on(&mut req);
     // An HTTP/1.1 handshake has no body; an HTTP/2 one's body is the tunnel, taken by the upgrade.
@@ -127,6 +143,7 @@ pub(super) async fn serve(
     *response.headers_mut() = app_headers;
 
     let session = relay::Session {
+        slot,
         settings: inner.websocket.clone(),
         drain: inner.drain.clone(),
         metrics: inner.metrics.clone(),

@@ -20,6 +20,10 @@ pub(super) fn rules(pass: &PassthroughConfig, report: &mut Report<'_>) {
         "passthrough.websocket.max_message",
         pass.websocket.max_message,
     );
+    report.at_least_one(
+        "passthrough.websocket.max_sessions",
+        pass.websocket.max_sessions,
+    );
     if let Some(ca) = &pass.ca_file {
         report.readable("passthrough.ca_file", ca);
     }
@@ -197,6 +201,10 @@ mod tests {
             (
                 "  upstream: http://app\n  body_timeout: 0s\n",
                 "test.yaml:5:17: passthrough.body_timeout: must be more than zero",
+            ),
+            (
+                "  upstream: http://app\n  websocket: { max_sessions: 0 }\n",
+                "test.yaml:5:30: passthrough.websocket.max_sessions: must be at least 1",
             ),
             (
                 "  upstream: http://app\n  websocket: { idle_timeout: 0s }\n",

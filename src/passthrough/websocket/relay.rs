@@ -15,6 +15,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -35,6 +36,8 @@ type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// What a session needs besides its two connections.
 pub(super) struct Session {
+    /// This session's place in `websocket.max_sessions`.
+    pub slot: OwnedSemaphorePermit,
     pub settings: PassthroughWebSocket,
     pub drain: CancellationToken,
     pub metrics: Arc<Metrics>,
@@ -86,7 +89,7 @@ enum Finish {
 
 impl Session {
     pub async fn run(self, client: Upgraded, app: Upgraded) {
-        let _open = OpenSession::new(&self.metrics, self.http_version);
+        let _open = OpenSession::new(&self.metrics, self.http_version, self.slot);
         let config = ws_config(self.settings.max_message);
         let mut client =
             WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(config))
@@ -248,14 +251,19 @@ impl Activity {
     }
 }
 
-/// Keeps `pushbridge_passthrough_websockets_open` right for one session.
+/// Keeps `pushbridge_passthrough_websockets_open` right for one session, and its slot until the gauge drops.
 struct OpenSession {
     metrics: Arc<Metrics>,
     http_version: &'static str,
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl OpenSession {
-    fn new(metrics: &Arc<Metrics>, http_version: &'static str) -> OpenSession {
+    fn new(
+        metrics: &Arc<Metrics>,
+        http_version: &'static str,
+        slot: OwnedSemaphorePermit,
+    ) -> OpenSession {
         metrics
             .passthrough_ws_total
             .with_label_values(&[http_version])
@@ -267,12 +275,15 @@ impl OpenSession {
         OpenSession {
             metrics: metrics.clone(),
             http_version,
+            slot: Some(slot),
         }
     }
 }
 
 impl Drop for OpenSession {
     fn drop(&mut self) {
+        // Free first: whoever sees the gauge drop can open a session again.
+        drop(self.slot.take());
         self.metrics
             .passthrough_ws_open
             .with_label_values(&[self.http_version])
