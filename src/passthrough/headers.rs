@@ -54,7 +54,8 @@ pub(crate) struct Forwarding {
 impl Forwarding {
     /// Sets the forwarding fields for a request about to go upstream. From a trusted proxy, its `Forwarded` /
     /// `X-Forwarded-For` are extended with `client` and its `X-Forwarded-Proto`, `X-Forwarded-Host` and
-    /// `X-Real-IP` kept; from anyone else all of these are replaced. `Host` (and `X-Forwarded-Host`, `host=`)
+    /// `X-Real-IP` kept (without an `X-Real-IP`, it becomes the last untrusted `X-Forwarded-For` hop); from anyone
+    /// else all of these are replaced. `Host` (and `X-Forwarded-Host`, `host=`)
     /// become `host`, the client's Host or HTTP/2 `:authority`. The family `mode` does not produce is removed.
     pub(crate) fn apply(
         &self,
@@ -83,6 +84,12 @@ impl Forwarding {
             headers.remove(&FORWARDED);
         }
         if self.mode.x_forwarded() {
+            // Before our hop is added: the address behind the trusted proxies, for `X-Real-IP`.
+            let real = if trusted {
+                self.real_client(headers).unwrap_or(client)
+            } else {
+                client
+            };
             append_list(headers, &X_FORWARDED_FOR, &client.to_string());
             keep_or_set(
                 headers,
@@ -95,7 +102,7 @@ impl Forwarding {
                 headers,
                 trusted,
                 X_REAL_IP,
-                HeaderValue::from_str(&client.to_string()).ok(),
+                HeaderValue::from_str(&real.to_string()).ok(),
             );
         } else {
             for name in [
@@ -110,6 +117,30 @@ impl Forwarding {
         if let Some(host) = host {
             headers.insert(header::HOST, host);
         }
+    }
+}
+
+impl Forwarding {
+    /// The first address in `X-Forwarded-For`, right to left, that is not a trusted proxy (nginx's recursive
+    /// real-IP rule); `None` when the list is empty or unreadable.
+    fn real_client(&self, headers: &HeaderMap) -> Option<IpAddr> {
+        let hops: Vec<IpAddr> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|hop| {
+                hop.trim()
+                    .parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| ip.to_canonical())
+            })
+            .collect::<Option<_>>()?;
+        let untrusted = hops
+            .iter()
+            .rev()
+            .find(|ip| !self.trusted.iter().any(|net| net.contains(**ip)));
+        untrusted.or(hops.first()).copied()
     }
 }
 
@@ -332,6 +363,24 @@ mod tests {
         );
         assert!(!headers.contains_key("forwarded"));
         assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    }
+
+    #[test]
+    fn real_ip_behind_trusted_proxies_is_the_last_untrusted_hop() {
+        let fwd = forwarding(ForwardedHeaders::XForwarded, &["10.0.0.0/8"]);
+        let mut headers = map(&[("x-forwarded-for", "6.6.6.6, 203.0.113.5, 10.1.1.1")]);
+        fwd.apply(&mut headers, "10.0.0.9".parse().unwrap(), "https", None);
+        assert_eq!(headers["x-real-ip"], "203.0.113.5");
+        assert_eq!(
+            headers["x-forwarded-for"],
+            "6.6.6.6, 203.0.113.5, 10.1.1.1, 10.0.0.9"
+        );
+        let mut headers = map(&[("x-forwarded-for", "10.2.2.2")]);
+        fwd.apply(&mut headers, "10.0.0.9".parse().unwrap(), "https", None);
+        assert_eq!(headers["x-real-ip"], "10.2.2.2");
+        let mut headers = map(&[("x-forwarded-for", "garbage")]);
+        fwd.apply(&mut headers, "10.0.0.9".parse().unwrap(), "https", None);
+        assert_eq!(headers["x-real-ip"], "10.0.0.9");
     }
 
     #[test]
