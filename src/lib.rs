@@ -8,7 +8,8 @@
 //! - [`hub`]: live streams: ids, ring buffer, fan-out, resume, idle teardown.
 //! - [`negotiate`]: request + route policy → client transport (pure).
 //! - [`transports`]: one client transport per file (SSE, WebSocket, long-poll).
-//! - [`passthrough`]: plain reverse proxy for every other request; [`auth`]: Origin, CORS, forwarded headers.
+//! - [`passthrough`]: reverse proxy for every other request (routes, h2c/ALPN, WebSocket relay); [`auth`]: Origin,
+//!   CORS, forwarded headers.
 //! - [`route`]: the stream route, connection guard and refusal shared by [`server`] and [`transports`].
 //! - [`server`]: per-request routing; [`listener`]: accept loop and TLS handshake; [`tls`]: rustls set-up.
 //! - [`config`]: YAML schema, defaults, load and validation; [`app`]: wiring and drain; [`shutdown`]: signals.
