@@ -399,3 +399,20 @@ async fn sessions_over_max_sessions_are_refused_with_503() {
         .expect("a freed slot is reused");
     echo(&mut again).await;
 }
+
+#[tokio::test]
+async fn an_unreachable_app_is_502_for_both_handshakes() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = start(closed, "").await;
+    match open(proxy.addr(), "/chat", &[]).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), StatusCode::BAD_GATEWAY),
+        other => panic!("expected 502, got {other:?}"),
+    }
+    let mut client = H2Client::connect(proxy.addr()).await;
+    let (status, ws) = client.websocket("/chat").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(ws.is_none());
+}
