@@ -174,6 +174,8 @@ pub(crate) fn build_route(
     let template = upstream.url.clone();
     let kind = upstream.kind;
     let connect_timeout = upstream.connect_timeout;
+    let options = Arc::new(upstream.clone());
+    let heartbeat = stream.heartbeat;
     let max_event_bytes = config.limits.max_event_bytes;
     let start_metrics = metrics.clone();
     let route_name = name.clone();
@@ -194,6 +196,8 @@ pub(crate) fn build_route(
                 connect_timeout,
                 backoff,
                 max_event_bytes,
+                options: options.clone(),
+                heartbeat,
             };
             tokio::spawn(upstream::supervise(
                 spec,
