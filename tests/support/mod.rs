@@ -4,6 +4,8 @@ pub mod app;
 pub mod binary;
 pub mod certs;
 pub mod client;
+pub mod feeds;
 pub mod h2ws;
 pub mod proxy;
 pub mod upstream;
+pub mod ws_upstream;
