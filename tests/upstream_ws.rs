@@ -6,8 +6,8 @@ mod support;
 
 use std::net::SocketAddr;
 
-use support::client::{WAIT, eventually, get_text};
-use support::feeds::{Clients, Seen, long_poll};
+use support::client::{WAIT, eventually};
+use support::feeds::{Clients, Seen, long_poll, metric};
 use support::proxy;
 use support::ws_upstream::WsUpstream;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -38,13 +38,12 @@ fn seen(id: &str, event: &str, data: &str) -> Seen {
     (id.into(), event.into(), data.into())
 }
 
-async fn malformed(admin: SocketAddr) -> u64 {
-    let (_, text) = get_text(admin, "/metrics").await;
-    text.lines()
-        .find(|l| l.starts_with("pushbridge_upstream_malformed_total{route=\"/feed/{channel}\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .expect("malformed counter")
+async fn malformed(admin: SocketAddr) -> f64 {
+    metric(
+        admin,
+        "pushbridge_upstream_malformed_total{route=\"/feed/{channel}\"}",
+    )
+    .await
 }
 
 #[tokio::test]
@@ -70,7 +69,7 @@ async fn mapped_text_messages_reach_every_client_transport() {
     assert_eq!(long_poll(addr, "/feed/x", "1", 2).await, expected[1..]);
     assert_eq!(
         malformed(proxy.admin()).await,
-        2,
+        2.0,
         "a non-JSON text and a binary message"
     );
     let request = &upstream.requests()[0];
@@ -126,7 +125,7 @@ async fn binary_as_base64_and_a_hung_upstream_is_found_by_pings() {
     }
     upstream.freeze();
     upstream.wait_connections(2).await;
-    assert_eq!(malformed(proxy.admin()).await, 0);
+    assert_eq!(malformed(proxy.admin()).await, 0.0);
 }
 
 #[tokio::test]
@@ -174,7 +173,7 @@ async fn python_websockets_server_feeds_every_transport_with_resume() {
         [0, 3, 6].map(|s| format!("connect since={s} protocol=v1.feed"))
     );
     eventually("nothing skipped", || async {
-        malformed(proxy.admin()).await == 0
+        malformed(proxy.admin()).await == 0.0
     })
     .await;
 }

@@ -138,3 +138,11 @@ fn seen(envelope: &serde_json::Value) -> Seen {
     let text = |key: &str| envelope[key].as_str().unwrap_or_default().to_owned();
     (text("id"), text("event"), text("data"))
 }
+
+/// The value of one series (`name{labels}` exactly as exposed) on the admin listener's `/metrics`.
+pub async fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let (_, text) = get_text(admin, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series}"))
+}

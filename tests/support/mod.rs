@@ -6,6 +6,7 @@ pub mod certs;
 pub mod client;
 pub mod feeds;
 pub mod h2ws;
+pub mod json_upstream;
 pub mod proxy;
 pub mod upstream;
 pub mod ws_upstream;
