@@ -1,12 +1,13 @@
 //! `kind: ws` upstreams: a tokio-tungstenite push server and a Python `websockets` server feed SSE, WebSocket
 //! and long-poll clients; `map` pointers, subprotocol, binary refused or base64, resume across an upstream
-//! restart (`?since=` the newest id), and a hung upstream found by pings.
+//! restart (`?since=` the newest id), a hung upstream found by pings, and `wss://` with `ca_file` in per-client
+//! mode (the client's `Authorization` forwarded).
 
 mod support;
 
 use std::net::SocketAddr;
 
-use support::client::{WAIT, eventually};
+use support::client::{Proto, SseClient, WAIT, connect, eventually, sse_request};
 use support::feeds::{Clients, Seen, long_poll, metric};
 use support::proxy;
 use support::ws_upstream::WsUpstream;
@@ -176,4 +177,42 @@ async fn python_websockets_server_feeds_every_transport_with_resume() {
         malformed(proxy.admin()).await == 0.0
     })
     .await;
+}
+
+#[tokio::test]
+async fn wss_with_the_upstream_ca_file_and_forwarded_headers_per_client() {
+    let (upstream, ca_pem) = WsUpstream::start_tls().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let yaml = format!(
+        r#"
+listen:
+  - address: "127.0.0.1:0"
+streams:
+  - path: /feed/{{channel}}
+    mode: per-client
+    transports: [sse]
+    upstream:
+      kind: ws
+      url: "wss://localhost:{port}/feed/{{channel}}"
+      ca_file: "{ca}"
+"#,
+        port = upstream.addr.port(),
+        ca = ca.display()
+    );
+    let proxy = proxy::start(&yaml).await;
+    let addr = proxy.addr();
+    let mut request = sse_request(addr, "/feed/x", None, false);
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer alice".parse().unwrap());
+    let response = connect(addr, Proto::H1).await.send(request).await;
+    assert_eq!(response.status(), 200);
+    let mut sse = SseClient::new(response);
+    upstream.wait_connections(1).await;
+    upstream.publish("1", "over TLS");
+    assert_eq!(sse.next_event().await.unwrap().data, "over TLS");
+    let request = &upstream.requests()[0];
+    assert_eq!(request.authorization.as_deref(), Some("Bearer alice"));
 }

@@ -106,6 +106,10 @@ async fn ndjson(state: Arc<NdState>, req: Request<Incoming>) -> Response<Body> {
     tokio::spawn(async move {
         loop {
             for line in state.log.from(next) {
+                // Ended: send nothing more, even what was logged since.
+                if *generation.borrow() > opened {
+                    return;
+                }
                 next += 1;
                 if tx
                     .send(Ok(Frame::data(format!("{line}\n").into())))

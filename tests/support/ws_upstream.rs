@@ -1,15 +1,17 @@
 //! A WebSocket push server (tokio-tungstenite) on 127.0.0.1:0 as an application's `ws` upstream: sends every
 //! logged message after the `since` query parameter, then new ones as they are published; agrees to the
-//! `v1.feed` subprotocol; can be killed and restarted on the same port, or frozen (stops reading, so pings go
-//! unanswered).
+//! `v1.feed` subprotocol; plain or TLS (a fresh self-signed certificate, for `wss://`); can be killed and
+//! restarted on the same port, or frozen (stops reading, so pings go unanswered).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
 use http::HeaderValue;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_util::sync::CancellationToken;
@@ -37,10 +39,35 @@ pub struct WsUpstream {
     pub addr: SocketAddr,
     state: Arc<State>,
     stop: Mutex<CancellationToken>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl WsUpstream {
     pub async fn start() -> WsUpstream {
+        WsUpstream::with_tls(None).await
+    }
+
+    /// A `wss://` server; also returns the PEM of its self-signed certificate (for `ca_file`).
+    pub async fn start_tls() -> (WsUpstream, String) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let (cert_pem, key_pem) =
+            pushbridge::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+        let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let upstream = WsUpstream::with_tls(Some(TlsAcceptor::from(Arc::new(tls)))).await;
+        (upstream, cert_pem)
+    }
+
+    async fn with_tls(tls: Option<TlsAcceptor>) -> WsUpstream {
         let state = Arc::new(State {
             log: Log::new(),
             requests: Mutex::new(Vec::new()),
@@ -50,11 +77,12 @@ impl WsUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stop = CancellationToken::new();
-        tokio::spawn(accept(listener, state.clone(), stop.clone()));
+        tokio::spawn(accept(listener, state.clone(), stop.clone(), tls.clone()));
         WsUpstream {
             addr,
             state,
             stop: Mutex::new(stop),
+            tls,
         }
     }
 
@@ -80,7 +108,12 @@ impl WsUpstream {
             }
         };
         let stop = CancellationToken::new();
-        tokio::spawn(accept(listener, self.state.clone(), stop.clone()));
+        tokio::spawn(accept(
+            listener,
+            self.state.clone(),
+            stop.clone(),
+            self.tls.clone(),
+        ));
         *self.stop.lock().unwrap() = stop;
     }
 
@@ -102,7 +135,12 @@ impl WsUpstream {
     }
 }
 
-async fn accept(listener: TcpListener, state: Arc<State>, stop: CancellationToken) {
+async fn accept(
+    listener: TcpListener,
+    state: Arc<State>,
+    stop: CancellationToken,
+    tls: Option<TlsAcceptor>,
+) {
     loop {
         let tcp = tokio::select! {
             () = stop.cancelled() => return,
@@ -111,13 +149,26 @@ async fn accept(listener: TcpListener, state: Arc<State>, stop: CancellationToke
                 Err(_) => continue,
             },
         };
-        tokio::spawn(serve(tcp, state.clone(), stop.clone()));
+        let (state, stop, tls) = (state.clone(), stop.clone(), tls.clone());
+        tokio::spawn(async move {
+            match tls {
+                None => serve(tcp, state, stop).await,
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(tcp).await {
+                        serve(stream, state, stop).await;
+                    }
+                }
+            }
+        });
     }
 }
 
 // tungstenite's handshake callback returns its large `ErrorResponse`.
 #[allow(clippy::result_large_err)]
-async fn serve(tcp: TcpStream, state: Arc<State>, stop: CancellationToken) {
+async fn serve<S>(tcp: S, state: Arc<State>, stop: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut seen = WsRequest::default();
     let callback = |request: &Request, mut response: Response| {
         let header = |name: &str| {
@@ -151,6 +202,10 @@ async fn serve(tcp: TcpStream, state: Arc<State>, stop: CancellationToken) {
     let opened = *frozen.borrow();
     loop {
         for message in state.log.from(next) {
+            // Killed: send nothing more, even what was logged since.
+            if stop.is_cancelled() {
+                return;
+            }
             next += 1;
             if ws.send(message).await.is_err() {
                 return;
