@@ -656,28 +656,36 @@ fn upstream_kind_options_are_located_when_wrong() {
         assert_eq!(path, format!("streams[0].upstream.{key}"), "{extra}");
         assert!(message.contains("only used with kind"), "{message}");
     }
-    // resume names exactly one place, and a valid one.
+    // resume names exactly one place, a valid one, and has an upstream id (or poll cursor) to send.
+    let ws = "      kind: ws\n      map: { id: /id }\n";
     for (extra, at) in [
         (
-            "      kind: ws\n      resume: { query: a, header: b }\n",
+            format!("{ws}      resume: {{ query: a, header: b }}\n"),
             "resume",
         ),
-        ("      kind: ws\n      resume: {}\n", "resume"),
+        (format!("{ws}      resume: {{}}\n"), "resume"),
         (
-            "      kind: ws\n      resume: { header: \"bad header\" }\n",
+            format!("{ws}      resume: {{ header: \"bad header\" }}\n"),
             "resume.header",
         ),
+        (format!("{ws}      subprotocol: \"a b\"\n"), "subprotocol"),
         (
-            "      kind: ws\n      subprotocol: \"a b\"\n",
-            "subprotocol",
+            "      kind: ndjson\n      resume: { query: since }\n".into(),
+            "resume",
+        ),
+        (
+            "      kind: poll\n      resume: { query: since }\n".into(),
+            "resume",
         ),
     ] {
         assert_eq!(
-            only_problem(&with(extra)).2,
+            only_problem(&with(&extra)).2,
             format!("streams[0].upstream.{at}"),
             "{extra}"
         );
     }
+    let poll_cursor = "      kind: poll\n      poll: { cursor: /c }\n      resume: { query: c }\n";
+    assert!(Config::parse("test.yaml", &with(poll_cursor)).is_ok());
     // A typo in a sub-key is an unknown field.
     let (_, _, path, message) =
         only_problem(&with("      kind: poll\n      poll: { cursr: /c }\n"));

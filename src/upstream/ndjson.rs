@@ -173,6 +173,24 @@ mod tests {
         got
     }
 
+    proptest::proptest! {
+        /// Any chunking yields the lines of the whole input; nothing over `max` is ever held.
+        #[test]
+        fn chunking_does_not_change_lines(text in "[ab\\n]{0,64}", cuts in proptest::collection::vec(0usize..64, 0..6), max in 1usize..16) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(text.len())).collect();
+            cuts.push(0);
+            cuts.push(text.len());
+            cuts.sort_unstable();
+            let chunks: Vec<&str> = cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect();
+            proptest::prop_assert_eq!(split(max, &chunks), split(max, &[&text]));
+            let mut lines = Lines::new(max);
+            for chunk in &chunks {
+                lines.feed(chunk.as_bytes(), |_| {});
+                proptest::prop_assert!(lines.partial.len() <= max);
+            }
+        }
+    }
+
     #[test]
     fn lines_across_chunks_and_crlf() {
         assert_eq!(split(100, &["a\r\nb", "c\n", "\n", "d"]), ["a", "bc", ""]);

@@ -104,8 +104,10 @@ pub(super) async fn session(
                     return Err(UpstreamError::Body(format!("no pong within {heartbeat:?}")));
                 }
                 awaiting_pong = true;
-                ws.send(Message::Ping(Bytes::new()))
+                // An upstream that stopped reading must not hold the session in a blocked write either.
+                tokio::time::timeout(heartbeat, ws.send(Message::Ping(Bytes::new())))
                     .await
+                    .map_err(|_| UpstreamError::Body(format!("ping not written within {heartbeat:?}")))?
                     .map_err(|e| UpstreamError::Body(e.to_string()))?;
             }
         }

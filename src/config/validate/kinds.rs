@@ -1,5 +1,6 @@
 //! Rules for the upstream-kind options: each key only with the kinds that use it, `resume` names exactly one
-//! place, and a poll `cursor` has a `resume` parameter to travel back in.
+//! place and has an upstream id (or a poll cursor) to send, and a poll `cursor` has a `resume` parameter to
+//! travel back in.
 
 use super::Report;
 use crate::config::schema::{StreamConfig, UpstreamKind};
@@ -60,6 +61,20 @@ pub(super) fn kind_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_
             }
             _ => {}
         }
+    }
+    // The resume position is an event id; ids the hub generates mean nothing to the upstream.
+    let upstream_ids = up.map.as_ref().is_some_and(|m| m.id.is_some());
+    let cursor = up.poll.as_ref().is_some_and(|p| p.cursor.is_some());
+    if up.resume.is_some() && JSON.contains(&kind) && !upstream_ids && !cursor {
+        let needs = if kind == UpstreamKind::Poll {
+            "`map.id` or `poll.cursor`"
+        } else {
+            "`map.id`"
+        };
+        report.add(
+            &format!("{at}.resume"),
+            format!("the position sent is the newest event id, but events get no id from the upstream: add {needs}"),
+        );
     }
     if kind == UpstreamKind::Poll
         && up.resume.is_none()
