@@ -6,9 +6,10 @@
 //!
 //! Layout: `schema` (structs and `DEFAULT_*` consts; `passthrough` holds the `passthrough:` part), `units`
 //! (durations, sizes, `${ENV}`), `route` ([`RoutePattern`], [`UrlTemplate`]), `spans` (field path →
-//! line/column), `errors`, `validate`.
+//! line/column), `errors`, `validate`, `kinds` (upstream-kind options: JSON pointers, resume, poll).
 
 mod errors;
+mod kinds;
 mod passthrough;
 mod route;
 mod schema;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use errors::{ConfigError, Problem};
 pub use passthrough::*;
+pub use kinds::*;
 pub use route::{RoutePattern, UrlTemplate};
 pub use schema::*;
 pub use units::{expand_env, parse_duration, parse_size};
