@@ -2,7 +2,8 @@
 //! accept errors, then one task per connection serving HTTP/1.1 and HTTP/2 (h2c prior knowledge on plaintext;
 //! RFC 8441 extended CONNECT enabled) until it ends, is kicked, idles out, or drains. Every connection must send
 //! its first request within `handshake_timeout` of its accept (TLS handshake included); one with nothing in
-//! flight for `idle_connection_timeout` is closed; HTTP/2 PINGs find dead peers.
+//! flight for `idle_connection_timeout` is closed (HTTP/1.1 keep-alive sooner: hyper's header read timeout,
+//! `handshake_timeout`, also runs while it waits for the next head); HTTP/2 PINGs find dead peers.
 
 pub mod watch;
 
@@ -205,6 +206,14 @@ where
         }
     };
     if let Err(error) = result {
+        // hyper's HTTP/1.1 header read timeout: a later request head (or the next one on an idle keep-alive
+        // connection) did not arrive within the handshake timeout.
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            return closed(&shared.metrics, "client", Close::HandshakeTimeout);
+        }
         tracing::debug!(error = %crate::error::chain(&*error), "Connection ended with an error");
     }
 }
