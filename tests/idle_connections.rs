@@ -251,7 +251,10 @@ async fn idle_keep_alive_connections_are_closed_but_streams_in_progress_are_not(
     let admin = proxy.admin.unwrap();
     let series = "pushbridge_connections_closed_total{listener=\"client\",reason=";
     assert_eq!(scrape(admin, &format!("{series}\"idle\"}}")).await, 1.0);
-    assert_eq!(scrape(admin, &format!("{series}\"handshake_timeout\"}}")).await, 1.0);
+    assert_eq!(
+        scrape(admin, &format!("{series}\"handshake_timeout\"}}")).await,
+        1.0
+    );
 }
 
 /// A HEADERS frame (stream 1, END_STREAM | END_HEADERS) for `GET /events/dead` over h2c, HPACK literals only.
