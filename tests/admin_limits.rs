@@ -128,3 +128,71 @@ async fn a_config_file_unreadable_for_a_moment_is_not_a_change() {
         0.0
     );
 }
+
+/// The scenario: silent sockets exhaust the process's file descriptors. Accept errors back off and are
+/// logged at most once per 10 s per listener; the config watcher, which cannot read its file meanwhile, counts no
+/// reload; once the silent sockets are closed (handshake timeout) the admin listener and clients are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_recovers_without_log_storms_or_reloads() {
+    let upstream = support::upstream::SseUpstream::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "listen:\n  - address: \"127.0.0.1:0\"\nadmin: {{ address: \"127.0.0.1:0\" }}\nlog: {{ format: json }}\nlimits: {{ handshake_timeout: 2500ms }}\nstreams:\n  - path: /events/{{c}}\n    upstream: {{ url: \"http://{}/up/{{c}}\" }}\n",
+        upstream.addr
+    );
+    let proxy = support::binary::start_with_fd_limit(dir.path(), &yaml, 1, true, 64);
+    let (addr, admin) = (proxy.listen[0], proxy.admin.unwrap());
+
+    // More silent sockets than the process has descriptors.
+    let mut silent = Vec::new();
+    for _ in 0..120 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let first_error = tokio::task::block_in_place(|| proxy.wait_log("Accept failed", WAIT));
+    assert!(first_error.contains("Too many open files"), "{first_error}");
+
+    // Recovery: every silent socket is closed by the server, then a client gets its events.
+    for tcp in silent {
+        closed_after(tcp, Instant::now()).await;
+    }
+    let mut client = support::client::connect(addr, support::client::Proto::H1)
+        .await
+        .sse(addr, "/events/a", None)
+        .await;
+    upstream.wait_connections(1).await;
+    upstream.publish("back");
+    assert_eq!(client.next_event().await.unwrap().data, "back");
+    let metrics = get_text(admin, "/metrics").await.1;
+    assert!(
+        series(
+            &metrics,
+            "pushbridge_accept_errors_total{listener=\"client\"}"
+        ) >= 1.0
+    );
+    assert_eq!(
+        series(
+            &metrics,
+            "pushbridge_config_reloads_total{result=\"error\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        series(&metrics, "pushbridge_config_reloads_total{result=\"ok\"}"),
+        0.0
+    );
+
+    // However many accepts failed, the log has at most one line per listener per 10 s.
+    let mut lines = Vec::new();
+    while let Ok(line) = proxy.log.try_recv() {
+        lines.push(line);
+    }
+    let accept_lines = lines.iter().filter(|l| l.contains("Accept failed")).count();
+    assert!(
+        accept_lines <= 1,
+        "{accept_lines} more accept-failure lines: {lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("Config reload")),
+        "{lines:#?}"
+    );
+}
