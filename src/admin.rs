@@ -37,7 +37,6 @@ pub struct Admin {
 impl Admin {
     pub fn new(
         config: &AdminConfig,
-        _hub: Arc<crate::hub::Hub>,
         metrics: Arc<Metrics>,
         drain: Drain,
     ) -> Result<Admin, StartError> {
@@ -100,8 +99,13 @@ impl Admin {
                 conn.await
             }
         };
-        if let Err(error) = result {
-            tracing::debug!(%error, "Admin connection error");
+        match result {
+            // hyper's header read timeout, racing the watch's first-request deadline (same length).
+            Err(error) if error.is_timeout() => {
+                crate::listener::closed(&self.metrics, "admin", Close::HandshakeTimeout);
+            }
+            Err(error) => tracing::debug!(%error, "Admin connection error"),
+            Ok(()) => {}
         }
     }
 

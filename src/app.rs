@@ -142,12 +142,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 source,
             })?;
             tracing::info!(%address, "Admin listening");
-            let admin = crate::admin::Admin::new(
-                &admin_config,
-                hub.clone(),
-                metrics.clone(),
-                drain.clone(),
-            )?;
+            let admin = crate::admin::Admin::new(&admin_config, metrics.clone(), drain.clone())?;
             tokio::spawn(admin.serve(tcp));
             Some(address)
         }

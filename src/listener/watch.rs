@@ -17,11 +17,11 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The accept side of one listener.
 pub struct Acceptor {
-    pub listener: TcpListener,
-    pub permits: Arc<Semaphore>,
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
     /// `client` or `admin`: the metric label and log field.
-    pub label: &'static str,
-    pub metrics: Arc<Metrics>,
+    label: &'static str,
+    metrics: Arc<Metrics>,
     errors: u32,
     limit_log: RateLimited,
     error_log: RateLimited,
@@ -189,12 +189,38 @@ impl Activity {
     }
 }
 
-/// `body` holding `handle` until it ends or is dropped (so the connection counts as busy meanwhile).
+/// `body` holding `handle` until it is dropped (so the connection counts as busy meanwhile); its size hint, and
+/// so `Content-Length`, is kept.
 pub fn hold<T: Send + Sync + 'static>(body: crate::Body, handle: Arc<T>) -> crate::Body {
     use http_body_util::BodyExt;
-    body.map_frame(move |frame| {
-        let _ = &handle;
-        frame
-    })
+    Held {
+        body,
+        _handle: handle,
+    }
     .boxed_unsync()
+}
+
+struct Held<T> {
+    body: crate::Body,
+    _handle: Arc<T>,
+}
+
+impl<T> http_body::Body for Held<T> {
+    type Data = bytes::Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
