@@ -63,6 +63,7 @@ async fn closed_after<IO: AsyncRead + Unpin>(mut io: IO, since: Instant) -> Dura
 }
 
 fn assert_between(what: &str, took: Duration, timeout: Duration) {
+    eprintln!("{what}: closed after {took:?} (timeout {timeout:?})");
     assert!(
         took + Duration::from_millis(50) >= timeout && took <= timeout + MARGIN,
         "{what}: closed after {took:?}, want about {timeout:?}"
@@ -335,6 +336,7 @@ async fn clients_are_served_while_silent_sockets_are_held() {
         .sse(addr, "/events/a", None)
         .await;
     let served_after = since.elapsed();
+    eprintln!("a client waiting behind {MAX} silent sockets was served after {served_after:?}");
     assert!(
         served_after <= HANDSHAKE + MARGIN,
         "served after {served_after:?}"

@@ -169,11 +169,15 @@ impl Activity {
 
     /// Resolves when the connection must close: no request by `first_by`, or `idle` with nothing in flight.
     pub async fn watch(self, first_by: Instant, idle: Duration) -> Close {
-        tokio::time::sleep_until(first_by).await;
-        if self.requests.load(Ordering::Relaxed) == 0 {
-            return Close::HandshakeTimeout;
-        }
         let tick = (idle / 8).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        // Until the first request: exactly at `first_by`, or earlier to start timing idleness.
+        while self.requests.load(Ordering::Relaxed) == 0 {
+            let now = Instant::now();
+            if now >= first_by {
+                return Close::HandshakeTimeout;
+            }
+            tokio::time::sleep_until(first_by.min(now + tick)).await;
+        }
         let mut seen = self.requests.load(Ordering::Relaxed);
         let mut last_active = Instant::now();
         loop {
