@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 const HANDSHAKE: Duration = Duration::from_millis(600);
 const IDLE: Duration = Duration::from_millis(1200);
-/// Scheduling slack on a busy machine (idle checks also tick every `IDLE / 8`).
+/// Scheduling slack on a busy machine (idle checks also tick every `IDLE / 4`).
 const MARGIN: Duration = Duration::from_millis(1500);
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

@@ -169,7 +169,8 @@ impl Activity {
 
     /// Resolves when the connection must close: no request by `first_by`, or `idle` with nothing in flight.
     pub async fn watch(self, first_by: Instant, idle: Duration) -> Close {
-        let tick = (idle / 8).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        // Coarse on purpose: one timer per connection; a close comes up to one tick after `idle`.
+        let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(15));
         // Until the first request: exactly at `first_by`, or earlier to start timing idleness.
         while self.requests.load(Ordering::Relaxed) == 0 {
             let now = Instant::now();
