@@ -353,8 +353,9 @@ impl Running {
 pub async fn run(path: std::path::PathBuf, config: Config) -> Result<(), crate::BoxError> {
     use crate::shutdown::Signal;
     let mut signals = crate::shutdown::signals()?;
+    let config_hash = reload::fingerprint(&path);
     let running = start(config).await?;
-    let mut changes = reload::watch(path.clone(), running.tls_files());
+    let mut changes = reload::watch(path.clone(), config_hash, running.tls_files());
     loop {
         tokio::select! {
             signal = signals.recv() => match signal {

@@ -28,11 +28,17 @@ pub enum Change {
     Certificates,
 }
 
-/// Polls `config` and the TLS files of `running` until the receiver is dropped.
-pub fn watch(config: PathBuf, tls_files: Vec<PathBuf>) -> mpsc::Receiver<Change> {
+/// Polls `config` and the TLS files of `running` until the receiver is dropped. `config_hash` is the
+/// [`fingerprint`] of the config as loaded (taken before the listeners start, so an edit made as soon as they
+/// are up is seen).
+pub fn watch(
+    config: PathBuf,
+    config_hash: Option<u64>,
+    tls_files: Vec<PathBuf>,
+) -> mpsc::Receiver<Change> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
-        let mut config_hash = fingerprint(&config);
+        let mut config_hash = config_hash;
         let mut tls_hash = fingerprint_all(&tls_files);
         let mut ticks = tokio::time::interval(WATCH_PERIOD);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -60,7 +66,7 @@ pub fn watch(config: PathBuf, tls_files: Vec<PathBuf>) -> mpsc::Receiver<Change>
 }
 
 /// A hash of the file's content (`None` when unreadable, e.g. mid-swap).
-fn fingerprint(path: &Path) -> Option<u64> {
+pub fn fingerprint(path: &Path) -> Option<u64> {
     let bytes = std::fs::read(path).ok()?;
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
