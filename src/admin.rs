@@ -1,5 +1,10 @@
 //! The admin listener (plain HTTP/1.1): `/metrics` (Prometheus text), `/healthz` (the process is alive) and
-//! `/readyz` (listeners bound and no live stream whose last upstream attempt failed; 503 while draining).
+//! `/readyz` (pushbridge can serve: listeners bound, config loaded, not draining, and — when `admin.ready_check`
+//! is set — the application's health URL answers 2xx). Client-chosen stream keys never affect readiness: a
+//! stream's upstream failures show in metrics and logs only. The listener has its own small connection cap, a
+//! request-head and idle timeout, and the client listener's accept back-off.
+
+mod ready;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,68 +13,130 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
-use crate::hub::Hub;
+use crate::config::AdminConfig;
+use crate::error::StartError;
+use crate::listener::watch::{self, Acceptor, Activity, Close};
 use crate::metrics::Metrics;
 use crate::shutdown::Drain;
 use crate::{Body, full_body};
+use ready::ReadyCheck;
 
-/// Serves admin requests until the process exits (it keeps answering `/readyz` 503 during a drain).
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>, metrics: Arc<Metrics>, drain: Drain) {
-    loop {
-        let (tcp, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "Admin accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (hub, metrics, drain) = (hub.clone(), metrics.clone(), drain.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let response = respond(&req, &hub, &metrics, &drain);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service);
-            if let Err(error) = conn.await {
-                tracing::debug!(%error, "Admin connection error");
-            }
-        });
-    }
+/// The admin listener's state.
+pub struct Admin {
+    config: AdminConfig,
+    metrics: Arc<Metrics>,
+    drain: Drain,
+    ready: Option<ReadyCheck>,
 }
 
-fn respond(req: &Request<Incoming>, hub: &Hub, metrics: &Metrics, drain: &Drain) -> Response<Body> {
-    match req.uri().path() {
-        "/metrics" => {
-            let mut response = Response::new(full_body(metrics.render()));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            response
+impl Admin {
+    pub fn new(
+        config: &AdminConfig,
+        metrics: Arc<Metrics>,
+        drain: Drain,
+    ) -> Result<Admin, StartError> {
+        let ready = match &config.ready_check {
+            Some(url) => Some(ReadyCheck::new(
+                url.clone(),
+                config.ready_check_timeout,
+                metrics.clone(),
+            )?),
+            None => None,
+        };
+        Ok(Admin {
+            config: config.clone(),
+            metrics,
+            drain,
+            ready,
+        })
+    }
+
+    /// Serves admin requests until the process exits (it keeps answering `/readyz` 503 during a drain).
+    pub async fn serve(self, listener: TcpListener) {
+        let admin = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(admin.config.max_connections));
+        let mut acceptor = Acceptor::new(listener, permits, "admin", admin.metrics.clone());
+        while let Some((tcp, _, permit)) = acceptor.next().await {
+            let first_by = Instant::now() + admin.config.timeout;
+            tokio::spawn(admin.clone().connection(tcp, Arc::new(permit), first_by));
         }
-        "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => {
-            if drain.is_started() {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+        first_by: Instant,
+    ) {
+        let (activity, requests) = Activity::new(permit.clone());
+        let admin = self.clone();
+        let service = service_fn(move |req| {
+            requests.arrived();
+            let (admin, permit) = (admin.clone(), permit.clone());
+            async move {
+                let response = admin.respond(&req).await;
+                Ok::<_, Infallible>(response.map(|body| watch::hold(body, permit)))
             }
-            let down: Vec<String> = hub
-                .all()
-                .iter()
-                .filter(|s| s.upstream() == crate::hub::UpstreamState::Down)
-                .map(|s| format!("upstream down: {}\n", s.key()))
-                .collect();
-            if down.is_empty() {
-                text(StatusCode::OK, "ready\n".into())
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, down.concat())
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.timeout)
+            .serve_connection(TokioIo::new(tcp), service);
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            reason = activity.watch(first_by, self.config.timeout) => {
+                crate::listener::closed(&self.metrics, "admin", reason);
+                if reason == Close::HandshakeTimeout {
+                    return;
+                }
+                conn.as_mut().graceful_shutdown();
+                conn.await
             }
+        };
+        match result {
+            // hyper's header read timeout, racing the watch's first-request deadline (same length).
+            Err(error) if error.is_timeout() => {
+                crate::listener::closed(&self.metrics, "admin", Close::HandshakeTimeout);
+            }
+            Err(error) => tracing::debug!(%error, "Admin connection error"),
+            Ok(()) => {}
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+
+    async fn respond(&self, req: &Request<Incoming>) -> Response<Body> {
+        match req.uri().path() {
+            "/metrics" => {
+                let mut response = Response::new(full_body(self.metrics.render()));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" => {
+                if self.drain.is_started() {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
+                }
+                match &self.ready {
+                    Some(check) => match check.ready().await {
+                        Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                        Err(reason) => text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("application not ready: {reason}\n"),
+                        ),
+                    },
+                    None => text(StatusCode::OK, "ready\n".into()),
+                }
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        }
     }
 }
 

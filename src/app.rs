@@ -36,15 +36,28 @@ pub struct Running {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     router: Arc<ArcSwap<Router>>,
-    grace: Duration,
     /// The config in force (for reload diffs).
     config: Mutex<Config>,
     /// Every TLS listener's certificate (for reload).
     tls: Vec<Arc<ServerTls>>,
 }
 
-/// Binds every listener and starts serving.
-pub async fn start(config: Config) -> Result<Running, StartError> {
+/// Everything [`start`] builds before it binds a socket: `check` and the config fuzz target run this too, so
+/// they accept exactly what `run` accepts.
+pub struct Prepared {
+    metrics: Arc<Metrics>,
+    hub: Arc<Hub>,
+    drain: Drain,
+    router: Arc<ArcSwap<Router>>,
+    /// Per client listener, in config order: its TLS, if any.
+    tls: Vec<Option<Arc<ServerTls>>>,
+    permits: Arc<Semaphore>,
+    config: Config,
+}
+
+/// Builds the metrics, hub, routes (upstream clients, auth checks, forwarders) and listener TLS of `config`,
+/// and its connection permits. Needs a Tokio runtime (it does not bind or connect anything).
+pub fn prepare(config: Config) -> Result<Prepared, StartError> {
     let route_names: Vec<String> = config.streams.iter().map(|s| s.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&route_names)?);
     let hub = Hub::new(metrics.clone());
@@ -52,27 +65,62 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let router = Arc::new(ArcSwap::from_pointee(build_router(
         &config, &hub, &metrics, &drain,
     )?));
-
-    // Load every certificate and bind every address before serving anything: a bad one fails the start.
-    let mut bound = Vec::new();
-    let mut tls_all = Vec::new();
+    let mut tls = Vec::new();
     for listen in &config.listen {
-        let tls = match &listen.tls {
+        tls.push(match &listen.tls {
             Some(files) => Some(Arc::new(ServerTls::load(&files.cert, &files.key)?)),
             None => None,
-        };
-        tls_all.extend(tls.clone());
+        });
+    }
+    // Validation caps max_connections far below the semaphore's limit; this keeps a panic impossible anyway.
+    let permits = config.limits.max_connections.min(Semaphore::MAX_PERMITS);
+    Ok(Prepared {
+        metrics,
+        hub,
+        drain,
+        router,
+        tls,
+        permits: Arc::new(Semaphore::new(permits)),
+        config,
+    })
+}
+
+/// `pushbridge check` after validation: runs [`prepare`] (on a small runtime of its own) and drops the result.
+pub fn check(config: Config) -> Result<(), crate::BoxError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move { prepare(config).map(drop) })?;
+    Ok(())
+}
+
+/// Binds every listener and starts serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let Prepared {
+        metrics,
+        hub,
+        drain,
+        router,
+        tls,
+        permits,
+        config,
+    } = prepare(config)?;
+
+    // Bind every address before serving anything: a bad one fails the start.
+    let mut bound = Vec::new();
+    let tls_all: Vec<Arc<ServerTls>> = tls.iter().flatten().cloned().collect();
+    for (listen, tls) in config.listen.iter().zip(tls) {
         bound.push((bind(listen.address).await?, tls));
     }
     let admin = match &config.admin {
-        Some(admin) => Some(bind(admin.address).await?),
+        Some(admin) => Some((bind(admin.address).await?, admin.clone())),
         None => None,
     };
 
     let shared = Shared {
         router: router.clone(),
-        permits: Arc::new(Semaphore::new(config.limits.max_connections)),
-        handshake_timeout: config.limits.handshake_timeout,
+        permits,
+        limits: config.limits,
         metrics: metrics.clone(),
         drain: drain.token(),
         connections: TaskTracker::new(),
@@ -87,19 +135,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         listen_addrs.push(address);
         tokio::spawn(listener::serve(tcp, tls, shared.clone()));
     }
+    warn_if_fd_limit_low(&config);
     let admin_addr = match admin {
-        Some(tcp) => {
+        Some((tcp, admin_config)) => {
             let address = tcp.local_addr().map_err(|source| StartError::Bind {
                 address: listen_addrs_hint(&tcp),
                 source,
             })?;
             tracing::info!(%address, "Admin listening");
-            tokio::spawn(crate::admin::serve(
-                tcp,
-                hub.clone(),
-                metrics.clone(),
-                drain.clone(),
-            ));
+            let admin = crate::admin::Admin::new(&admin_config, metrics.clone(), drain.clone())?;
+            tokio::spawn(admin.serve(tcp));
             Some(address)
         }
         None => None,
@@ -112,10 +157,38 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hub,
         metrics,
         router,
-        grace: config.shutdown.grace,
         config: Mutex::new(config),
         tls: tls_all,
     })
+}
+
+/// File descriptors kept aside for upstream connections, files and the admin listener, per WARN below.
+const FD_RESERVE: u64 = 256;
+
+/// A WARN when `limits.max_connections` cannot be reached before the process runs out of file descriptors
+/// (Linux: the soft `RLIMIT_NOFILE` from /proc/self/limits); accept then fails (and backs off) first.
+fn warn_if_fd_limit_low(config: &Config) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    let wanted = u64::try_from(config.limits.max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(FD_RESERVE);
+    if let Some(soft) = soft
+        && soft < wanted
+    {
+        tracing::warn!(
+            max_connections = config.limits.max_connections,
+            open_file_limit = soft,
+            "limits.max_connections is above the open-file limit (less {FD_RESERVE} for upstreams): raise the \
+             limit (ulimit -n) or lower max_connections"
+        );
+    }
 }
 
 fn listen_addrs_hint(tcp: &TcpListener) -> SocketAddr {
@@ -264,17 +337,19 @@ impl Running {
     /// Drains (DESIGN §7): stop accepting, `/readyz` 503, end every stream, let in-flight requests finish.
     /// Returns true when everything finished within `shutdown.grace`.
     pub async fn shutdown(self) -> bool {
-        tracing::info!(grace = ?self.grace, "Draining");
+        // Read now, so a reloaded `shutdown.grace` applies.
+        let grace = crate::hub::lock(&self.config).shutdown.grace;
+        tracing::info!(?grace, "Draining");
         self.drain.start();
         self.hub.close_all();
         self.connections.close();
-        let finished = tokio::time::timeout(self.grace, self.connections.wait())
+        let finished = tokio::time::timeout(grace, self.connections.wait())
             .await
             .is_ok();
         if finished {
             tracing::info!("Drained");
         } else {
-            tracing::warn!(grace = ?self.grace, "Grace period over: closing remaining connections");
+            tracing::warn!(?grace, "Grace period over: closing remaining connections");
         }
         finished
     }
@@ -285,8 +360,9 @@ impl Running {
 pub async fn run(path: std::path::PathBuf, config: Config) -> Result<(), crate::BoxError> {
     use crate::shutdown::Signal;
     let mut signals = crate::shutdown::signals()?;
+    let config_hash = reload::fingerprint(&path);
     let running = start(config).await?;
-    let mut changes = reload::watch(path.clone(), running.tls_files());
+    let mut changes = reload::watch(path.clone(), config_hash, running.tls_files());
     loop {
         tokio::select! {
             signal = signals.recv() => match signal {

@@ -23,9 +23,9 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use errors::{ConfigError, Problem};
-pub use passthrough::*;
 pub use kinds::*;
-pub use route::{RoutePattern, UrlTemplate};
+pub use passthrough::*;
+pub use route::{RoutePattern, UrlTemplate, refuse_param};
 pub use schema::*;
 pub use units::{expand_env, parse_duration, parse_size};
 pub use validate::RESERVED_PREFIX;

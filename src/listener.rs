@@ -1,10 +1,14 @@
 //! The accept loop of one client listener: a connection permit (max connections) before each accept, back-off on
-//! accept errors, the TLS handshake under a timeout, then one task per connection serving HTTP/1.1 and HTTP/2
-//! (h2c prior knowledge on plaintext; RFC 8441 extended CONNECT enabled) until it ends, is kicked, or drains.
+//! accept errors, then one task per connection serving HTTP/1.1 and HTTP/2 (h2c prior knowledge on plaintext;
+//! RFC 8441 extended CONNECT enabled) until it ends, is kicked, idles out, or drains. Every connection must send
+//! its first request within `handshake_timeout` of its accept (TLS handshake included); one with nothing in
+//! flight for `idle_connection_timeout` is closed (HTTP/1.1 keep-alive sooner: hyper's header read timeout,
+//! `handshake_timeout`, also runs while it waits for the next head); HTTP/2 PINGs find dead peers.
+
+pub mod watch;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -13,20 +17,23 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
 use crate::route::{ConnGuard, ConnInfo};
 use crate::server::{self, Router};
 use crate::tls::ServerTls;
+use watch::{Acceptor, Activity, Close};
 
 /// Shared by every connection of every listener.
 #[derive(Clone)]
 pub struct Shared {
     pub router: Arc<ArcSwap<Router>>,
     pub permits: Arc<Semaphore>,
-    pub handshake_timeout: Duration,
+    pub limits: LimitsConfig,
     pub metrics: Arc<Metrics>,
     pub drain: CancellationToken,
     /// Every connection task, so a drain can wait for them.
@@ -35,30 +42,21 @@ pub struct Shared {
 
 /// Accepts until the drain starts.
 pub async fn serve(listener: TcpListener, tls: Option<Arc<ServerTls>>, shared: Shared) {
-    let mut errors = 0u32;
+    let mut acceptor = Acceptor::new(
+        listener,
+        shared.permits.clone(),
+        "client",
+        shared.metrics.clone(),
+    );
     loop {
-        let permit = tokio::select! {
+        let (tcp, peer, permit) = tokio::select! {
             () = shared.drain.cancelled() => break,
-            permit = shared.permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
+            next = acceptor.next() => match next {
+                Some(next) => next,
+                None => break,
             },
         };
-        let (tcp, peer) = tokio::select! {
-            () = shared.drain.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // EMFILE and friends: wait a little instead of spinning or exiting.
-                    errors = errors.saturating_add(1);
-                    let pause = Duration::from_millis(10u64.saturating_mul(1 << errors.min(7)));
-                    tracing::warn!(%error, ?pause, "Accept failed");
-                    tokio::time::sleep(pause).await;
-                    continue;
-                }
-            },
-        };
-        errors = 0;
+        let accepted_at = Instant::now();
         shared.metrics.tcp_accepted.inc();
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
@@ -71,7 +69,7 @@ pub async fn serve(listener: TcpListener, tls: Option<Arc<ServerTls>>, shared: S
                     permit: Arc::new(permit),
                     tasks: shared.connections.clone(),
                 };
-                connection(tcp, peer, tls, shared, guard).await;
+                connection(tcp, peer, accepted_at, tls, shared, guard).await;
             },
             span,
         ));
@@ -81,10 +79,12 @@ pub async fn serve(listener: TcpListener, tls: Option<Arc<ServerTls>>, shared: S
 async fn connection(
     tcp: TcpStream,
     peer: std::net::SocketAddr,
+    accepted_at: Instant,
     tls: Option<Arc<ServerTls>>,
     shared: Shared,
     guard: ConnGuard,
 ) {
+    let first_by = accepted_at + shared.limits.handshake_timeout;
     match tls {
         None => {
             let info = ConnInfo {
@@ -93,11 +93,10 @@ async fn connection(
                 kick: CancellationToken::new(),
                 guard,
             };
-            serve_http(tcp, info, shared).await;
+            serve_http(tcp, info, first_by, shared).await;
         }
         Some(tls) => {
-            let handshake =
-                tokio::time::timeout(shared.handshake_timeout, tls.acceptor().accept(tcp)).await;
+            let handshake = tokio::time::timeout_at(first_by, tls.acceptor().accept(tcp)).await;
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
@@ -115,7 +114,7 @@ async fn connection(
                         .tls_failures
                         .with_label_values(&["timeout"])
                         .inc();
-                    tracing::debug!("TLS handshake timed out");
+                    closed(&shared.metrics, "client", Close::HandshakeTimeout);
                     return;
                 }
             };
@@ -125,37 +124,79 @@ async fn connection(
                 kick: CancellationToken::new(),
                 guard,
             };
-            serve_http(stream, info, shared).await;
+            serve_http(stream, info, first_by, shared).await;
         }
     }
 }
 
-async fn serve_http<IO>(io: IO, info: ConnInfo, shared: Shared)
+/// Counts and logs a connection closed by the watch.
+pub(crate) fn closed(metrics: &Metrics, listener: &'static str, reason: Close) {
+    metrics
+        .connections_closed
+        .with_label_values(&[listener, reason.as_str()])
+        .inc();
+    match reason {
+        Close::HandshakeTimeout => {
+            tracing::debug!(
+                listener,
+                "Connection closed: no request within the handshake timeout"
+            )
+        }
+        Close::Idle => tracing::debug!(listener, "Connection closed: idle"),
+    }
+}
+
+async fn serve_http<IO>(io: IO, info: ConnInfo, first_by: Instant, shared: Shared)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let kick = info.kick.clone();
+    let (activity, requests) = Activity::new(info.guard.permit.clone());
     let router = shared.router.clone();
     let service = service_fn(move |req| {
+        requests.arrived();
         let router = router.load_full();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(server::handle(router, req, info).await) }
+        async move {
+            let permit = info.guard.permit.clone();
+            let response = server::handle(router, req, info).await;
+            Ok::<_, Infallible>(response.map(|body| watch::hold(body, permit)))
+        }
     });
+    let limits = &shared.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client must send its request head within the handshake timeout (slow-loris), on every request.
+    // A client must send every later request head within the handshake timeout too (slow-loris).
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.handshake_timeout);
+        .header_read_timeout(limits.handshake_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.handshake_timeout)
         .enable_connect_protocol();
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
+    let watch = activity.watch(first_by, limits.idle_connection_timeout);
+    let mut watch = std::pin::pin!(watch);
     let result = tokio::select! {
         result = conn.as_mut() => result,
         () = kick.cancelled() => return tracing::debug!("Connection dropped (slow consumer)"),
+        reason = watch.as_mut() => {
+            closed(&shared.metrics, "client", reason);
+            if reason == Close::HandshakeTimeout {
+                return;
+            }
+            // Idle: nothing in flight, so a graceful close (HTTP/2 GOAWAY) ends at once; new streams that raced
+            // it may finish.
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = conn.as_mut() => result,
+                () = kick.cancelled() => return,
+                () = shared.drain.cancelled() => return,
+            }
+        }
         () = shared.drain.cancelled() => {
             // Finish the requests in flight (streams end on the drain themselves), then close.
             conn.as_mut().graceful_shutdown();
@@ -166,6 +207,14 @@ where
         }
     };
     if let Err(error) = result {
+        // hyper's HTTP/1.1 header read timeout: a later request head (or the next one on an idle keep-alive
+        // connection) did not arrive within the handshake timeout.
+        if error
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            return closed(&shared.metrics, "client", Close::HandshakeTimeout);
+        }
         tracing::debug!(error = %crate::error::chain(&*error), "Connection ended with an error");
     }
 }

@@ -28,7 +28,8 @@ enum Command {
         #[arg(short, long, env = "PUSHBRIDGE_CONFIG")]
         config: PathBuf,
     },
-    /// Validate a configuration file: prints every problem as FILE:LINE:COL: field: message.
+    /// Validate a configuration file as `run` would (certificates and keys loaded, routes built, nothing bound):
+    /// prints every problem as FILE:LINE:COL: field: message.
     Check {
         #[arg(short, long)]
         config: PathBuf,
@@ -40,8 +41,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(_) => {
+        Command::Check { config } => match Config::load(&config)
+            .map_err(pushbridge::BoxError::from)
+            .and_then(pushbridge::app::check)
+        {
+            Ok(()) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }

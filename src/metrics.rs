@@ -11,6 +11,8 @@ use prometheus::{
 pub const TRANSPORTS: [&str; 3] = ["ws", "sse", "long-poll"];
 /// Upstream kinds, as metric labels.
 pub const UPSTREAM_KINDS: [&str; 4] = ["sse", "ws", "ndjson", "poll"];
+/// Listeners, as metric labels.
+pub const LISTENERS: [&str; 2] = ["client", "admin"];
 /// Client HTTP versions, as metric labels.
 pub const HTTP_VERSIONS: [&str; 2] = ["http1", "http2"];
 
@@ -56,6 +58,15 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Client → application messages by result (ok, error, refused).
     pub client_messages: IntCounterVec,
+    /// Connections closed by pushbridge's own timers, by listener (client, admin) and reason (handshake_timeout,
+    /// idle).
+    pub connections_closed: IntCounterVec,
+    /// Times a listener found every connection permit taken, by listener.
+    pub connection_limit_reached: IntCounterVec,
+    /// Failed accepts (e.g. out of file descriptors), by listener.
+    pub accept_errors: IntCounterVec,
+    /// Readiness checks of the application's health URL, by result (ok, error).
+    pub ready_checks: IntCounterVec,
     /// Constant 1, labelled with the version.
     pub build_info: IntGaugeVec,
     /// Open pass-through WebSocket sessions by client HTTP version.
@@ -195,6 +206,26 @@ impl Metrics {
                 "Client to application messages.",
                 &["result"],
             )?,
+            connections_closed: counter_vec(
+                "pushbridge_connections_closed_total",
+                "Connections closed by pushbridge's timers (no first request in time, idle).",
+                &["listener", "reason"],
+            )?,
+            connection_limit_reached: counter_vec(
+                "pushbridge_connection_limit_reached_total",
+                "Times every connection permit of a listener was taken.",
+                &["listener"],
+            )?,
+            accept_errors: counter_vec(
+                "pushbridge_accept_errors_total",
+                "Failed accepts (e.g. out of file descriptors).",
+                &["listener"],
+            )?,
+            ready_checks: counter_vec(
+                "pushbridge_ready_checks_total",
+                "Checks of the application's health URL (admin.ready_check).",
+                &["result"],
+            )?,
             build_info: gauge_vec("pushbridge_build_info", "Build information.", &["version"])?,
             passthrough_ws_open: gauge_vec(
                 "pushbridge_passthrough_websockets_open",
@@ -274,6 +305,17 @@ impl Metrics {
         }
         for result in ["ok", "error", "refused"] {
             self.client_messages.with_label_values(&[result]);
+        }
+        for listener in LISTENERS {
+            for reason in crate::listener::watch::Close::ALL {
+                self.connections_closed
+                    .with_label_values(&[listener, reason.as_str()]);
+            }
+            self.connection_limit_reached.with_label_values(&[listener]);
+            self.accept_errors.with_label_values(&[listener]);
+        }
+        for result in ["ok", "error"] {
+            self.ready_checks.with_label_values(&[result]);
         }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

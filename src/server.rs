@@ -56,6 +56,12 @@ pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo)
     }
     for route in &router.routes {
         if let Some(params) = route.config.path.matches(path) {
+            if let Some(reason) = params
+                .iter()
+                .find_map(|(_, v)| crate::config::refuse_param(v))
+            {
+                return plain(StatusCode::BAD_REQUEST, reason);
+            }
             let route = route.clone();
             return stream(&router, route, params, req, conn).await;
         }

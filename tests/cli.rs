@@ -67,6 +67,121 @@ fn check_reports_every_problem_with_file_line_column_and_field() {
     );
 }
 
+/// `pushbridge <command> -c <path>`: (exit code, stderr).
+fn pushbridge(command: &str, path: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args([command, "-c"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A `run` that (wrongly) starts is killed after a while rather than left serving.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Issue 8, item 11: whatever `check` accepts, `run` starts with; whatever `run` refuses, `check` refuses, with
+/// FILE:LINE:COL and the field; no configuration makes `run` panic (exit 101).
+#[test]
+fn check_accepts_exactly_what_run_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::certs::TestCa::new();
+    let (cert, key) = ca.leaf_files(dir.path(), support::certs::KeyKind::EcdsaP256);
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "this is not PEM\n").unwrap();
+    let other_key = dir.path().join("other.key");
+    std::fs::write(
+        &other_key,
+        ca.leaf_pem(support::certs::KeyKind::EcdsaP256).1,
+    )
+    .unwrap();
+    let listener = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "listen:\n  - address: 127.0.0.1:0\n    tls: {{ cert: \"{}\", key: \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let stream = |ca: &std::path::Path| {
+        format!(
+            "streams:\n  - path: /e/{{c}}\n    upstream: {{ url: \"https://127.0.0.1:9/{{c}}\", ca_file: \"{}\" }}\n",
+            ca.display()
+        )
+    };
+    let plain = "listen:\n  - address: 127.0.0.1:0\n";
+    let cases = [
+        (
+            listener(&junk, &key),
+            "3:18: listen[0].tls.cert:",
+            "junk.pem",
+        ),
+        (listener(&cert, &junk), "3:", "listen[0].tls.key:"),
+        (listener(&cert, &other_key), "3:", "does not match"),
+        (
+            format!(
+                "{plain}passthrough: {{ upstream: \"https://127.0.0.1:9\", ca_file: \"{}\" }}\n",
+                junk.display()
+            ),
+            "3:",
+            "passthrough.ca_file:",
+        ),
+        (
+            format!("{plain}{}", stream(&junk)),
+            "5:",
+            "streams[0].upstream.ca_file:",
+        ),
+        (
+            format!("{plain}limits: {{ max_connections: 3000000000000000000 }}\n"),
+            "3:28: limits.max_connections:",
+            "at most",
+        ),
+    ];
+    let path = dir.path().join("config.yaml");
+    let file = path.display().to_string();
+    for (yaml, location, fragment) in &cases {
+        std::fs::write(&path, yaml).unwrap();
+        let (code, stderr) = pushbridge("check", &path);
+        assert_eq!(code, Some(64), "check accepted:\n{yaml}\n{stderr}");
+        assert!(
+            stderr.contains(&format!("{file}:{location}")),
+            "{yaml}\n{stderr}"
+        );
+        assert!(stderr.contains(fragment), "{yaml}\n{stderr}");
+        let (code, stderr) = pushbridge("run", &path);
+        assert_eq!(
+            code,
+            Some(64),
+            "run on what check refuses:\n{yaml}\n{stderr}"
+        );
+    }
+    std::fs::write(
+        &path,
+        format!(
+            "{}{}",
+            listener(&cert, &key),
+            stream(&ca_file(&ca, dir.path()))
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = pushbridge("check", &path);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+fn ca_file(ca: &support::certs::TestCa, dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, ca.ca_pem()).unwrap();
+    path
+}
+
 #[test]
 fn run_with_a_bad_config_exits_64() {
     let output = Command::new(BIN)

@@ -1,6 +1,8 @@
 //! Configuration loading through the public API, on real files in temporary directories: the shipped
 //! example, located errors (file:line:col and field path), file checks, `${ENV}` expansion and defaults.
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,10 +30,10 @@ fn example_text() -> String {
     fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.yaml")).unwrap()
 }
 
+/// A real certificate and key in `dir/tls/` (the config loader parses them as `run` does).
 fn dummy_tls(dir: &Path) {
     fs::create_dir_all(dir.join("tls")).unwrap();
-    fs::write(dir.join("tls/tls.crt"), "not checked here").unwrap();
-    fs::write(dir.join("tls/tls.key"), "not checked here").unwrap();
+    support::certs::TestCa::new().leaf_files(&dir.join("tls"), support::certs::KeyKind::EcdsaP256);
 }
 
 #[test]
@@ -161,9 +163,17 @@ fn a_missing_cert_file_is_named() {
     fs::create_dir_all(&missing).unwrap();
     let err = load_err(&path);
     assert!(err.problems[0].message.contains("is not a file"), "{err}");
-    // Once it is a readable file (contents are the TLS module's concern), the config loads.
+    // A readable file that is not PEM is refused as `run` would refuse it, naming the file.
     fs::remove_dir(&missing).unwrap();
     fs::write(&missing, "cert").unwrap();
+    let err = load_err(&path);
+    assert_eq!(err.problems[0].path, "listen[0].tls.cert", "{err}");
+    assert!(err.problems[0].message.contains("a.crt"), "{err}");
+    // A real certificate and key: the config loads.
+    let (cert_pem, key_pem) =
+        support::certs::TestCa::new().leaf_pem(support::certs::KeyKind::EcdsaP256);
+    fs::write(&missing, cert_pem).unwrap();
+    fs::write(dir.path().join("certs/a.key"), key_pem).unwrap();
     Config::load(&path).unwrap();
 }
 

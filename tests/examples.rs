@@ -1,14 +1,14 @@
 //! Every shipped config (config.example.yaml and examples/*.yaml) passes validation; TLS paths are pointed at
-//! readable stand-in files.
+//! a freshly made certificate and key (validation parses them as `run` does).
+
+mod support;
 
 use pushbridge::config::Config;
 
 #[test]
 fn shipped_configs_are_valid() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["tls.crt", "tls.key"] {
-        std::fs::write(dir.path().join(name), "stand-in").unwrap();
-    }
+    support::certs::TestCa::new().leaf_files(dir.path(), support::certs::KeyKind::EcdsaP256);
     let tls_dir = format!("{}/", dir.path().display());
     let mut checked = 0;
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {

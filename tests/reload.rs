@@ -226,3 +226,51 @@ async fn configmap_symlink_swap_is_reloaded() {
     upstream.publish("after swap");
     assert_eq!(live.next_event().await.unwrap().data, "after swap");
 }
+
+/// Issue 8, item 12: a reload that changes `limits.max_event_bytes` or `shutdown.grace` applies them (no
+/// "after a restart" warning): the routes are rebuilt with the new event limit, and the drain uses the new grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloaded_event_limit_and_grace_apply() {
+    let upstream = SseUpstream::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = config(upstream.addr, false, None);
+    let mut proxy = support::binary::start(dir.path(), &base, 1, true);
+    let addr = proxy.listen[0];
+
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!("{base}limits: {{ max_event_bytes: 100 }}\nshutdown: {{ grace: 7s }}\n"),
+    )
+    .unwrap();
+    let line = wait_log(&proxy, "Config reloaded");
+    assert!(line.contains("rebuilt") && line.contains("main"), "{line}");
+
+    let mut client = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/events/a", None)
+        .await;
+    upstream.wait_connections(1).await;
+    upstream.publish("x".repeat(500));
+    upstream.publish("small");
+    assert_eq!(
+        client.next_event().await.unwrap().data,
+        "small",
+        "the 500-byte event is over the reloaded 100-byte limit"
+    );
+
+    proxy.signal("TERM");
+    let line = wait_log(&proxy, "Draining");
+    assert!(
+        line.contains("7s"),
+        "the drain uses the reloaded grace: {line}"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| proxy.wait_exit(WAIT)),
+        Some(0)
+    );
+    let rest = proxy.drain_log();
+    assert!(
+        !rest.iter().any(|l| l.contains("after a restart")),
+        "{rest:?}"
+    );
+}

@@ -28,25 +28,33 @@ pub enum Change {
     Certificates,
 }
 
-/// Polls `config` and the TLS files of `running` until the receiver is dropped.
-pub fn watch(config: PathBuf, tls_files: Vec<PathBuf>) -> mpsc::Receiver<Change> {
+/// Polls `config` and the TLS files of `running` until the receiver is dropped. `config_hash` is the
+/// [`fingerprint`] of the config as loaded (taken before the listeners start, so an edit made as soon as they
+/// are up is seen).
+pub fn watch(
+    config: PathBuf,
+    config_hash: Option<u64>,
+    tls_files: Vec<PathBuf>,
+) -> mpsc::Receiver<Change> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
-        let mut config_hash = fingerprint(&config);
+        let mut config_hash = config_hash;
         let mut tls_hash = fingerprint_all(&tls_files);
         let mut ticks = tokio::time::interval(WATCH_PERIOD);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            // An unreadable file (mid-swap, out of file descriptors) is no change: keep the last good hash, so a
+            // transient read error neither counts a failed reload nor triggers a spurious one once it clears.
             let now = fingerprint(&config);
-            if now != config_hash {
+            if now.is_some() && now != config_hash {
                 config_hash = now;
                 if tx.send(Change::Config).await.is_err() {
                     return;
                 }
             }
             let now = fingerprint_all(&tls_files);
-            if now != tls_hash {
+            if now.iter().all(Option::is_some) && now != tls_hash {
                 tls_hash = now;
                 if tx.send(Change::Certificates).await.is_err() {
                     return;
@@ -58,7 +66,7 @@ pub fn watch(config: PathBuf, tls_files: Vec<PathBuf>) -> mpsc::Receiver<Change>
 }
 
 /// A hash of the file's content (`None` when unreadable, e.g. mid-swap).
-fn fingerprint(path: &Path) -> Option<u64> {
+pub fn fingerprint(path: &Path) -> Option<u64> {
     let bytes = std::fs::read(path).ok()?;
     let mut hasher = DefaultHasher::new();
     bytes.hash(&mut hasher);
@@ -91,10 +99,16 @@ impl Running {
             old_router.routes.iter().map(|r| (&*r.name, r)).collect();
         let mut outcome = Outcome::default();
         let mut routes = Vec::new();
+        // Every upstream reads max_event_bytes when it starts: a change rebuilds every route (clients resume).
+        let limits_same = config.limits.max_event_bytes == current.limits.max_event_bytes;
         for stream in &config.streams {
             let fresh = build_route(&config, stream, &self.metrics)?;
             match old_routes.get(stream.name.as_str()) {
-                Some(old) if old.config == fresh.config && old.settings == fresh.settings => {
+                Some(old)
+                    if limits_same
+                        && old.config == fresh.config
+                        && old.settings == fresh.settings =>
+                {
                     outcome.kept.push(stream.name.clone());
                     routes.push((*old).clone());
                 }
@@ -124,12 +138,17 @@ impl Running {
         if config.admin != current.admin {
             outcome.needs_restart.push("admin");
         }
-        if config.limits.max_connections != current.limits.max_connections
-            || config.limits.handshake_timeout != current.limits.handshake_timeout
+        // client_queue and max_event_bytes apply through the rebuilt routes, shutdown.grace at the drain; the
+        // listener's limits are fixed when it starts.
+        let (new, old) = (&config.limits, &current.limits);
+        if new.max_connections != old.max_connections
+            || new.handshake_timeout != old.handshake_timeout
+            || new.idle_connection_timeout != old.idle_connection_timeout
+            || new.keepalive_interval != old.keepalive_interval
         {
-            outcome
-                .needs_restart
-                .push("limits.max_connections/handshake_timeout");
+            outcome.needs_restart.push(
+                "limits.max_connections/handshake_timeout/idle_connection_timeout/keepalive_interval",
+            );
         }
         if config.log != current.log {
             outcome.needs_restart.push("log");

@@ -247,6 +247,19 @@ fn check_param_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Why a decoded path parameter must not reach an upstream URL, if it must not: `.` and `..` would be dot
+/// segments there (RFC 3986 §5.2.4 removes them, so `/up/{channel}` could address `/`), and a `/` or `\` (sent
+/// as `%2F`, `%5C`) splits the segment for an application that decodes its path before routing.
+pub fn refuse_param(value: &str) -> Option<&'static str> {
+    if value == "." || value == ".." {
+        Some("a path parameter must not be a dot segment (. or ..)\n")
+    } else if value.contains(['/', '\\']) {
+        Some("a path parameter must not contain / or \\\n")
+    } else {
+        None
+    }
+}
+
 /// RFC 3986 `pchar` bytes, `%` included (validated separately).
 fn is_pchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%".contains(&b)
@@ -364,6 +377,31 @@ mod tests {
             RoutePattern::parse("/live").unwrap().matches("/live"),
             Some(vec![])
         );
+    }
+
+    #[test]
+    fn dot_segments_and_slashes_are_refused_in_params() {
+        let p = RoutePattern::parse("/events/{channel}").unwrap();
+        for path in [
+            "/events/..",
+            "/events/.",
+            "/events/%2e%2e",
+            "/events/%2E%2e",
+            "/events/.%2E",
+        ] {
+            let params = p.matches(path).unwrap();
+            assert!(
+                refuse_param(&params[0].1).unwrap().contains("dot segment"),
+                "{path}"
+            );
+        }
+        for path in ["/events/a%2Fb", "/events/%2f", "/events/a%5Cb"] {
+            let params = p.matches(path).unwrap();
+            assert!(refuse_param(&params[0].1).is_some(), "{path}");
+        }
+        for fine in ["...", "a..b", ".hidden", "news"] {
+            assert_eq!(refuse_param(fine), None, "{fine}");
+        }
     }
 
     #[test]

@@ -50,6 +50,16 @@ pub const DEFAULT_CLIENT_QUEUE: usize = 256;
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 /// Limits: time allowed for a client's TLS handshake and request head.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limits: how long a keep-alive connection with no request in flight is kept.
+pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Limits: HTTP/2 PING interval on a connection the peer has not sent anything on.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Admin: simultaneous admin connections.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 16;
+/// Admin: time allowed for a request head, and the longest an idle admin connection is kept.
+pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admin: time allowed for the application's health URL to answer.
+pub const DEFAULT_READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Shutdown: time allowed for connections to finish after SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Log: the tracing filter.
@@ -109,9 +119,24 @@ pub struct TlsFiles {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Socket address to bind (plaintext).
+    /// Socket address to bind (plaintext), e.g. `127.0.0.1:9090` or `${POD_IP}:9090`.
     #[serde(deserialize_with = "units::socket_addr")]
     pub address: SocketAddr,
+    /// Simultaneous admin connections; 1 to 1024. More wait in the kernel's accept queue.
+    #[serde(default = "d::admin_max_connections")]
+    pub max_connections: usize,
+    /// Time allowed for a request head, and the longest an idle admin connection is kept; at most 5m.
+    #[serde(default = "d::admin_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    /// The application's health URL (`http(s)://`): `/readyz` is 503 while it does not answer 2xx.
+    #[serde(default, deserialize_with = "units::opt_uri")]
+    pub ready_check: Option<http::Uri>,
+    /// Time allowed for `ready_check` to answer; at most 1m.
+    #[serde(
+        default = "d::ready_check_timeout",
+        deserialize_with = "units::duration"
+    )]
+    pub ready_check_timeout: Duration,
 }
 
 /// One event stream route.
@@ -335,9 +360,16 @@ pub struct LimitsConfig {
     /// Largest upstream event accepted; at least 1.
     #[serde(deserialize_with = "units::size")]
     pub max_event_bytes: usize,
-    /// Time allowed for a client's TLS handshake and request head; more than zero.
+    /// Time from accept to a connection's first request (TLS handshake included), for every later request
+    /// head, and for an HTTP/2 PING answer; more than zero.
     #[serde(deserialize_with = "units::duration")]
     pub handshake_timeout: Duration,
+    /// How long a keep-alive connection with no request in flight is kept (streams in progress are in flight).
+    #[serde(deserialize_with = "units::duration")]
+    pub idle_connection_timeout: Duration,
+    /// HTTP/2 PING interval on a silent connection; a PING unanswered within `handshake_timeout` closes it.
+    #[serde(deserialize_with = "units::duration")]
+    pub keepalive_interval: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -347,6 +379,8 @@ impl Default for LimitsConfig {
             client_queue: DEFAULT_CLIENT_QUEUE,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
         }
     }
 }
@@ -521,5 +555,14 @@ mod d {
     }
     pub fn upstream_connect_timeout() -> Duration {
         DEFAULT_UPSTREAM_CONNECT_TIMEOUT
+    }
+    pub fn admin_max_connections() -> usize {
+        DEFAULT_ADMIN_MAX_CONNECTIONS
+    }
+    pub fn admin_timeout() -> Duration {
+        DEFAULT_ADMIN_TIMEOUT
+    }
+    pub fn ready_check_timeout() -> Duration {
+        DEFAULT_READY_CHECK_TIMEOUT
     }
 }

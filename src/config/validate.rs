@@ -14,6 +14,8 @@ use super::spans::Spans;
 use super::units::clip;
 
 mod kinds;
+mod files;
+mod limits;
 
 /// Paths under this prefix are served by pushbridge itself (the JS client).
 pub const RESERVED_PREFIX: &str = "/_pushbridge";
@@ -94,11 +96,8 @@ pub fn validate(config: &Config, file: &str, spans: &Spans) -> Vec<Problem> {
         }
         stream_rules(stream, &at, &mut report);
     }
-    let limits = &config.limits;
-    report.at_least_one("limits.max_connections", limits.max_connections);
-    report.at_least_one("limits.client_queue", limits.client_queue);
-    report.at_least_one("limits.max_event_bytes", limits.max_event_bytes);
-    report.positive("limits.handshake_timeout", limits.handshake_timeout);
+    limits::check(config, &mut report);
+    files::check(config, &mut report);
     if config.log.level.trim().is_empty() {
         report.add("log.level", "must not be empty (e.g. \"info\")");
     } else if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {

@@ -33,9 +33,43 @@ pub fn start_with_log(
     start_at(&path, listeners, admin, rust_log)
 }
 
+/// [`start`] under an open-file limit of `nofile` (via util-linux `prlimit`, which execs the binary).
+pub fn start_with_fd_limit(
+    dir: &Path,
+    yaml: &str,
+    listeners: usize,
+    admin: bool,
+    nofile: u32,
+) -> Binary {
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut command = Command::new("prlimit");
+    command
+        .arg(format!("--nofile={nofile}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_pushbridge"));
+    spawn(command, &path, listeners, admin, "info")
+}
+
 /// Starts `pushbridge run -c <path>` with the config file already in place.
 pub fn start_at(path: &Path, listeners: usize, admin: bool, rust_log: &str) -> Binary {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pushbridge"))
+    spawn(
+        Command::new(env!("CARGO_BIN_EXE_pushbridge")),
+        path,
+        listeners,
+        admin,
+        rust_log,
+    )
+}
+
+fn spawn(
+    mut command: Command,
+    path: &Path,
+    listeners: usize,
+    admin: bool,
+    rust_log: &str,
+) -> Binary {
+    let mut child = command
         .args(["run", "-c"])
         .arg(path)
         .env("RUST_LOG", rust_log)
