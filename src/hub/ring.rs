@@ -16,6 +16,9 @@ pub enum ResumeAt {
     Gap(u64),
 }
 
+/// How a position token starts (`pb:<epoch>:<seq>`, see [`Ring::position`]).
+pub const POSITION_PREFIX: &str = "pb:";
+
 #[derive(Debug)]
 pub struct Ring {
     events: VecDeque<Arc<Event>>,
@@ -81,7 +84,9 @@ impl Ring {
     }
 
     fn pop_front(&mut self) {
-        if let Some(old) = self.events.pop_front() {
+        if let Some(old) = self.events.pop_front()
+            && self.ids.get(&old.id) == Some(&old.seq)
+        {
             self.ids.remove(&old.id);
         }
     }
@@ -110,11 +115,38 @@ impl Ring {
         out.extend(self.events.iter().skip(start).take(max).cloned());
     }
 
-    /// Where a client that last saw `last_id` resumes.
+    /// Where a client that last saw `last_id` resumes: after the newest event with that id, or at the position a
+    /// [`Ring::position`] token names (when it is still held: from the oldest event on, up to the head).
     pub fn resume(&self, last_id: &str) -> ResumeAt {
-        match self.ids.get(last_id) {
-            Some(&seq) => ResumeAt::Found(seq + 1),
-            None => ResumeAt::Gap(self.oldest()),
+        if let Some(&seq) = self.ids.get(last_id) {
+            return ResumeAt::Found(seq + 1);
+        }
+        match self.token_seq(last_id) {
+            Some(seq) if (self.oldest()..=self.next_seq).contains(&seq) => ResumeAt::Found(seq),
+            _ => ResumeAt::Gap(self.oldest()),
+        }
+    }
+
+    /// The sequence number a position token of this ring names.
+    fn token_seq(&self, token: &str) -> Option<u64> {
+        let rest = token.strip_prefix(POSITION_PREFIX)?;
+        let (epoch, seq) = rest.split_once(':')?;
+        if epoch != &*self.epoch || seq.starts_with('+') {
+            return None;
+        }
+        seq.parse().ok()
+    }
+
+    /// An id a client can resume from to get every event from sequence `seq` on: the id of the event before it when
+    /// that id resolves to it, else a position token `pb:<epoch>:<seq>`.
+    pub fn position(&self, seq: u64) -> String {
+        let before = seq
+            .checked_sub(1)
+            .filter(|&prev| prev >= self.oldest() && prev < self.next_seq)
+            .and_then(|prev| self.events.get((prev - self.oldest()) as usize));
+        match before {
+            Some(event) if self.ids.get(&event.id) == Some(&event.seq) => event.id.to_string(),
+            _ => format!("{POSITION_PREFIX}{}:{seq}", self.epoch),
         }
     }
 
@@ -161,6 +193,34 @@ mod tests {
         assert!(ring.push(Some(""), None, "no id", now).is_some());
         assert_eq!(ids(&ring, 0), ["a", "b", "ep-2"]);
         assert_eq!(ring.newest_id().as_deref(), Some("ep-2"));
+    }
+
+    #[test]
+    fn position_tokens_name_a_sequence_of_this_ring() {
+        let now = Instant::now();
+        let mut ring = Ring::new(2, Duration::from_secs(60), "ep");
+        assert_eq!(ring.position(0), "pb:ep:0");
+        assert_eq!(ring.resume("pb:ep:0"), ResumeAt::Found(0));
+        ring.push(Some("a"), None, "1", now).unwrap();
+        assert_eq!(ring.position(1), "a");
+        assert_eq!(ring.position(0), "pb:ep:0");
+        assert_eq!(ring.resume("pb:ep:0"), ResumeAt::Found(0));
+        ring.push(Some("b"), None, "2", now).unwrap();
+        ring.push(Some("c"), None, "3", now).unwrap();
+        // Seq 0 was evicted: the token names a lost position.
+        assert_eq!(ring.resume("pb:ep:0"), ResumeAt::Gap(1));
+        assert_eq!(ring.resume("pb:ep:1"), ResumeAt::Found(1));
+        assert_eq!(ring.resume("pb:ep:3"), ResumeAt::Found(3));
+        for bad in [
+            "pb:other:1",
+            "pb:ep:4",
+            "pb:ep:x",
+            "pb:ep:+1",
+            "pb:ep",
+            "pb:",
+        ] {
+            assert_eq!(ring.resume(bad), ResumeAt::Gap(1), "{bad}");
+        }
     }
 
     #[test]

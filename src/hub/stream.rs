@@ -336,6 +336,12 @@ impl Subscription {
         }
     }
 
+    /// An id to resume from that continues exactly where this subscriber stands (the last event it read, or the
+    /// position it started at): the id of the event before its cursor, or a position token (docs/protocol.md).
+    pub fn position(&self) -> String {
+        lock(&self.stream.inner).ring.position(self.cursor)
+    }
+
     /// What is available now without waiting; `None` when nothing is.
     pub fn try_next(&mut self, max: usize) -> Option<Next> {
         if self.stream.is_closed() {
