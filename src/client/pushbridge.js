@@ -213,7 +213,7 @@
     }
     // The transport that last worked: tried first in every round.
     var preferred = indexOf(order, recall(storeKey)) >= 0 ? recall(storeKey) : null;
-    var lastId = options.lastEventId === null || options.lastEventId === undefined ? null : String(options.lastEventId);
+    var lastId = options.lastEventId ? String(options.lastEventId) : null;
     var recent = {}, recentQueue = [];
     var current = null, probe = null, plan = [], probes = [];
     var retryTimer = null, probeTimer = null, stopPosition = noop, failures = 0, closed = false;
