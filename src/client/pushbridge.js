@@ -28,14 +28,17 @@
  * The transport that worked is remembered for the page session; when it drops, it is retried first (after a
  * backoff), then the rest of the ladder. While live on a lower transport, the better ones are probed every
  * `probeInterval` alongside it; one that goes live replaces it. Every request carries the last event id
- * (`last_event_id` query parameter) and ids already delivered are dropped, so nothing is lost or repeated.
+ * (`last_event_id` query parameter) and the server resumes exactly after it; a probe that takes over skips what the
+ * transport it replaced delivered after the probe's cursor. So nothing is lost or repeated, and ids an upstream
+ * reuses (a restarted app counting from 1 again) still arrive.
  */
 (function (root) {
   'use strict';
 
   var ORDER = ['ws', 'sse', 'long-poll'];
   var OPEN_EVENT = 'pushbridge-open';
-  var RECENT_IDS = 256;
+  // Most ids a probe may have to skip when it takes over (what the transport it replaces delivered meanwhile).
+  var MAX_WINDOW = 10000;
 
   function supported(name) {
     if (name === 'ws') { return typeof root.WebSocket === 'function' || typeof root.WebSocket === 'object'; }
@@ -214,7 +217,8 @@
     // The transport that last worked: tried first in every round.
     var preferred = indexOf(order, recall(storeKey)) >= 0 ? recall(storeKey) : null;
     var lastId = options.lastEventId ? String(options.lastEventId) : null;
-    var recent = {}, recentQueue = [];
+    // Ids delivered since the pending probe read its cursor: log[k] is delivery number logBase + k.
+    var log = [], logBase = 0;
     var current = null, probe = null, plan = [], probes = [];
     var retryTimer = null, probeTimer = null, stopPosition = noop, failures = 0, closed = false;
 
@@ -223,19 +227,31 @@
       return -1;
     }
 
-    function seen(id) {
-      if (id === null) { return false; }
-      if (recent.hasOwnProperty(id)) { return true; }
-      recent[id] = true;
-      recentQueue.push(id);
-      if (recentQueue.length > RECENT_IDS) { delete recent[recentQueue.shift()]; }
-      return false;
+    // Every resume is exact (the events after the cursor), so only a probe that takes over repeats anything: what
+    // the transport it replaces delivered after the probe's cursor. Those, matched in order, are its window (below);
+    // the first event that differs ends it. An upstream that reuses ids loses nothing.
+    function trimLog() {
+      var keep = probe ? logBase + log.length - probe.from : 0;
+      if (keep > MAX_WINDOW) {
+        var p = probe;
+        probe = null;
+        halt(p);
+        onerror({ type: 'probe', transport: p.name, message: 'too many events to switch over' });
+        keep = 0;
+      }
+      while (log.length > keep) {
+        log.shift();
+        logBase += 1;
+      }
     }
 
     function deliver(event, name) {
       event.id = event.id === null || event.id === undefined ? null : String(event.id);
-      if (seen(event.id)) { return; }
-      if (event.id !== null) { lastId = event.id; }
+      if (event.id !== null) {
+        lastId = event.id;
+        log.push(event.id);
+        trimLog();
+      }
       if (event.event === gapEvent) {
         onerror({ type: 'gap', transport: name, message: 'events were lost after ' + (lastId || 'the start') });
       }
@@ -313,10 +329,14 @@
     }
 
     function attempt(name, isProbe) {
-      var a = { name: name, isLive: false, timer: null, stop: noop, stopped: false };
+      var a = { name: name, isLive: false, timer: null, stop: noop, stopped: false, window: [] };
+      a.from = logBase + log.length;
       if (isProbe) { probe = a; } else { current = a; }
       function mine() { return !closed && (current === a || probe === a); }
-      a.cursor = function () { return lastId; };
+      a.cursor = function () {
+        a.from = logBase + log.length;
+        return lastId;
+      };
       a.moveCursor = function (id) { if (current === a && !closed) { lastId = id; } };
       a.live = function () {
         if (!mine() || a.isLive) { return; }
@@ -328,6 +348,8 @@
           probe = null;
           if (current) { halt(current); }
           current = a;
+          a.window = log.slice(Math.max(0, a.from - logBase));
+          trimLog(); // no probe pending now: nothing to keep
         }
         plan = order.slice(indexOf(order, name) + 1); // should it turn out useless, the ones below it
         if (name !== 'ws') { worked(); } // a WebSocket counts as working once a message came through
@@ -337,6 +359,13 @@
       a.deliver = function (event) {
         if (current !== a || closed) { return; }
         worked();
+        if (a.window.length > 0) {
+          if (event.id !== null && String(event.id) === a.window[0]) {
+            a.window.shift(); // delivered already, by the transport this one replaced
+            return;
+          }
+          a.window = [];
+        }
         deliver(event, name);
       };
       a.fail = function (message, downgrade) {

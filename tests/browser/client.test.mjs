@@ -1,6 +1,6 @@
 // The browser client's state machine (src/client/pushbridge.js) against scripted fakes of WebSocket, EventSource,
 // XMLHttpRequest, timers and sessionStorage: downgrades, resume across switches, de-duplication, gap notices,
-// page-session memory. Run by tests/browser.rs (`node --test`); needs node only, no browser.
+// page-session memory, probes. Run by tests/browser.rs (`node --test`); needs node only, no browser.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
@@ -111,7 +111,7 @@ function page({ websocket = true, eventsource = true, storage = {} } = {}) {
 const tick = (id) => ({ id: String(id), event: 'tick', data: `t${id}` });
 const param = (url, name) => new URL(url.replace(/^ws/, 'http'), 'http://base').searchParams.get(name);
 
-test('WebSocket first; a drop reconnects to it from the last id, and a replayed id is not repeated', () => {
+test('WebSocket first; a drop reconnects to it from the last id', () => {
   const p = page();
   p.connect();
   assert.equal(param(p.sockets[0].url, 'transport'), 'ws');
@@ -124,8 +124,8 @@ test('WebSocket first; a drop reconnects to it from the last id, and a replayed 
   assert.equal(p.sockets.length, 2);
   assert.equal(param(p.sockets[1].url, 'last_event_id'), '3');
   p.sockets[1].onopen();
-  [3, 4].forEach((id) => p.sockets[1].message(tick(id)));
-  assert.deepEqual(p.ids(), ['1', '2', '3', '4']);
+  [4, 5].forEach((id) => p.sockets[1].message(tick(id)));
+  assert.deepEqual(p.ids(), ['1', '2', '3', '4', '5']);
   assert.deepEqual(p.seen.transports, ['ws', 'ws']);
 });
 
@@ -325,4 +325,30 @@ test('a probe never outlives the transport it runs beside', () => {
   p.advance(60000);
   assert.equal(p.sources.length, 2);
   assert.equal(p.polls.length, 2);
+});
+
+test('ids the upstream reuses (a restarted app counting from 1 again) are new events, delivered', () => {
+  const p = page();
+  p.connect();
+  p.sockets[0].onopen();
+  [1, 2, 1, 2, 3].forEach((id, n) => p.sockets[0].message({ id: String(id), event: 'tick', data: 'abcde'[n] }));
+  assert.deepEqual(p.seen.events.map((e) => e.data), ['a', 'b', 'c', 'd', 'e']);
+});
+
+test('a probe that takes over skips exactly what the replaced transport delivered after its cursor', () => {
+  const p = page();
+  p.connect({ probeInterval: 1000, transports: ['sse', 'long-poll'] });
+  p.sources[0].onerror();
+  const ev = (id, data) => ({ id: String(id), event: 'tick', data });
+  p.polls[0].respond(200, { events: [ev(1, 'a'), ev(2, 'b')], last_event_id: '2', gap: false });
+  p.advance(1000);
+  assert.equal(param(p.sources[1].url, 'last_event_id'), '2');
+  // Meanwhile long-poll delivers the app's restart: ids 1 and 2 again, new events.
+  p.polls[1].respond(200, { events: [ev(1, 'c'), ev(2, 'd')], last_event_id: '2', gap: false });
+  const sse = p.sources[1];
+  sse.emit('pushbridge-open', '{}');
+  assert.ok(p.polls[2].aborted);
+  [[1, 'c'], [2, 'd'], [3, 'e'], [1, 'f']].forEach(([id, data]) => sse.emit('tick', data, String(id)));
+  assert.deepEqual(p.seen.events.map((e) => e.data), ['a', 'b', 'c', 'd', 'e', 'f']);
+  assert.deepEqual(p.seen.transports, ['long-poll', 'sse']);
 });
