@@ -1,6 +1,10 @@
-//! Nothing lost, nothing repeated (issue 7), end to end on the real binary with real clients: the stream position
-//! at page load (`wait=0` and position tokens on every transport).
+//! Nothing lost, nothing repeated (issue 7), end to end on the real binary with real clients and scripted
+//! third-party-style upstreams: the stream position at page load (`wait=0` and position tokens on every
+//! transport, here), idle teardown (`lossless/idle.rs`).
 
+#[allow(dead_code)]
+#[path = "lossless/app.rs"]
+mod app;
 #[allow(dead_code)]
 #[path = "lossless/clients.rs"]
 mod clients;
@@ -8,6 +12,9 @@ mod clients;
 #[path = "longpoll/polls.rs"]
 mod polls;
 mod support;
+
+#[path = "lossless/idle.rs"]
+mod idle;
 
 use clients::{Proxy, next_envelopes};
 use support::client::{Proto, connect};

@@ -59,11 +59,15 @@ pub async fn serve(
     let mut subscription = ctx.subscribe(resume, TRANSPORT);
     let (events, gap) = collect(&ctx, &mut subscription, &config, wait).await;
     let cursor = subscription.position();
+    for event in &events {
+        if subscription.is_live(event) {
+            ctx.metrics.delivered(TRANSPORT, event);
+        } else {
+            ctx.metrics.delivered_replayed(TRANSPORT);
+        }
+    }
     drop(subscription);
     drop(gauge);
-    for event in &events {
-        ctx.metrics.delivered(TRANSPORT, event);
-    }
     let json = wire::batch(&events, &cursor, gap);
     match callback {
         Some(callback) => answer(
