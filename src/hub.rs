@@ -1,12 +1,15 @@
-//! The registry of live streams. Per stream (one per route and path-parameter values): id assignment, the ring
-//! buffer (bounded by count and age), fan-out to subscribers through a head-sequence watch, resume lookup by
-//! event id, slow-consumer detection, and idle teardown once the last subscriber leaves.
+//! The registry of streams. Per stream (one per route and path-parameter values): id assignment, the ring buffer
+//! (bounded by count and age), fan-out to subscribers through a head-sequence watch, resume lookup by event id or
+//! position token, slow-consumer detection, and the idle rule: after `idle_timeout` without subscribers only the
+//! upstream connection closes; the stream and its ring stay (dormant) until every event has aged out.
 //!
 //! A subscriber's state is a cursor (the next sequence number it wants) into the shared ring: nothing is queued per
 //! subscriber, so memory is bounded by the ring whatever the clients do.
 
+mod keeper;
 mod ring;
 mod stream;
+mod subscription;
 #[cfg(test)]
 mod tests;
 
@@ -16,8 +19,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use ring::Ring;
-pub use stream::{Kick, Next, Published, Resume, Stream, Subscription, UpstreamState};
+pub use keeper::SWEEP_PERIOD;
+pub use ring::{POSITION_PREFIX, Push, Ring};
+pub use stream::{Kick, Published, Resume, Stream, UpstreamState};
+pub use subscription::{Next, Subscription};
 
 use crate::metrics::Metrics;
 
@@ -52,15 +57,16 @@ pub struct Settings {
     pub buffer_age: Duration,
     /// How many events a subscriber may fall behind before it is disconnected.
     pub client_queue: usize,
-    /// How long a stream with no subscribers lives on.
+    /// How long a stream with no subscribers keeps its upstream connection (its ring stays until it ages out).
     pub idle_timeout: Duration,
 }
 
-/// Starts the upstream feeding a new stream; called once per stream with the stream, its stop token and the
-/// client headers to forward (per-client mode; empty when shared).
+/// Starts an upstream connection feeding a stream; called when the stream is created and again whenever a subscriber
+/// wakes a dormant one, with the stream, the connection's stop token and the client headers to forward (per-client
+/// mode; empty when shared). The connection resumes after [`Stream::newest_id`].
 pub type StartUpstream = Arc<dyn Fn(Arc<Stream>, CancellationToken, http::HeaderMap) + Send + Sync>;
 
-/// All live streams.
+/// All streams (with a running upstream, or dormant with events still buffered).
 pub struct Hub {
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
     metrics: Arc<Metrics>,
@@ -74,8 +80,9 @@ impl Hub {
         })
     }
 
-    /// Subscribe to the stream `key`, creating it (and starting its upstream) if it does not exist.
-    /// `kick` is cancelled if this subscriber stops reading while more than `client_queue` events behind.
+    /// Subscribe to the stream `key`, creating it (and starting its upstream) if it does not exist, and restarting
+    /// the upstream of a dormant one. `kick` is cancelled if this subscriber stops reading while more than
+    /// `client_queue` events behind.
     pub fn subscribe(
         self: &Arc<Self>,
         key: StreamKey,
@@ -85,11 +92,19 @@ impl Hub {
         kick: Option<Kick>,
         headers: http::HeaderMap,
     ) -> Subscription {
-        let stream = self.get_or_create(key, settings, start, headers);
-        Stream::subscribe(&stream, resume, kick)
+        // Registered under the hub lock, so the stream cannot be forgotten between lookup and registration.
+        let streams = lock(&self.streams);
+        let (streams, stream) = self.lookup(streams, key, settings, start, headers);
+        let (subscription, wake) = stream.register(resume, kick);
+        drop(streams);
+        if let Some(token) = wake {
+            stream.start_upstream(token);
+        }
+        subscription
     }
 
-    /// The stream `key`, creating it (and starting its upstream) if needed.
+    /// The stream `key`, creating it if needed; its upstream is (re)started and, without subscribers, its idle
+    /// deadline armed.
     pub fn get_or_create(
         self: &Arc<Self>,
         key: StreamKey,
@@ -97,25 +112,47 @@ impl Hub {
         start: &StartUpstream,
         headers: http::HeaderMap,
     ) -> Arc<Stream> {
-        let mut streams = lock(&self.streams);
+        let streams = lock(&self.streams);
+        let (streams, stream) = self.lookup(streams, key, settings, start, headers);
+        let wake = stream.wake_locked(&mut lock(&stream.inner));
+        drop(streams);
+        if let Some(token) = wake {
+            stream.start_upstream(token);
+            stream.changed.notify_one();
+        }
+        stream
+    }
+
+    fn lookup<'a>(
+        self: &Arc<Self>,
+        mut streams: std::sync::MutexGuard<'a, HashMap<StreamKey, Arc<Stream>>>,
+        key: StreamKey,
+        settings: &Settings,
+        start: &StartUpstream,
+        headers: http::HeaderMap,
+    ) -> (
+        std::sync::MutexGuard<'a, HashMap<StreamKey, Arc<Stream>>>,
+        Arc<Stream>,
+    ) {
         if let Some(stream) = streams.get(&key) {
-            return stream.clone();
+            let stream = stream.clone();
+            return (streams, stream);
         }
         let stream = Stream::new(
             key.clone(),
             settings.clone(),
             Arc::downgrade(self),
             self.metrics.clone(),
+            start.clone(),
+            headers,
         );
         streams.insert(key, stream.clone());
         self.metrics.streams_open.set(streams.len() as i64);
-        drop(streams);
-        stream.spawn_sweeper();
-        start(stream.clone(), stream.stop_token(), headers);
-        stream
+        stream.spawn_keeper();
+        (streams, stream)
     }
 
-    /// How many streams are live.
+    /// How many streams are registered (dormant ones included).
     pub fn len(&self) -> usize {
         lock(&self.streams).len()
     }
@@ -124,27 +161,28 @@ impl Hub {
         self.len() == 0
     }
 
-    /// A live stream, if any.
+    /// A registered stream, if any.
     pub fn get(&self, key: &StreamKey) -> Option<Arc<Stream>> {
         lock(&self.streams).get(key).cloned()
     }
 
-    /// Every live stream (for readiness and drain).
+    /// Every registered stream (for readiness and drain).
     pub fn all(&self) -> Vec<Arc<Stream>> {
         lock(&self.streams).values().cloned().collect()
     }
 
-    /// Removes `stream` if it still has no subscribers and is the one registered under its key.
-    fn remove_if_idle(&self, stream: &Arc<Stream>, generation: u64) {
+    /// Forgets `stream` if it is still the one registered under its key and unused (no subscribers; shared: dormant
+    /// with nothing buffered).
+    fn remove_if_unused(&self, stream: &Arc<Stream>) {
         let mut streams = lock(&self.streams);
         let registered = streams
             .get(stream.key())
             .is_some_and(|s| Arc::ptr_eq(s, stream));
-        if registered && stream.is_idle(generation) {
+        if registered && stream.unused() {
             streams.remove(stream.key());
             self.metrics.streams_open.set(streams.len() as i64);
             drop(streams);
-            tracing::debug!(stream = %stream.key(), "Stream idle: closed");
+            tracing::debug!(stream = %stream.key(), "Stream closed");
             stream.close();
         }
     }

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub events_received: IntCounterVec,
     /// Upstream events dropped as replays of held events.
     pub upstream_duplicates: IntCounter,
+    /// Upstream events whose id was already buffered (delivered as new events), by route.
+    pub upstream_reused_ids: IntCounterVec,
     /// Upstream input skipped (over-size events, malformed data), by route.
     pub upstream_malformed: IntCounterVec,
     /// Events written to clients, by transport.
@@ -140,6 +142,11 @@ impl Metrics {
             upstream_duplicates: counter(
                 "pushbridge_upstream_duplicates_total",
                 "Upstream events dropped as replays of events already held.",
+            )?,
+            upstream_reused_ids: counter_vec(
+                "pushbridge_upstream_reused_ids_total",
+                "Upstream events whose id was already buffered (delivered as new events).",
+                &["route"],
             )?,
             upstream_malformed: counter_vec(
                 "pushbridge_upstream_malformed_total",
@@ -327,6 +334,7 @@ impl Metrics {
         for route in routes {
             self.events_received.with_label_values(&[route]);
             self.upstream_malformed.with_label_values(&[route]);
+            self.upstream_reused_ids.with_label_values(&[route]);
             self.upstream_up.with_label_values(&[route]);
             for result in ["ok", "error"] {
                 self.upstream_connects.with_label_values(&[route, result]);
@@ -343,7 +351,21 @@ impl Metrics {
         }
     }
 
-    /// Records one event written to a client.
+    /// Counts an upstream event whose id was already buffered.
+    pub fn reused_id(&self, route: &str) {
+        self.upstream_reused_ids.with_label_values(&[route]).inc();
+    }
+
+    /// Records one event written to a client as a resume replay (published before the client arrived): counted, but
+    /// kept out of the delivery-latency histogram, which measures live delivery.
+    pub fn delivered_replayed(&self, transport: &str) {
+        match TRANSPORTS.iter().position(|t| *t == transport) {
+            Some(i) => self.delivered_by[i].0.inc(),
+            None => self.events_delivered.with_label_values(&[transport]).inc(),
+        }
+    }
+
+    /// Records one event written to a client live.
     pub fn delivered(&self, transport: &str, event: &crate::event::Event) {
         let latency = event.published.elapsed().as_secs_f64();
         match TRANSPORTS.iter().position(|t| *t == transport) {

@@ -1,45 +1,45 @@
-//! Real-browser end to end (issue 3): Debian's Chromium, driven by playwright-core (`tests/browser/run.mjs`), loads
-//! a test page that uses the browser client (`/_pushbridge/client.js`, DESIGN §4), directly and through real nginx
-//! set up like the proxies found in the wild. Events are the demo ticker's numbered ticks; every scenario asserts
-//! the transport the client settled on and that the ids it received are exactly consecutive.
+//! Real-browser end to end (issues 3 and 7): Debian's Chromium, driven by playwright-core (`tests/browser/run.mjs`),
+//! loads a test page that uses the browser client (`/_pushbridge/client.js`, DESIGN §4), directly and through real
+//! nginx set up like the proxies found in the wild (defaults, buffering whatever the upstream says, gzip, restarts).
+//! The application publishes numbered events (ids 1, 2, …) and the test knows exactly which were published before
+//! each page's client started; every scenario asserts the transport the client settled on and that it delivered
+//! every id published after that, in order, none repeated, none missing.
 //!
 //! Needs /usr/bin/chromium, nginx and tests/browser/node_modules, which `bash .ci/browser-deps` installs. Without
 //! them the test fails, unless `PUSHBRIDGE_SKIP_BROWSER=1` is set: then it prints a skip line and passes.
 
 mod support;
 
-use std::convert::Infallible;
+#[path = "browser/harness.rs"]
+mod harness;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::Command;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+use harness::{Browser, Nginx, PageState, Tools, Until, browser_version, node_runs, skip_or_fail};
+use support::client::{self, Proto};
 use support::proxy;
+use support::upstream::SseUpstream;
 
-/// Time between ticks of the upstream.
+/// Time between events of the application.
 const TICK: Duration = Duration::from_millis(100);
 /// Events each scenario waits for.
 const EVENTS: usize = 15;
 /// Bound on the whole run (Chromium start-up included).
-const WHOLE_RUN: Duration = Duration::from_secs(150);
-/// Bound on one wait for events in the page.
-const WAIT_MS: u64 = 20_000;
-/// Client deadlines used by the test page: short, so downgrades take about a second and a half.
-const PAGE_QUERY: &str = "events=tick&openTimeout=3000&silenceTimeout=1500";
+const WHOLE_RUN: Duration = Duration::from_secs(180);
+/// Short client deadlines for the scenarios that are not about them, so downgrades take about a second and a half.
+/// The buffering scenarios use the client's defaults.
+const SHORT_DEADLINES: &str = "openTimeout=3000&silenceTimeout=1500";
+/// The promise about buffering proxies: the client is on long-poll within this long of `connect()`.
+const DOWNGRADE_WITHIN_MS: u64 = 5000;
 
-const PAGE: &str = include_str!("browser/page.html");
-const NGINX_CONF: &str = include_str!("browser/nginx.conf.in");
 /// Forwards `Upgrade`, as a proxy set up for WebSocket does.
 const PROXY_UPGRADE: &str = "proxy_http_version 1.1;\n\
     proxy_set_header Upgrade $http_upgrade;\n\
@@ -47,10 +47,11 @@ const PROXY_UPGRADE: &str = "proxy_http_version 1.1;\n\
     proxy_buffering off;";
 /// nginx's defaults: HTTP/1.0 upstream, no `Upgrade`; buffering on, but `X-Accel-Buffering: no` is honoured.
 const PROXY_DEFAULT: &str = "";
-/// Buffers responses whatever they say: the SSE flush never reaches the browser.
+/// nginx's default HTTP/1.0 upstream, buffering responses whatever they say: even the SSE headers are held back.
 const PROXY_BUFFERING: &str = "proxy_buffering on;\nproxy_ignore_headers X-Accel-Buffering;";
-
-const SKIP_ENV: &str = "PUSHBRIDGE_SKIP_BROWSER";
+/// The same, and gzip for event streams.
+const PROXY_BUFFERING_GZIP: &str = "proxy_buffering on;\nproxy_ignore_headers X-Accel-Buffering;\n\
+    gzip on;\ngzip_types text/event-stream;";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_client_picks_and_switches_transports() {
@@ -62,90 +63,199 @@ async fn browser_client_picks_and_switches_transports() {
 
 async fn run_all(tools: Tools) {
     let started = std::time::Instant::now();
-    let ticker = pushbridge::demo::ticker::start(SocketAddr::from(([127, 0, 0, 1], 0)), TICK)
-        .await
-        .unwrap();
-    let page = serve_page().await;
-    let proxy = proxy::start(&config(ticker, page)).await;
+    let ticks = Ticks::start().await;
+    let page = harness::serve_page().await;
+    let proxy = proxy::start(&config(ticks.upstream.addr, page)).await;
     let direct = proxy.addr();
-    let mut browser = Browser::launch(&tools).await;
+    let mut run = Run {
+        browser: Browser::launch(&tools).await,
+        ticks,
+        direct,
+    };
 
-    // 1. Straight to pushbridge: WebSocket.
-    let state = browser.scenario("direct", direct, false, "ws").await;
+    // 1. Straight to pushbridge: WebSocket. The first page on its stream (which holds nothing yet: the cursor is a
+    // position token).
+    let (state, _) = run
+        .scenario("direct", direct, SHORT_DEADLINES, false, "ws")
+        .await;
     assert_eq!(state.transports, ["ws"], "{state:?}");
-    browser.close("direct").await;
+    run.browser.close("direct").await;
 
     // 2. nginx with its defaults does not forward Upgrade: the WebSocket handshake fails, SSE works.
     let nginx = Nginx::start(&tools, direct, PROXY_DEFAULT, None).await;
-    let state = browser
-        .scenario("nginx-default", nginx.addr(), false, "sse")
+    let (state, _witness) = run
+        .scenario("nginx-default", nginx.addr(), SHORT_DEADLINES, false, "sse")
         .await;
     assert_eq!(state.transports, ["sse"], "{state:?}");
-    browser.close("nginx-default").await;
+    run.browser.close("nginx-default").await;
     drop(nginx);
 
-    // 3. nginx that buffers every response: the SSE stream stays silent, long-poll works.
-    let nginx = Nginx::start(&tools, direct, PROXY_BUFFERING, None).await;
-    let state = browser
-        .scenario("nginx-buffering", nginx.addr(), false, "long-poll")
-        .await;
-    assert_eq!(state.transports, ["long-poll"], "{state:?}");
-    // The page session remembers what worked: after a reload, long-poll at once, nothing else tried.
-    browser.reload("nginx-buffering").await;
-    let state = browser.wait("nginx-buffering", EVENTS, "long-poll").await;
-    assert_consecutive("nginx-buffering, reloaded", &state);
-    assert_eq!(state.transports, ["long-poll"], "{state:?}");
-    assert!(
-        state.errors.is_empty(),
-        "only the remembered transport is tried: {state:?}"
-    );
-    browser.close("nginx-buffering").await;
-    drop(nginx);
+    // 3. nginx that buffers every response, with the client's default deadlines: the SSE stream stays silent (not
+    // even its headers arrive), long-poll works within 5 s, and nothing published meanwhile is lost.
+    for (name, proxying) in [
+        ("nginx-buffering", PROXY_BUFFERING),
+        ("nginx-buffering-gzip", PROXY_BUFFERING_GZIP),
+    ] {
+        let nginx = Nginx::start(&tools, direct, proxying, None).await;
+        let (state, witness) = run
+            .scenario(name, nginx.addr(), "", false, "long-poll")
+            .await;
+        assert_eq!(state.transports, ["long-poll"], "{state:?}");
+        assert_downgraded_in_time(name, &state);
+        if name == "nginx-buffering" {
+            // The page session remembers what worked: after a reload, long-poll at once, nothing else tried.
+            let newest = run.load(name, None, witness.as_ref()).await;
+            let state = run
+                .browser
+                .wait(name, Until::events(EVENTS, "long-poll"))
+                .await;
+            assert_all_after("nginx-buffering, reloaded", &state, newest);
+            assert_eq!(state.transports, ["long-poll"], "{state:?}");
+            assert!(
+                state.errors.is_empty(),
+                "only the remembered transport is tried: {state:?}"
+            );
+        }
+        run.browser.close(name).await;
+        drop(nginx);
+    }
 
     // 4. A browser with neither WebSocket nor EventSource: long-poll.
-    let state = browser
-        .scenario("old-browser", direct, true, "long-poll")
+    let (state, _witness) = run
+        .scenario("old-browser", direct, SHORT_DEADLINES, true, "long-poll")
         .await;
     assert_eq!(state.transports, ["long-poll"], "{state:?}");
-    browser.close("old-browser").await;
+    run.browser.close("old-browser").await;
 
-    // 5. Mid-stream, nginx is restarted with a config that forwards no Upgrade and buffers: WebSocket → long-poll,
-    // and the ids stay consecutive across the switch.
-    let nginx = Nginx::start(&tools, direct, PROXY_UPGRADE, None).await;
+    // 5. Mid-stream, nginx is restarted with a config that forwards no Upgrade and buffers: WebSocket → long-poll.
+    switch_scenario(&mut run, &tools).await;
+
+    // 6. nginx restarts mid-stream behind buffering: the client retries long-poll first; then nginx comes back
+    // forwarding Upgrade: long-poll first again, and the WebSocket probe takes over.
+    restart_scenario(&mut run, &tools).await;
+
+    let shutdown = run.browser.quit();
+    timeout(Duration::from_secs(15), shutdown)
+        .await
+        .expect("the browser driver exits");
+    proxy.shutdown().await;
+    println!(
+        "browser scenarios: 7 passed in {:.1}s (chromium {})",
+        started.elapsed().as_secs_f64(),
+        browser_version()
+    );
+}
+
+async fn switch_scenario(run: &mut Run, tools: &Tools) {
+    let name = "switch";
+    let nginx = Nginx::start(tools, run.direct, PROXY_UPGRADE, None).await;
     let port = nginx.addr().port();
-    let url = page_url(nginx.addr(), "switch");
-    browser.open("switch", &url, false).await;
-    let before = browser.wait("switch", EVENTS, "ws").await;
+    let witness = Witness::start(run.direct, name).await;
+    let url = page_url(nginx.addr(), name, SHORT_DEADLINES);
+    let newest = run.load(name, Some((&url, false)), Some(&witness)).await;
+    let before = run.browser.wait(name, Until::events(EVENTS, "ws")).await;
     drop(nginx);
-    let nginx = Nginx::start(&tools, direct, PROXY_BUFFERING, Some(port)).await;
-    let after = browser
-        .wait("switch", before.ids.len() + EVENTS, "long-poll")
+    let nginx = Nginx::start(tools, run.direct, PROXY_BUFFERING, Some(port)).await;
+    let after = run
+        .browser
+        .wait(name, Until::events(before.ids.len() + EVENTS, "long-poll"))
         .await;
-    browser.close("switch").await;
+    run.browser.close(name).await;
     drop(nginx);
     assert_eq!(
         after.transports.first().map(String::as_str),
         Some("ws"),
         "{after:?}"
     );
-    assert_consecutive("switch", &after);
+    assert_all_after(name, &after, newest);
     println!(
-        "browser scenario switch: {:?}, {} consecutive ids ({} before the restart), errors seen: {:?}",
+        "browser scenario {name}: {:?}, {} ids after {newest} ({} before the restart), errors seen: {:?}",
         after.transports,
         after.ids.len(),
         before.ids.len(),
         after.errors
     );
+}
 
-    let shutdown = browser.quit();
-    timeout(Duration::from_secs(15), shutdown)
-        .await
-        .expect("the browser driver exits");
-    proxy.shutdown().await;
+async fn restart_scenario(run: &mut Run, tools: &Tools) {
+    let name = "restart";
+    let nginx = Nginx::start(tools, run.direct, PROXY_BUFFERING, None).await;
+    let port = nginx.addr().port();
+    let witness = Witness::start(run.direct, name).await;
+    let url = page_url(nginx.addr(), name, "probeInterval=4000");
+    let newest = run.load(name, Some((&url, false)), Some(&witness)).await;
+    let before = run
+        .browser
+        .wait(name, Until::events(EVENTS, "long-poll"))
+        .await;
+
+    // nginx goes away: the poll fails, then a whole round is refused, long-poll (the one that worked) first.
+    drop(nginx);
+    let failed = before.transport_errors();
+    let until = Until {
+        transport_errors: failed + 4,
+        ..Until::default()
+    };
+    let down = run.browser.wait(name, until).await;
+    let round: Vec<&str> = down
+        .errors
+        .iter()
+        .filter(|e| e.starts_with("transport "))
+        .skip(failed)
+        .take(4)
+        .map(|e| e.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        round,
+        [
+            "transport long-poll",
+            "transport long-poll",
+            "transport ws",
+            "transport sse"
+        ],
+        "the dropped transport is retried first: {down:?}"
+    );
+    // Back before the next round (its backoff is at least 500 ms): long-poll again, at once, nothing walked.
+    let nginx = Nginx::start(tools, run.direct, PROXY_BUFFERING, Some(port)).await;
+    let restarted = run.browser.mark(name, "restarted").await;
+    let back = run
+        .browser
+        .wait(name, Until::events(down.ids.len() + EVENTS, "long-poll"))
+        .await;
+    let (_, since) = back.after_mark("restarted");
+    let first = since.iter().find(|m| m.kind != "mark");
+    assert!(
+        first.is_some_and(|m| m.kind == "live"
+            && m.what == "long-poll"
+            && m.t.saturating_sub(restarted) < 3000),
+        "after the restart, long-poll is retried first and recovers at once: {back:?}"
+    );
+
+    // nginx comes back forwarding Upgrade: long-poll is retried first, then the probe finds the WebSocket.
+    drop(nginx);
+    let nginx = Nginx::start(tools, run.direct, PROXY_UPGRADE, Some(port)).await;
+    run.browser.mark(name, "upgraded").await;
+    let upgraded = run
+        .browser
+        .wait(name, Until::events(back.ids.len() + EVENTS, "ws"))
+        .await;
+    let (_, since) = upgraded.after_mark("upgraded");
+    let live: Vec<&str> = since
+        .iter()
+        .filter(|m| m.kind == "live")
+        .map(|m| m.what.as_str())
+        .collect();
+    assert_eq!(live, ["long-poll", "ws"], "{upgraded:?}");
+    run.browser.close(name).await;
+    drop(nginx);
+    drop(witness);
+    assert_all_after(name, &upgraded, newest);
     println!(
-        "browser scenarios: 5 passed in {:.1}s (chromium {})",
-        started.elapsed().as_secs_f64(),
-        browser_version()
+        "browser scenario {name}: {:?}, {} ids after {newest}, recovered {} ms after the restart, errors seen: {:?}",
+        upgraded.transports,
+        upgraded.ids.len(),
+        first.map_or(0, |m| m.t.saturating_sub(restarted)),
+        upgraded.errors
     );
 }
 
@@ -201,7 +311,7 @@ fn client_is_es5() {
     }
 }
 
-fn config(ticker: SocketAddr, page: SocketAddr) -> String {
+fn config(upstream: SocketAddr, page: SocketAddr) -> String {
     format!(
         r#"
 listen:
@@ -210,7 +320,7 @@ passthrough: {{ upstream: "http://{page}" }}
 streams:
   - path: /events/{{channel}}
     upstream:
-      url: "http://{ticker}/internal/events/{{channel}}"
+      url: "http://{upstream}/internal/events/{{channel}}"
       kind: sse
       reconnect: {{ initial: 10ms, max: 100ms }}
     buffer: {{ events: 1000, age: 5m }}
@@ -219,39 +329,118 @@ streams:
     )
 }
 
-fn page_url(base: SocketAddr, name: &str) -> String {
-    format!("http://{base}/?stream=/events/{name}&{PAGE_QUERY}")
+/// The test page on `base`, for stream `/events/{name}`, with client options `query` (empty: the defaults).
+fn page_url(base: SocketAddr, name: &str, query: &str) -> String {
+    format!("http://{base}/?stream=/events/{name}&{query}")
 }
 
-/// What the page received, as reported by run.mjs.
-#[derive(Debug, serde::Deserialize)]
-struct PageState {
-    transports: Vec<String>,
-    ids: Vec<String>,
-    events: Vec<String>,
-    errors: Vec<String>,
-    console: Vec<String>,
+/// The browser, the application and pushbridge's own address, for the scenarios.
+struct Run {
+    browser: Browser,
+    ticks: Arc<Ticks>,
+    direct: SocketAddr,
 }
 
-fn assert_consecutive(scenario: &str, state: &PageState) {
+impl Run {
+    /// One scenario: load the page on `base` (stream `/events/{name}`, client options `query`), wait for [`EVENTS`]
+    /// events over `transport`, check that every id published after the page loaded arrived. The page stays open,
+    /// and the returned witness keeps its stream warm. The `direct` scenario's page is the first on its stream.
+    async fn scenario(
+        &mut self,
+        name: &str,
+        base: SocketAddr,
+        query: &str,
+        old_browser: bool,
+        transport: &str,
+    ) -> (PageState, Option<Witness>) {
+        let witness = match name {
+            "direct" => None,
+            _ => Some(Witness::start(self.direct, name).await),
+        };
+        let url = page_url(base, name, query);
+        let newest = self
+            .load(name, Some((&url, old_browser)), witness.as_ref())
+            .await;
+        let state = self
+            .browser
+            .wait(name, Until::events(EVENTS, transport))
+            .await;
+        assert_all_after(name, &state, newest);
+        println!(
+            "browser scenario {name}: {transport}, {} ids after {newest}, live at {:?} ms, errors seen: {:?}",
+            state.ids.len(),
+            state
+                .timeline
+                .iter()
+                .filter(|m| m.kind == "live")
+                .map(|m| m.t)
+                .collect::<Vec<_>>(),
+            state.errors
+        );
+        (state, witness)
+    }
+
+    /// Opens page `name` at `url` (or reloads it) at a moment the test knows exactly: publishing paused, and the
+    /// stream holding every id published (with a `witness`), or not live yet (without: the page's first request
+    /// connects its upstream). Publishing resumes once the page's client holds its first cursor, which must be the
+    /// stream's position then, and the upstream is connected. Returns the newest id published before the client
+    /// started.
+    async fn load(
+        &mut self,
+        name: &str,
+        open: Option<(&str, bool)>,
+        witness: Option<&Witness>,
+    ) -> u64 {
+        let newest = self.ticks.pause();
+        let connections = self.ticks.upstream.connections();
+        if let Some(witness) = witness {
+            witness.wait_for(newest).await;
+        }
+        match open {
+            Some((url, old_browser)) => self.browser.open(name, url, old_browser).await,
+            None => self.browser.reload(name).await,
+        }
+        let until = Until {
+            cursor: true,
+            ..Until::default()
+        };
+        let state = self.browser.wait(name, until).await;
+        if witness.is_none() {
+            self.ticks.upstream.wait_connections(connections + 1).await;
+        }
+        self.ticks.resume();
+        let cursor = state.cursor.clone().unwrap_or_default();
+        let position = match witness {
+            Some(_) => cursor == newest.to_string(),
+            None => cursor.starts_with("pb:"),
+        };
+        assert!(
+            position,
+            "{name}: the client's first cursor is the stream's position when it started: {state:?}"
+        );
+        newest
+    }
+}
+
+/// Every id published after `newest`, in order, none repeated, none missing (and at least [`EVENTS`] of them);
+/// no gap notice, no script error.
+fn assert_all_after(scenario: &str, state: &PageState, newest: u64) {
     let ids: Vec<u64> = state
         .ids
         .iter()
         .map(|id| {
             id.parse()
-                .unwrap_or_else(|_| panic!("{scenario}: id {id:?} is not a tick number: {state:?}"))
+                .unwrap_or_else(|_| panic!("{scenario}: id {id:?} is not a number: {state:?}"))
         })
         .collect();
     assert!(ids.len() >= EVENTS, "{scenario}: too few events: {state:?}");
-    for pair in ids.windows(2) {
-        assert_eq!(
-            pair[1],
-            pair[0] + 1,
-            "{scenario}: ids not consecutive (lost or repeated): {state:?}"
-        );
-    }
+    let expected: Vec<u64> = (newest + 1..).take(ids.len()).collect();
+    assert_eq!(
+        ids, expected,
+        "{scenario}: not every id published after {newest}, in order, once: {state:?}"
+    );
     assert!(
-        state.events.iter().all(|e| e == "tick"),
+        state.events.iter().all(|e| e == "message"),
         "{scenario}: unexpected events (a gap?): {state:?}"
     );
     let script_error = state
@@ -264,332 +453,101 @@ fn assert_consecutive(scenario: &str, state: &PageState) {
     );
 }
 
-/// The browser and the tools the scenarios run, found on this machine.
-struct Tools {
-    nginx: PathBuf,
-    driver: PathBuf,
-}
-
-impl Tools {
-    /// Finds Chromium, nginx, node and the driver's node_modules; fails naming `.ci/browser-deps` when one is
-    /// missing, unless [`SKIP_ENV`] is set.
-    fn find() -> Option<Tools> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let chromium = std::env::var_os("PUSHBRIDGE_CHROMIUM")
-            .map_or(PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-            .map(PathBuf::from)
-            .into_iter()
-            .find(|p| p.exists());
-        let mut missing = Vec::new();
-        if !chromium.exists() {
-            missing.push("chromium (/usr/bin/chromium)");
-        }
-        if nginx.is_none() {
-            missing.push("nginx");
-        }
-        if !node_runs() {
-            missing.push("node");
-        }
-        if !root
-            .join("tests/browser/node_modules/playwright-core/package.json")
-            .exists()
-        {
-            missing.push("tests/browser/node_modules (playwright-core)");
-        }
-        if skip_or_fail(&missing) {
-            return None;
-        }
-        // Found: nothing is missing.
-        nginx.map(|nginx| Tools {
-            nginx,
-            driver: root.join("tests/browser/run.mjs"),
-        })
-    }
-}
-
-fn node_runs() -> bool {
-    std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
-/// With nothing `missing`, false. Otherwise fails naming `.ci/browser-deps`, or, when [`SKIP_ENV`] is set, prints
-/// a skip line and returns true.
-fn skip_or_fail(missing: &[&str]) -> bool {
-    if missing.is_empty() {
-        return false;
-    }
+/// Behind a buffering proxy, long-poll went live within [`DOWNGRADE_WITHIN_MS`] of `connect()`.
+fn assert_downgraded_in_time(scenario: &str, state: &PageState) {
+    let live = state
+        .timeline
+        .iter()
+        .find(|m| m.kind == "live" && m.what == "long-poll");
     assert!(
-        std::env::var(SKIP_ENV).is_ok_and(|v| v == "1"),
-        "browser tests need {}: run `bash .ci/browser-deps` as root (or set {SKIP_ENV}=1 to skip them)",
-        missing.join(", ")
+        live.is_some_and(|m| m.t < DOWNGRADE_WITHIN_MS),
+        "{scenario}: on long-poll within {DOWNGRADE_WITHIN_MS} ms: {state:?}"
     );
-    println!(
-        "browser tests skipped ({SKIP_ENV}=1): missing {}",
-        missing.join(", ")
-    );
-    true
 }
 
-/// The test page's own tiny application (pushbridge's pass-through target): `/` is tests/browser/page.html.
-async fn serve_page() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = service_fn(|req: Request<Incoming>| async move {
-                    let response = if req.uri().path() == "/" {
-                        Response::builder()
-                            .header("content-type", "text/html; charset=utf-8")
-                            .body(Full::new(Bytes::from(PAGE)))
-                    } else {
-                        Response::builder()
-                            .status(404)
-                            .body(Full::new(Bytes::from("not found\n")))
-                    };
-                    Ok::<_, Infallible>(response.unwrap())
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-            });
-        }
-    });
-    addr
+/// The application: [`SseUpstream`] with one event published every [`TICK`] (ids 1, 2, …). Publishing can be
+/// paused, and the newest id published is known exactly.
+struct Ticks {
+    upstream: SseUpstream,
+    /// Paused, and the newest id published: changed together, under the lock.
+    state: Mutex<(bool, u64)>,
 }
 
-/// nginx as a child process in its own temp dir (config, pid, logs, temp files), killed on drop.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    /// Starts nginx in front of `upstream` with the `proxy` directives, on `port` (or a free one).
-    async fn start(tools: &Tools, upstream: SocketAddr, proxy: &str, port: Option<u16>) -> Nginx {
-        let port = match port {
-            Some(port) => port,
-            None => std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port(),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let conf = NGINX_CONF
-            .replace("{{DIR}}", &dir.path().display().to_string())
-            .replace("{{PORT}}", &port.to_string())
-            .replace("{{UPSTREAM}}", &upstream.to_string())
-            .replace("{{PROXY}}", proxy);
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new(&tools.nginx)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("nginx did not start ({e}): run `bash .ci/browser-deps`"));
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let ready = timeout(Duration::from_secs(10), async {
+impl Ticks {
+    async fn start() -> Arc<Ticks> {
+        let ticks = Arc::new(Ticks {
+            upstream: SseUpstream::start(true).await,
+            state: Mutex::new((false, 0)),
+        });
+        let publisher = Arc::downgrade(&ticks);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(TICK);
             loop {
-                if TcpStream::connect(addr).await.is_ok() {
-                    return Ok(());
+                interval.tick().await;
+                let Some(ticks) = publisher.upgrade() else {
+                    return;
+                };
+                let mut state = ticks.state.lock().unwrap();
+                if !state.0 {
+                    state.1 += 1;
+                    ticks.upstream.publish(format!("{{\"tick\":{}}}", state.1));
                 }
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(status);
-                }
-                // Polls for readiness; no ordering depends on this pause.
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-        })
-        .await;
-        if !matches!(ready, Ok(Ok(()))) {
-            let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-            panic!("nginx did not listen on {addr} ({ready:?}); error.log:\n{log}");
-        }
-        Nginx {
-            child,
-            addr,
-            _dir: dir,
-        }
+        });
+        ticks
     }
 
-    fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Stops publishing; returns the newest id published.
+    fn pause(&self) -> u64 {
+        let mut state = self.state.lock().unwrap();
+        state.0 = true;
+        state.1
+    }
+
+    fn resume(&self) {
+        self.state.lock().unwrap().0 = false;
     }
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // One process (master_process off): killing it closes every connection and frees the port.
-        let _ = self.child.start_kill();
-        if let Some(pid) = self.child.id() {
-            wait_gone(pid);
-        }
-    }
+/// A subscriber straight to pushbridge's stream `/events/{name}`: keeps the stream warm (its upstream connected)
+/// and shows which ids it holds.
+struct Witness {
+    newest: watch::Receiver<u64>,
+    reader: JoinHandle<()>,
 }
 
-/// Waits (bounded) until process `pid` has exited, so its port can be bound again.
-fn wait_gone(pid: u32) {
-    let proc = PathBuf::from(format!("/proc/{pid}/stat"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < deadline {
-        let state = std::fs::read_to_string(&proc).unwrap_or_default();
-        // Gone, or a zombie (its sockets are closed already).
-        if state.is_empty()
-            || state
-                .rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-fn browser_version() -> &'static str {
-    VERSION.get().map_or("?", String::as_str)
-}
-
-/// The driver (node tests/browser/run.mjs) and its Chromium; commands and answers are JSON lines.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Browser {
-    async fn launch(tools: &Tools) -> Browser {
-        let mut child = Command::new("node")
-            .arg(&tools.driver)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("node did not start ({e}): run `bash .ci/browser-deps`"));
-        let stdin = child.stdin.take().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut browser = Browser {
-            child,
-            stdin,
-            lines,
-        };
-        let ready = browser.read(Duration::from_secs(60)).await;
-        assert_eq!(
-            ready["ready"], true,
-            "Chromium did not start (run `bash .ci/browser-deps`): {ready}"
-        );
-        let _ = VERSION.set(ready["version"].as_str().unwrap_or("?").to_owned());
-        browser
-    }
-
-    async fn read(&mut self, within: Duration) -> Value {
-        let line = timeout(within, self.lines.next_line())
+impl Witness {
+    /// Subscribes and waits for the first event, so the stream's upstream is connected.
+    async fn start(direct: SocketAddr, name: &str) -> Witness {
+        let mut sse = client::connect(direct, Proto::H1)
             .await
-            .expect("the browser driver answered in time")
-            .expect("the browser driver's stdout is readable")
-            .expect("the browser driver is still running (see its stderr above)");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver said {line:?}: {e}"))
-    }
-
-    async fn call(&mut self, command: Value, within: Duration) -> Value {
-        let mut line = command.to_string();
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).await.unwrap();
-        self.stdin.flush().await.unwrap();
-        self.read(within).await
-    }
-
-    async fn open(&mut self, page: &str, url: &str, old_browser: bool) {
-        let answer = self
-            .call(
-                json!({"op": "open", "page": page, "url": url, "old_browser": old_browser}),
-                Duration::from_secs(30),
-            )
+            .sse(direct, &format!("/events/{name}?transport=sse"), None)
             .await;
-        assert_eq!(answer["ok"], true, "{page}: page did not load: {answer}");
+        let (tx, newest) = watch::channel(0);
+        let reader = tokio::spawn(async move {
+            while let Some(event) = sse.next_event().await {
+                if let Some(id) = event.id.and_then(|id| id.parse().ok()) {
+                    tx.send_replace(id);
+                }
+            }
+        });
+        let witness = Witness { newest, reader };
+        witness.wait_for(1).await;
+        witness
     }
 
-    /// Waits until the page holds `count` events and its latest transport is `transport`.
-    async fn wait(&mut self, page: &str, count: usize, transport: &str) -> PageState {
-        let command = json!({"op": "wait", "page": page, "count": count, "transport": transport, "timeout_ms": WAIT_MS});
-        let answer = self
-            .call(
-                command,
-                Duration::from_millis(WAIT_MS) + Duration::from_secs(15),
-            )
-            .await;
-        let state: PageState = serde_json::from_value(answer["state"].clone())
-            .unwrap_or_else(|e| panic!("{page}: no page state in {answer}: {e}"));
-        assert_eq!(
-            answer["ok"], true,
-            "{page}: wanted {count} events over {transport}: {answer}"
-        );
-        state
+    /// Waits until the stream has delivered id `id`.
+    async fn wait_for(&self, id: u64) {
+        let mut newest = self.newest.clone();
+        timeout(client::WAIT, newest.wait_for(|&n| n >= id))
+            .await
+            .unwrap_or_else(|_| panic!("the stream did not deliver id {id} in time"))
+            .expect("the witness reads the stream");
     }
+}
 
-    async fn reload(&mut self, page: &str) {
-        let answer = self
-            .call(
-                json!({"op": "reload", "page": page}),
-                Duration::from_secs(30),
-            )
-            .await;
-        assert_eq!(answer["ok"], true, "{page}: reload failed: {answer}");
-    }
-
-    async fn close(&mut self, page: &str) {
-        let answer = self
-            .call(
-                json!({"op": "close", "page": page}),
-                Duration::from_secs(15),
-            )
-            .await;
-        assert_eq!(answer["ok"], true, "{page}: {answer}");
-    }
-
-    /// One scenario: open the page on `base`, wait for [`EVENTS`] events over `transport`, check their ids. The
-    /// page stays open.
-    async fn scenario(
-        &mut self,
-        name: &str,
-        base: SocketAddr,
-        old_browser: bool,
-        transport: &str,
-    ) -> PageState {
-        self.open(name, &page_url(base, name), old_browser).await;
-        let state = self.wait(name, EVENTS, transport).await;
-        assert_consecutive(name, &state);
-        println!(
-            "browser scenario {name}: {transport}, {} consecutive ids, errors seen: {:?}",
-            state.ids.len(),
-            state.errors
-        );
-        state
-    }
-
-    /// Closes stdin (the driver then closes Chromium) and waits for the driver to exit.
-    async fn quit(self) {
-        let Browser {
-            mut child,
-            stdin,
-            lines,
-        } = self;
-        drop(stdin);
-        drop(lines);
-        let status = child.wait().await.unwrap();
-        assert!(status.success(), "browser driver exited with {status}");
+impl Drop for Witness {
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }

@@ -1,29 +1,44 @@
 /*
- * pushbridge browser client, served at /_pushbridge/client.js (DESIGN §4). ES5 only: it must run where nothing but
- * XMLHttpRequest long-poll works.
+ * pushbridge browser client, served at /_pushbridge/client.js (DESIGN §4, docs/protocol.md "Browser client").
+ * ES5 only: it must run where nothing but XMLHttpRequest long-poll works.
  *
  *   var conn = pushbridge.connect('/events/news', {
  *     onevent: function (e) {},         // {id, event, data}; the gap notice has event = gapEvent and id null
  *     ontransport: function (name) {},  // 'ws' | 'sse' | 'long-poll', each time one goes live
- *     onerror: function (err) {},       // {type: 'gap' | 'transport', transport, message}
+ *     onerror: function (err) {},       // {type: 'gap' | 'transport' | 'probe', transport, message}
  *     events: ['message'],              // SSE event names to listen for (EventSource has no wildcard)
- *     transports: ['ws', 'sse', 'long-poll'], gapEvent: 'pushbridge-gap', lastEventId: null,
- *     openTimeout: 10000, silenceTimeout: 4000, pollTimeout: 60000   // ms
+ *     transports: ['ws', 'sse', 'long-poll'], gapEvent: 'pushbridge-gap',
+ *     lastEventId: null,                // resume after this id; otherwise the stream's position at connect()
+ *     positionTimeout: 3000,            // ms for the first request, which learns that position
+ *     openTimeout: 5000,                // ms for a WebSocket to open
+ *     silenceTimeout: 3500,             // ms from creating an EventSource to its `pushbridge-open` event
+ *     pollTimeout: 60000,               // ms a long-poll may stay unanswered
+ *     probeInterval: 300000,            // ms on a lower transport before trying the better ones again; 0 = never
+ *     backoffMax: 15000                 // ms, the longest pause between reconnect rounds
  *   });
  *   conn.close();
  *
- * Tries WebSocket, then SSE, then long-poll (skipping what the browser lacks). A transport that fails to open,
- * closes before it is live, or (SSE) does not show the `pushbridge-open` event within `silenceTimeout` of connecting
- * (a buffering proxy holds the stream back) is dropped for the next one. The last event id travels across every
- * switch (`last_event_id` query parameter) and ids already delivered are dropped, so nothing is lost or repeated.
- * The transport that went live is remembered for the page session and reconnected to, with backoff, when it drops.
+ * Cursor from the first moment: unless `lastEventId` is given, the first request (`transport=long-poll&wait=0`,
+ * answered at once) learns the stream's position, and every transport opened later resumes from it, so nothing
+ * published after connect() is lost while transports are tried. If that request fails (the route refuses
+ * long-poll, an older server, `positionTimeout`), the client starts without a cursor.
+ * Ladder: WebSocket, then SSE, then long-poll (skipping what the browser lacks). A transport that fails to open
+ * (WebSocket: `openTimeout`), closes before it is live, or (SSE) does not show the `pushbridge-open` event within
+ * `silenceTimeout` of its creation (a buffering proxy holds even the headers back) is dropped for the next one.
+ * The transport that worked is remembered for the page session; when it drops, it is retried first (after a
+ * backoff), then the rest of the ladder. While live on a lower transport, the better ones are probed every
+ * `probeInterval` alongside it; one that goes live replaces it. Every request carries the last event id
+ * (`last_event_id` query parameter) and the server resumes exactly after it; a probe that takes over skips what the
+ * transport it replaced delivered after the probe's cursor. So nothing is lost or repeated, and ids an upstream
+ * reuses (a restarted app counting from 1 again) still arrive.
  */
 (function (root) {
   'use strict';
 
   var ORDER = ['ws', 'sse', 'long-poll'];
   var OPEN_EVENT = 'pushbridge-open';
-  var RECENT_IDS = 256;
+  // Most ids a probe may have to skip when it takes over (what the transport it replaces delivered meanwhile).
+  var MAX_WINDOW = 10000;
 
   function supported(name) {
     if (name === 'ws') { return typeof root.WebSocket === 'function' || typeof root.WebSocket === 'object'; }
@@ -60,8 +75,8 @@
     return memory.hasOwnProperty(key) ? memory[key] : null;
   }
 
-  // One opener per transport. Each reads a.cursor() and calls back a.connected() (SSE headers in), a.live(),
-  // a.deliver(event), a.moveCursor(id) and a.fail(message, downgrade); each returns its stop function.
+  // One opener per transport. Each reads a.cursor() and calls back a.live(), a.deliver(event), a.moveCursor(id)
+  // and a.fail(message, downgrade); each returns its stop function.
 
   function openWs(url, a) {
     var sock = new root.WebSocket(absolute(withQuery(url, { transport: 'ws', last_event_id: a.cursor() }))
@@ -90,7 +105,6 @@
 
   function openSse(url, a, names, gapEvent) {
     var es = new root.EventSource(withQuery(url, { transport: 'sse', open: '1', last_event_id: a.cursor() }));
-    es.onopen = function () { a.connected(); };
     es.onerror = function () { es.close(); a.fail('EventSource error'); };
     es.addEventListener(OPEN_EVENT, function () { a.live(); }, false);
     function listen(name) {
@@ -142,15 +156,56 @@
     };
   }
 
+  // Learns the stream's position with one answered-at-once long-poll (`wait=0`), then calls done(answer) with
+  // {events, last_event_id} or done(null) when that failed (refused, not JSON, timed out).
+  function learnPosition(url, timeoutMs, done) {
+    var xhr = null, timer = null, finished = false;
+    function finish(answer) {
+      if (finished) { return; }
+      finished = true;
+      root.clearTimeout(timer);
+      if (xhr) { xhr.onreadystatechange = null; }
+      done(answer);
+    }
+    try {
+      xhr = new root.XMLHttpRequest();
+      xhr.open('GET', withQuery(url, { transport: 'long-poll', wait: '0' }), true);
+      xhr.onreadystatechange = function () {
+        if (xhr.readyState !== 4) { return; }
+        var body = null;
+        if (xhr.status === 200) {
+          try { body = JSON.parse(xhr.responseText); } catch (e) { body = null; }
+        }
+        finish(body && body.events instanceof Array ? body : null);
+      };
+      timer = root.setTimeout(function () {
+        try { xhr.abort(); } catch (e) { /* already done */ }
+        finish(null);
+      }, timeoutMs);
+      xhr.send(null);
+    } catch (e) {
+      finish(null);
+    }
+    return function () {
+      if (finished) { return; }
+      finished = true;
+      root.clearTimeout(timer);
+      xhr.onreadystatechange = null;
+      xhr.abort();
+    };
+  }
+
   function connect(url, options) {
     options = options || {};
     var noop = function () {};
     var onevent = options.onevent || noop, ontransport = options.ontransport || noop, onerror = options.onerror || noop;
     var gapEvent = options.gapEvent || 'pushbridge-gap';
     var names = (options.events || ['message']).concat([gapEvent]);
-    var openTimeout = options.openTimeout || 10000;
-    var silenceTimeout = options.silenceTimeout || 4000;
+    var positionTimeout = options.positionTimeout || 3000;
+    var openTimeout = options.openTimeout || 5000;
+    var silenceTimeout = options.silenceTimeout || 3500;
     var pollTimeout = options.pollTimeout || 60000;
+    var probeInterval = typeof options.probeInterval === 'number' ? options.probeInterval : 300000;
     var backoffMax = options.backoffMax || 15000;
     var storeKey = 'pushbridge.transport ' + url;
 
@@ -159,81 +214,192 @@
     for (var i = 0; i < wanted.length; i++) {
       if (supported(wanted[i])) { order.push(wanted[i]); }
     }
-    var index = Math.max(0, indexOf(order, recall(storeKey)));
-    var lastId = options.lastEventId || null;
-    var recent = {}, recentQueue = [];
-    var current = null, retryTimer = null, failures = 0, closed = false;
+    // The transport that last worked: tried first in every round.
+    var preferred = indexOf(order, recall(storeKey)) >= 0 ? recall(storeKey) : null;
+    var lastId = options.lastEventId ? String(options.lastEventId) : null;
+    // Ids delivered since the pending probe read its cursor: log[k] is delivery number logBase + k.
+    var log = [], logBase = 0;
+    var current = null, probe = null, plan = [], probes = [];
+    var retryTimer = null, probeTimer = null, stopPosition = noop, failures = 0, closed = false;
 
     function indexOf(list, value) {
       for (var j = 0; j < list.length; j++) { if (list[j] === value) { return j; } }
       return -1;
     }
 
-    function seen(id) {
-      if (id === null) { return false; }
-      if (recent.hasOwnProperty(id)) { return true; }
-      recent[id] = true;
-      recentQueue.push(id);
-      if (recentQueue.length > RECENT_IDS) { delete recent[recentQueue.shift()]; }
-      return false;
+    // Every resume is exact (the events after the cursor), so only a probe that takes over repeats anything: what
+    // the transport it replaces delivered after the probe's cursor. Those, matched in order, are its window (below);
+    // the first event that differs ends it. An upstream that reuses ids loses nothing.
+    function trimLog() {
+      var keep = probe ? logBase + log.length - probe.from : 0;
+      if (keep > MAX_WINDOW) {
+        var p = probe;
+        probe = null;
+        halt(p);
+        onerror({ type: 'probe', transport: p.name, message: 'too many events to switch over' });
+        keep = 0;
+      }
+      while (log.length > keep) {
+        log.shift();
+        logBase += 1;
+      }
     }
 
-    function start() {
+    function deliver(event, name) {
+      event.id = event.id === null || event.id === undefined ? null : String(event.id);
+      if (event.id !== null) {
+        lastId = event.id;
+        log.push(event.id);
+        trimLog();
+      }
+      if (event.event === gapEvent) {
+        onerror({ type: 'gap', transport: name, message: 'events were lost after ' + (lastId || 'the start') });
+      }
+      onevent(event);
+    }
+
+    function halt(a) {
+      a.stopped = true;
+      root.clearTimeout(a.timer);
+      a.stop();
+    }
+
+    // A round: the transport that last worked, then the rest of the ladder, each at once after the other fails.
+    function startRound() {
       retryTimer = null;
       if (closed) { return; }
       if (order.length === 0) {
         onerror({ type: 'transport', transport: null, message: 'no usable transport in this browser' });
         return;
       }
-      var name = order[index];
-      var a = { name: name, isLive: false, timer: null, stop: noop, stopped: false };
-      current = a;
-      function mine() { return current === a && !closed; }
-      function deadline(ms, why) {
-        root.clearTimeout(a.timer);
-        a.timer = root.setTimeout(function () { if (mine() && !a.isLive) { a.fail(why); } }, ms);
+      plan = preferred !== null ? [preferred] : [];
+      for (var j = 0; j < order.length; j++) {
+        if (order[j] !== preferred) { plan.push(order[j]); }
       }
-      a.cursor = function () { return lastId; };
-      a.moveCursor = function (id) { if (mine()) { lastId = id; } };
-      a.connected = function () { if (mine() && !a.isLive) { deadline(silenceTimeout, 'no open event (buffered?)'); } };
+      next();
+    }
+
+    function next() {
+      if (closed) { return; }
+      if (plan.length === 0) {
+        schedule(); // nothing worked: another round, after a backoff
+      } else {
+        attempt(plan.shift(), false);
+      }
+    }
+
+    function schedule() {
+      failures += 1;
+      var delay = Math.min(backoffMax, 250 * Math.pow(2, failures));
+      retryTimer = root.setTimeout(startRound, delay * (0.5 + Math.random() / 2));
+    }
+
+    // While live on a lower transport: every probeInterval, the better ones, best first, alongside it.
+    function planProbes() {
+      root.clearTimeout(probeTimer);
+      probeTimer = null;
+      probes = [];
+      var rank = current ? indexOf(order, current.name) : -1;
+      if (probeInterval <= 0 || rank <= 0) { return; }
+      probeTimer = root.setTimeout(function () {
+        probeTimer = null;
+        probes = order.slice(0, rank);
+        nextProbe();
+      }, probeInterval);
+    }
+
+    function nextProbe() {
+      if (closed || !current || !current.isLive) { return; }
+      if (probes.length === 0) {
+        planProbes();
+      } else {
+        attempt(probes.shift(), true);
+      }
+    }
+
+    function stopProbing() {
+      root.clearTimeout(probeTimer);
+      probeTimer = null;
+      probes = [];
+      if (probe) {
+        var p = probe;
+        probe = null;
+        halt(p);
+      }
+    }
+
+    function attempt(name, isProbe) {
+      var a = { name: name, isLive: false, timer: null, stop: noop, stopped: false, window: [] };
+      a.from = logBase + log.length;
+      if (isProbe) { probe = a; } else { current = a; }
+      function mine() { return !closed && (current === a || probe === a); }
+      a.cursor = function () {
+        a.from = logBase + log.length;
+        return lastId;
+      };
+      a.moveCursor = function (id) { if (current === a && !closed) { lastId = id; } };
       a.live = function () {
         if (!mine() || a.isLive) { return; }
         a.isLive = true;
         root.clearTimeout(a.timer);
-        if (name !== 'ws') { failures = 0; } // a WebSocket counts as working once a message came through
-        remember(storeKey, name);
+        if (probe === a) {
+          // Went live beside the current transport: it takes over. Its cursor is the last id at its start, and
+          // events the old one delivered since are dropped as repeats.
+          probe = null;
+          if (current) { halt(current); }
+          current = a;
+          a.window = log.slice(Math.max(0, a.from - logBase));
+          trimLog(); // no probe pending now: nothing to keep
+        }
+        plan = order.slice(indexOf(order, name) + 1); // should it turn out useless, the ones below it
+        if (name !== 'ws') { worked(); } // a WebSocket counts as working once a message came through
         ontransport(name);
+        planProbes();
       };
       a.deliver = function (event) {
-        if (!mine()) { return; }
-        failures = 0;
-        if (event.id !== null) { event.id = String(event.id); }
-        if (seen(event.id)) { return; }
-        if (event.id !== null) { lastId = event.id; }
-        if (event.event === gapEvent) {
-          onerror({ type: 'gap', transport: name, message: 'events were lost after ' + (lastId || 'the start') });
+        if (current !== a || closed) { return; }
+        worked();
+        if (a.window.length > 0) {
+          if (event.id !== null && String(event.id) === a.window[0]) {
+            a.window.shift(); // delivered already, by the transport this one replaced
+            return;
+          }
+          a.window = [];
         }
-        onevent(event);
+        deliver(event, name);
       };
       a.fail = function (message, downgrade) {
         if (!mine()) { return; }
+        halt(a);
+        if (probe === a) {
+          probe = null;
+          onerror({ type: 'probe', transport: name, message: message });
+          nextProbe();
+          return;
+        }
         current = null;
-        root.clearTimeout(a.timer);
-        a.stopped = true;
-        a.stop();
+        stopProbing();
         onerror({ type: 'transport', transport: name, message: message });
         if (a.isLive && !downgrade) {
-          schedule(); // the working transport dropped: reconnect to it
-        } else if (index + 1 < order.length) {
-          index += 1; // never went live: the next transport, at once
-          start();
+          schedule(); // a blip: the next round starts with the transport that worked
         } else {
-          index = 0; // nothing worked: start over, with backoff
-          schedule();
+          // A WebSocket cut before any message (a proxy that accepts the upgrade, then drops it) is not retried
+          // first; a transport that merely could not connect is (the outage may be over next round).
+          if (downgrade && preferred === name) { preferred = null; }
+          next();
         }
       };
+      function worked() {
+        failures = 0;
+        if (preferred !== name) {
+          preferred = name;
+          remember(storeKey, name);
+        }
+      }
+      // Both deadlines run from the start: a buffering proxy holds even the SSE response headers back.
+      if (name === 'ws') { deadline(a, openTimeout, 'did not open in time'); }
+      if (name === 'sse') { deadline(a, silenceTimeout, 'no open event in time (a buffering proxy?)'); }
       // Long-poll has no open step: a held poll is silent by design, and pollTimeout bounds it.
-      if (name !== 'long-poll') { deadline(openTimeout, 'did not open in time'); }
       try {
         var stop = name === 'ws' ? openWs(url, a) : name === 'sse' ? openSse(url, a, names, gapEvent)
           : openLongPoll(url, a, pollTimeout, gapEvent);
@@ -243,20 +409,36 @@
       }
     }
 
-    function schedule() {
-      failures += 1;
-      var delay = Math.min(backoffMax, 250 * Math.pow(2, failures));
-      retryTimer = root.setTimeout(start, delay * (0.5 + Math.random() / 2));
+    function deadline(a, ms, why) {
+      a.timer = root.setTimeout(function () { if (!a.isLive) { a.fail(why); } }, ms);
     }
 
-    start();
+    function begin(answer) {
+      stopPosition = noop;
+      if (closed) { return; }
+      if (answer) {
+        for (var j = 0; j < answer.events.length; j++) {
+          var e = answer.events[j];
+          deliver({ id: e.id, event: e.event || 'message', data: e.data }, 'long-poll');
+        }
+        if (typeof answer.last_event_id === 'string' && answer.last_event_id !== '') { lastId = answer.last_event_id; }
+      }
+      startRound();
+    }
+
+    if (lastId === null && order.length > 0 && supported('long-poll')) {
+      stopPosition = learnPosition(url, positionTimeout, begin);
+    } else {
+      begin(null);
+    }
     return {
       close: function () {
         closed = true;
+        stopPosition();
         root.clearTimeout(retryTimer);
+        stopProbing();
         if (current) {
-          root.clearTimeout(current.timer);
-          current.stop();
+          halt(current);
           current = null;
         }
       },

@@ -1,7 +1,9 @@
 //! The ring buffer of one stream: events by sequence number, bounded by count and age, with an id index for
-//! resume and for dropping events an upstream replays after a reconnect.
+//! resume, the upstream's last event id (what an upstream reconnect resumes after), and the replay window that
+//! drops what an upstream provably repeats after such a resume (docs/protocol.md, "Upstream replays").
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,14 +18,34 @@ pub enum ResumeAt {
     Gap(u64),
 }
 
+/// What [`Ring::push`] did with an upstream event.
+#[derive(Debug, Clone)]
+pub enum Push {
+    /// A new event. `reused_id`: the upstream gave an id the ring already held (the index now names this one).
+    Added { event: Arc<Event>, reused_id: bool },
+    /// It repeats, in order, what the ring holds after the id the upstream resumed from: dropped.
+    Replayed,
+}
+
+/// How a position token starts (`pb:<epoch>:<seq>`, see [`Ring::position`]).
+pub const POSITION_PREFIX: &str = "pb:";
+
 #[derive(Debug)]
 pub struct Ring {
     events: VecDeque<Arc<Event>>,
+    /// Each id held, to the sequence number of its newest occurrence.
     ids: HashMap<Arc<str>, u64>,
     next_seq: u64,
     max_events: usize,
     max_age: Duration,
     epoch: Arc<str>,
+    /// The upstream's last event id as of the newest event pushed (the WHATWG "last event ID string": set by an
+    /// `id:`, reset by an empty one, kept by events without one). Outlives the events themselves.
+    upstream_last_id: Option<Arc<str>>,
+    /// The held sequence numbers an upstream replay is still expected to repeat, in order.
+    replay: Option<Range<u64>>,
+    /// The resume id's own event, which an upstream may resend first (an inclusive resume).
+    replay_own: Option<u64>,
 }
 
 impl Ring {
@@ -35,38 +57,102 @@ impl Ring {
             max_events: max_events.max(1),
             max_age,
             epoch: epoch.into(),
+            upstream_last_id: None,
+            replay: None,
+            replay_own: None,
         }
     }
 
-    /// Appends an event. `id` is the upstream's (empty = none, and the hub generates one). Returns `None` when an
-    /// event with the same id is already held (an upstream replay).
+    /// A new upstream session resumed after `resumed_from` (`None`: it asked for no position). Opens the replay
+    /// window: the events held after the newest occurrence of that id (all of them when the id itself was evicted
+    /// but is still the upstream's last id), optionally preceded by that occurrence itself (apps that resume
+    /// inclusively resend it).
+    pub fn open_replay(&mut self, resumed_from: Option<&str>) {
+        self.replay = None;
+        self.replay_own = None;
+        let Some(from) = resumed_from.filter(|id| !id.is_empty()) else {
+            return;
+        };
+        let start = match self.ids.get(from) {
+            Some(&seq) => {
+                self.replay_own = Some(seq);
+                seq + 1
+            }
+            None if self.upstream_last_id.as_deref() == Some(from) => self.oldest(),
+            None => return,
+        };
+        if start < self.next_seq {
+            self.replay = Some(start..self.next_seq);
+        }
+    }
+
+    /// Appends an upstream event (`id` as the upstream gave it: `None` = no `id:` line, `Some("")` = a reset; the
+    /// hub then generates `<epoch>-<seq>`), unless it is the next event of an open replay window.
     pub fn push(
         &mut self,
         id: Option<&str>,
         event: Option<&str>,
         data: &str,
         now: Instant,
-    ) -> Option<Arc<Event>> {
+    ) -> Push {
+        let given = id.filter(|id| !id.is_empty());
+        if self.is_replay(given, event, data) {
+            return Push::Replayed;
+        }
         let seq = self.next_seq;
-        let id: Arc<str> = match id.filter(|id| !id.is_empty()) {
-            Some(id) if self.ids.contains_key(id) => return None,
-            Some(id) => id.into(),
-            None => format!("{}-{seq}", self.epoch).into(),
+        let reset = id.is_some() && given.is_none();
+        let (id, generated) = match given {
+            Some(given) => (Arc::<str>::from(given), false),
+            None => (Arc::<str>::from(format!("{}-{seq}", self.epoch)), true),
         };
-        let event = Arc::new(Event::new(
-            seq,
-            id.clone(),
-            event.map(Arc::from),
-            data.into(),
-        ));
+        if !generated {
+            self.upstream_last_id = Some(id.clone());
+        } else if reset {
+            self.upstream_last_id = None;
+        }
+        let reused_id = !generated && self.ids.contains_key(&id);
+        let mut new = Event::new(seq, id.clone(), event.map(Arc::from), data.into());
+        new.generated_id = generated;
+        let new = Arc::new(new);
         self.next_seq += 1;
         self.ids.insert(id, seq);
-        self.events.push_back(event.clone());
+        self.events.push_back(new.clone());
         while self.events.len() > self.max_events {
             self.pop_front();
         }
         self.evict_expired(now);
-        Some(event)
+        Push::Added {
+            event: new,
+            reused_id,
+        }
+    }
+
+    /// Whether `(id, event, data)` is the next event of the replay window; closes the window when it is not, or
+    /// when it was the last one. The resume id's own event may come first, once.
+    fn is_replay(&mut self, id: Option<&str>, event: Option<&str>, data: &str) -> bool {
+        if let Some(own) = self.replay_own.take()
+            && self.held_matches(own, id, event, data)
+        {
+            return true;
+        }
+        let Some(window) = self.replay.take() else {
+            return false;
+        };
+        let matches = self.held_matches(window.start, id, event, data);
+        if matches && window.start + 1 < window.end {
+            self.replay = Some(window.start + 1..window.end);
+        }
+        matches
+    }
+
+    /// Whether the event held at `seq` has this upstream id, name and data.
+    fn held_matches(&self, seq: u64, id: Option<&str>, event: Option<&str>, data: &str) -> bool {
+        let held = seq
+            .checked_sub(self.oldest())
+            .and_then(|at| self.events.get(at as usize));
+        held.is_some_and(|held| {
+            held.upstream_id() == id && held.event.as_deref() == event && *held.data == *data
+        })
     }
 
     /// Drops events older than the age bound.
@@ -81,7 +167,9 @@ impl Ring {
     }
 
     fn pop_front(&mut self) {
-        if let Some(old) = self.events.pop_front() {
+        if let Some(old) = self.events.pop_front()
+            && self.ids.get(&old.id) == Some(&old.seq)
+        {
             self.ids.remove(&old.id);
         }
     }
@@ -110,68 +198,47 @@ impl Ring {
         out.extend(self.events.iter().skip(start).take(max).cloned());
     }
 
-    /// Where a client that last saw `last_id` resumes.
+    /// Where a client that last saw `last_id` resumes: after the newest event with that id, or at the position a
+    /// [`Ring::position`] token names (when it is still held: from the oldest event on, up to the head).
     pub fn resume(&self, last_id: &str) -> ResumeAt {
-        match self.ids.get(last_id) {
-            Some(&seq) => ResumeAt::Found(seq + 1),
-            None => ResumeAt::Gap(self.oldest()),
+        if let Some(&seq) = self.ids.get(last_id) {
+            return ResumeAt::Found(seq + 1);
+        }
+        match self.token_seq(last_id) {
+            Some(seq) if (self.oldest()..=self.next_seq).contains(&seq) => ResumeAt::Found(seq),
+            _ => ResumeAt::Gap(self.oldest()),
         }
     }
 
-    /// The newest event's id, if any.
-    pub fn newest_id(&self) -> Option<Arc<str>> {
-        self.events.back().map(|e| e.id.clone())
+    /// The sequence number a position token of this ring names.
+    fn token_seq(&self, token: &str) -> Option<u64> {
+        let rest = token.strip_prefix(POSITION_PREFIX)?;
+        let (epoch, seq) = rest.split_once(':')?;
+        if epoch != &*self.epoch || seq.starts_with('+') {
+            return None;
+        }
+        seq.parse().ok()
+    }
+
+    /// An id a client can resume from to get every event from sequence `seq` on: the id of the event before it when
+    /// that id resolves to it, else a position token `pb:<epoch>:<seq>`.
+    pub fn position(&self, seq: u64) -> String {
+        let before = seq
+            .checked_sub(1)
+            .filter(|&prev| prev >= self.oldest() && prev < self.next_seq)
+            .and_then(|prev| self.events.get((prev - self.oldest()) as usize));
+        match before {
+            Some(event) if self.ids.get(&event.id) == Some(&event.seq) => event.id.to_string(),
+            _ => format!("{POSITION_PREFIX}{}:{seq}", self.epoch),
+        }
+    }
+
+    /// The id an upstream (re)connection resumes after: the upstream's last event id as of the newest event (kept
+    /// when that event is evicted, as a browser keeps it).
+    pub fn upstream_last_id(&self) -> Option<Arc<str>> {
+        self.upstream_last_id.clone()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ids(ring: &Ring, from: u64) -> Vec<String> {
-        let mut out = Vec::new();
-        ring.read(from, usize::MAX, &mut out);
-        out.iter().map(|e| e.id.to_string()).collect()
-    }
-
-    #[test]
-    fn generates_ids_and_bounds_count() {
-        let now = Instant::now();
-        let mut ring = Ring::new(3, Duration::from_secs(60), "ep");
-        for i in 0..5 {
-            ring.push(None, None, &format!("d{i}"), now).unwrap();
-        }
-        assert_eq!(ring.len(), 3);
-        assert_eq!(ring.oldest(), 2);
-        assert_eq!(ring.head(), 5);
-        assert_eq!(ids(&ring, 0), ["ep-2", "ep-3", "ep-4"]);
-        assert_eq!(ids(&ring, 4), ["ep-4"]);
-        assert_eq!(ring.resume("ep-3"), ResumeAt::Found(4));
-        assert_eq!(ring.resume("ep-1"), ResumeAt::Gap(2));
-        assert_eq!(ring.resume("unknown"), ResumeAt::Gap(2));
-    }
-
-    #[test]
-    fn drops_replayed_ids_and_keeps_upstream_ids() {
-        let now = Instant::now();
-        let mut ring = Ring::new(10, Duration::from_secs(60), "ep");
-        assert!(ring.push(Some("a"), Some("tick"), "1", now).is_some());
-        assert!(ring.push(Some("b"), None, "2", now).is_some());
-        assert!(ring.push(Some("a"), None, "1 again", now).is_none());
-        assert!(ring.push(Some(""), None, "no id", now).is_some());
-        assert_eq!(ids(&ring, 0), ["a", "b", "ep-2"]);
-        assert_eq!(ring.newest_id().as_deref(), Some("ep-2"));
-    }
-
-    #[test]
-    fn evicts_by_age() {
-        let start = Instant::now();
-        let mut ring = Ring::new(10, Duration::from_secs(5), "ep");
-        ring.push(None, None, "old", start).unwrap();
-        let later = start + Duration::from_secs(6);
-        ring.evict_expired(later);
-        assert!(ring.is_empty());
-        assert_eq!(ring.oldest(), 1);
-        assert_eq!(ring.resume("ep-0"), ResumeAt::Gap(1));
-    }
-}
+mod tests;

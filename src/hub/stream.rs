@@ -1,43 +1,31 @@
-//! One live stream: its ring, its subscribers' cursors, the head-sequence watch that wakes them, and the
-//! slow-consumer and idle rules.
+//! One stream: its ring, its subscribers' cursors, the head-sequence watch that wakes them, and its upstream
+//! connection — running while it has subscribers (and for `idle_timeout` after the last one left), dormant
+//! afterwards. A dormant stream keeps its ring, so a later subscriber resumes without loss and the restarted upstream
+//! resumes from the newest id held; it is forgotten once every event has aged out (see `keeper.rs`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::ring::{ResumeAt, Ring};
-use super::{Hub, Settings, StreamKey, lock};
-use crate::event::Event;
+use super::ring::{Push, ResumeAt, Ring};
+use super::subscription::SubShared;
+use super::{Hub, Settings, StartUpstream, StreamKey, Subscription, lock};
 use crate::metrics::Metrics;
 
-/// How often stalled subscribers are looked for.
-pub const SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+/// At most one WARN per stream in this period about an upstream reusing ids.
+pub const REUSED_ID_WARN_PERIOD: Duration = Duration::from_secs(60);
 
 /// Where a new subscriber starts.
 #[derive(Debug, Clone, Copy)]
 pub enum Resume<'a> {
     /// Only events published from now on.
     Live,
-    /// Every buffered event after this id (the client's last seen id).
+    /// Every buffered event after this id (the client's last seen id, or a position token).
     After(&'a str),
-}
-
-/// What a subscriber gets next.
-#[derive(Debug)]
-pub enum Next {
-    Events(Vec<Arc<Event>>),
-    /// The resume id was not buffered; events follow from the oldest one held.
-    Gap {
-        last_event_id: String,
-    },
-    /// The subscriber fell behind the ring (its next event was evicted): disconnect, resumable.
-    Lagged,
-    /// The stream was closed (idle teardown, reload or drain).
-    Closed,
 }
 
 /// Where a stream's upstream connection stands (for readiness).
@@ -49,6 +37,8 @@ pub enum UpstreamState {
     Up,
     /// The last attempt failed (refused, timeout, bad status or content type, broken stream).
     Down,
+    /// Closed on purpose: the stream has had no subscribers for `idle_timeout` (its ring is kept for resume).
+    Dormant,
 }
 
 /// What the upstream hands the hub.
@@ -59,13 +49,6 @@ pub struct Published {
     pub data: String,
 }
 
-struct SubShared {
-    cursor: AtomicU64,
-    /// The cursor the previous sweep saw: unchanged over a sweep period means the client is not reading.
-    swept: AtomicU64,
-    kick: Option<Kick>,
-}
-
 /// How to disconnect a subscriber that stopped reading.
 #[derive(Debug, Clone)]
 pub struct Kick {
@@ -74,24 +57,37 @@ pub struct Kick {
     pub transport: &'static str,
 }
 
-struct Inner {
-    ring: Ring,
-    subs: HashMap<u64, Arc<SubShared>>,
+pub(super) struct Inner {
+    pub(super) ring: Ring,
+    pub(super) subs: HashMap<u64, Arc<SubShared>>,
     next_sub: u64,
-    /// Bumped whenever the subscriber set changes; an idle timer only fires for the generation it saw.
-    generation: u64,
+    /// Stops the running upstream connection; `None` while dormant.
+    pub(super) upstream: Option<CancellationToken>,
+    /// When the last subscriber left (the idle deadline runs from here; tokio's clock, paused in tests).
+    pub(super) idle_since: tokio::time::Instant,
+    /// When the last reused-id WARN was logged.
+    reuse_warned: Option<Instant>,
 }
 
 pub struct Stream {
     key: StreamKey,
-    settings: Settings,
-    inner: Mutex<Inner>,
-    head: watch::Sender<u64>,
-    stop: CancellationToken,
+    pub(super) settings: Settings,
+    pub(super) inner: Mutex<Inner>,
+    pub(super) head: watch::Sender<u64>,
+    pub(super) stop: CancellationToken,
     closed: AtomicBool,
-    upstream: std::sync::atomic::AtomicU8,
-    hub: Weak<Hub>,
-    metrics: Arc<Metrics>,
+    upstream: AtomicU8,
+    /// Set while the upstream is dormant (wins over `upstream`, which a stopping connector may still write).
+    dormant: AtomicBool,
+    /// The upstream's `retry:` in milliseconds (`u64::MAX`: none yet).
+    retry_ms: AtomicU64,
+    /// Woken when the subscriber set becomes empty or not empty: the keeper re-arms the idle deadline.
+    pub(super) changed: Arc<Notify>,
+    start: StartUpstream,
+    /// Client headers for the upstream request (per-client mode; empty when shared).
+    headers: http::HeaderMap,
+    pub(super) hub: Weak<Hub>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl Stream {
@@ -100,6 +96,8 @@ impl Stream {
         settings: Settings,
         hub: Weak<Hub>,
         metrics: Arc<Metrics>,
+        start: StartUpstream,
+        headers: http::HeaderMap,
     ) -> Arc<Stream> {
         let epoch = format!("{:08x}", rand::random::<u32>());
         let ring = Ring::new(settings.buffer_events, settings.buffer_age, &epoch);
@@ -110,12 +108,19 @@ impl Stream {
                 ring,
                 subs: HashMap::new(),
                 next_sub: 0,
-                generation: 0,
+                upstream: None,
+                idle_since: tokio::time::Instant::now(),
+                reuse_warned: None,
             }),
             head: watch::Sender::new(0),
             stop: CancellationToken::new(),
             closed: AtomicBool::new(false),
-            upstream: std::sync::atomic::AtomicU8::new(UpstreamState::Connecting as u8),
+            upstream: AtomicU8::new(UpstreamState::Connecting as u8),
+            dormant: AtomicBool::new(true),
+            retry_ms: AtomicU64::new(u64::MAX),
+            changed: Arc::new(Notify::new()),
+            start,
+            headers,
             hub,
             metrics,
         })
@@ -125,7 +130,7 @@ impl Stream {
         &self.key
     }
 
-    /// Cancelled when the stream closes: the upstream task stops on it.
+    /// Cancelled when the stream closes: every upstream connection of the stream stops on it.
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
     }
@@ -139,6 +144,9 @@ impl Stream {
     }
 
     pub fn upstream(&self) -> UpstreamState {
+        if self.dormant.load(Ordering::Acquire) {
+            return UpstreamState::Dormant;
+        }
         match self.upstream.load(Ordering::Acquire) {
             x if x == UpstreamState::Up as u8 => UpstreamState::Up,
             x if x == UpstreamState::Down as u8 => UpstreamState::Down,
@@ -150,43 +158,98 @@ impl Stream {
         lock(&self.inner).subs.len()
     }
 
-    /// The newest event's id (what an upstream reconnect could resume from).
+    /// How many events the ring holds.
+    pub fn buffered(&self) -> usize {
+        lock(&self.inner).ring.len()
+    }
+
+    /// The id an upstream (re)connection resumes after: the upstream's last event id as of the newest event held
+    /// (it survives idle teardown with the ring). `None` when the upstream gave no id (or reset it).
     pub fn newest_id(&self) -> Option<Arc<str>> {
-        lock(&self.inner).ring.newest_id()
+        lock(&self.inner).ring.upstream_last_id()
     }
 
     /// Called by every upstream connector once per connected upstream session, before it publishes anything.
     /// `resumed_from` is the id the connector sent the upstream to resume after (`Last-Event-ID`, a resume query
     /// or header), `None` when it asked for no position. Opens the replay window (docs/protocol.md).
     pub fn upstream_connected(&self, resumed_from: Option<&str>) {
-        let _ = resumed_from;
+        lock(&self.inner).ring.open_replay(resumed_from);
     }
 
-    /// Adds an upstream event. Returns false when it was a replay of an event already held.
+    /// Records the upstream's `retry:` (passed on to SSE clients within the route's bounds).
+    pub fn set_retry(&self, retry: Duration) {
+        let ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX - 1);
+        self.retry_ms.store(ms.min(u64::MAX - 1), Ordering::Relaxed);
+    }
+
+    /// The upstream's latest `retry:`, if it sent one.
+    pub fn retry(&self) -> Option<Duration> {
+        match self.retry_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Adds an upstream event. Returns false when it was dropped as a replay (docs/protocol.md).
     pub fn publish(&self, event: Published) -> bool {
+        let now = Instant::now();
         let mut inner = lock(&self.inner);
-        let Some(pushed) = inner.ring.push(
+        let pushed = inner.ring.push(
             event.id.as_deref(),
             event.event.as_deref(),
             &event.data,
-            Instant::now(),
-        ) else {
-            drop(inner);
-            self.metrics.upstream_duplicates.inc();
-            return false;
+            now,
+        );
+        let (head, reused_id) = match pushed {
+            Push::Replayed => {
+                drop(inner);
+                self.metrics.upstream_duplicates.inc();
+                return false;
+            }
+            Push::Added { event, reused_id } => (event.seq + 1, reused_id),
         };
-        let head = pushed.seq + 1;
+        let warn = reused_id
+            && inner
+                .reuse_warned
+                .is_none_or(|at| now.duration_since(at) >= REUSED_ID_WARN_PERIOD);
+        if warn {
+            inner.reuse_warned = Some(now);
+        }
         drop(inner);
         self.head.send_replace(head);
+        if reused_id {
+            self.metrics.reused_id(&self.key.route);
+            if warn {
+                tracing::warn!(
+                    stream = %self.key, id = event.id.as_deref().unwrap_or_default(),
+                    "Upstream reused an event id still buffered: delivered as a new event; a resume from that id \
+                     continues after its newest occurrence (logged at most once a minute per stream)"
+                );
+            }
+        }
         true
     }
 
-    /// Registers a subscriber.
+    /// Registers a subscriber, restarting the upstream if the stream is dormant.
     pub fn subscribe(self: &Arc<Self>, resume: Resume<'_>, kick: Option<Kick>) -> Subscription {
+        let (subscription, wake) = self.register(resume, kick);
+        if let Some(token) = wake {
+            self.start_upstream(token);
+        }
+        subscription
+    }
+
+    /// [`Stream::subscribe`] without starting the upstream: returns the token to start it with, if it must start.
+    pub(super) fn register(
+        self: &Arc<Self>,
+        resume: Resume<'_>,
+        kick: Option<Kick>,
+    ) -> (Subscription, Option<CancellationToken>) {
         let mut inner = lock(&self.inner);
         inner.ring.evict_expired(Instant::now());
+        let live_from = inner.ring.head();
         let (cursor, gap) = match resume {
-            Resume::Live => (inner.ring.head(), None),
+            Resume::Live => (live_from, None),
             Resume::After(id) => match inner.ring.resume(id) {
                 ResumeAt::Found(seq) => {
                     self.metrics.resumes.with_label_values(&["hit"]).inc();
@@ -199,102 +262,62 @@ impl Stream {
                 }
             },
         };
-        let shared = Arc::new(SubShared {
-            cursor: AtomicU64::new(cursor),
-            swept: AtomicU64::new(u64::MAX),
-            kick,
-        });
+        let shared = SubShared::new(cursor, kick);
         let id = inner.next_sub;
         inner.next_sub += 1;
-        inner.generation += 1;
         inner.subs.insert(id, shared.clone());
+        let first = inner.subs.len() == 1;
+        let wake = self.wake_locked(&mut inner);
         drop(inner);
-        Subscription {
-            stream: self.clone(),
+        if first {
+            self.changed.notify_one();
+        }
+        let subscription = Subscription::new(
+            self.clone(),
             shared,
             id,
             cursor,
-            rx: self.head.subscribe(),
+            live_from,
+            self.head.subscribe(),
             gap,
+        );
+        (subscription, wake)
+    }
+
+    /// Ends the dormancy (under the inner lock): the token for a new upstream connection, if none is running.
+    pub(super) fn wake_locked(&self, inner: &mut Inner) -> Option<CancellationToken> {
+        if inner.upstream.is_some() || self.is_closed() {
+            return None;
+        }
+        let token = self.stop.child_token();
+        inner.upstream = Some(token.clone());
+        self.upstream
+            .store(UpstreamState::Connecting as u8, Ordering::Release);
+        self.dormant.store(false, Ordering::Release);
+        Some(token)
+    }
+
+    /// Starts an upstream connection with `token` as its stop token.
+    pub(super) fn start_upstream(self: &Arc<Self>, token: CancellationToken) {
+        (self.start)(self.clone(), token, self.headers.clone());
+    }
+
+    /// Closes the upstream connection (idle): the ring stays.
+    pub(super) fn sleep_locked(&self, inner: &mut Inner) {
+        if let Some(token) = inner.upstream.take() {
+            self.dormant.store(true, Ordering::Release);
+            token.cancel();
         }
     }
 
-    fn unsubscribe(self: &Arc<Self>, id: u64) {
+    pub(super) fn unsubscribe(&self, id: u64) {
         let mut inner = lock(&self.inner);
         inner.subs.remove(&id);
-        inner.generation += 1;
-        if !inner.subs.is_empty() || self.is_closed() {
-            return;
+        if inner.subs.is_empty() {
+            inner.idle_since = tokio::time::Instant::now();
+            drop(inner);
+            self.changed.notify_one();
         }
-        let generation = inner.generation;
-        drop(inner);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let stream = self.clone();
-        let idle = self.settings.idle_timeout;
-        runtime.spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(idle) => {}
-                () = stream.stop.cancelled() => return,
-            }
-            if let Some(hub) = stream.hub.upgrade() {
-                hub.remove_if_idle(&stream, generation);
-            }
-        });
-    }
-
-    /// Kicks subscribers that are more than `client_queue` events behind and made no progress since the previous
-    /// sweep (their socket is full: the client stopped reading). A client that is behind but reading is left alone.
-    fn sweep(&self) {
-        let inner = lock(&self.inner);
-        let head = inner.ring.head();
-        let limit = self.settings.client_queue as u64;
-        for sub in inner.subs.values() {
-            let cursor = sub.cursor.load(Ordering::Relaxed);
-            let stalled = sub.swept.swap(cursor, Ordering::Relaxed) == cursor;
-            let behind = head.saturating_sub(cursor);
-            if stalled
-                && behind > limit
-                && let Some(kick) = &sub.kick
-                && !kick.token.is_cancelled()
-            {
-                kick.token.cancel();
-                self.metrics
-                    .slow_consumers
-                    .with_label_values(&[kick.transport])
-                    .inc();
-                tracing::info!(stream = %self.key, transport = kick.transport, behind, "Slow subscriber disconnected");
-            }
-        }
-    }
-
-    /// Runs [`Stream::sweep`] every [`SWEEP_PERIOD`] until the stream closes.
-    pub(super) fn spawn_sweeper(self: &Arc<Self>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let weak = Arc::downgrade(self);
-        let stop = self.stop.clone();
-        runtime.spawn(async move {
-            let mut ticks = tokio::time::interval(SWEEP_PERIOD);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = ticks.tick() => {}
-                }
-                match weak.upgrade() {
-                    Some(stream) => stream.sweep(),
-                    None => return,
-                }
-            }
-        });
-    }
-
-    pub(super) fn is_idle(&self, generation: u64) -> bool {
-        let inner = lock(&self.inner);
-        inner.subs.is_empty() && inner.generation == generation
     }
 
     /// Ends the stream: its upstream stops and every subscriber sees `Closed`.
@@ -302,67 +325,5 @@ impl Stream {
         self.closed.store(true, Ordering::Release);
         self.stop.cancel();
         self.head.send_modify(|_| {});
-    }
-}
-
-/// A subscriber's cursor into a stream. Dropping it unsubscribes.
-pub struct Subscription {
-    stream: Arc<Stream>,
-    shared: Arc<SubShared>,
-    id: u64,
-    cursor: u64,
-    rx: watch::Receiver<u64>,
-    gap: Option<String>,
-}
-
-impl Subscription {
-    pub fn stream(&self) -> &Arc<Stream> {
-        &self.stream
-    }
-
-    /// Waits for what comes next: a gap notice (once, first), up to `max` events, or the end.
-    pub async fn next(&mut self, max: usize) -> Next {
-        if let Some(last_event_id) = self.gap.take() {
-            return Next::Gap { last_event_id };
-        }
-        loop {
-            self.rx.borrow_and_update();
-            if let Some(next) = self.try_next(max) {
-                return next;
-            }
-            if self.rx.changed().await.is_err() {
-                return Next::Closed;
-            }
-        }
-    }
-
-    /// What is available now without waiting; `None` when nothing is.
-    pub fn try_next(&mut self, max: usize) -> Option<Next> {
-        if self.stream.is_closed() {
-            return Some(Next::Closed);
-        }
-        let inner = lock(&self.stream.inner);
-        let ring = &inner.ring;
-        let behind = ring.head().saturating_sub(self.cursor);
-        if self.cursor < ring.oldest() {
-            return Some(Next::Lagged);
-        }
-        if behind == 0 {
-            return None;
-        }
-        let mut events = Vec::with_capacity(behind.min(max as u64) as usize);
-        ring.read(self.cursor, max, &mut events);
-        drop(inner);
-        if let Some(last) = events.last() {
-            self.cursor = last.seq + 1;
-            self.shared.cursor.store(self.cursor, Ordering::Relaxed);
-        }
-        Some(Next::Events(events))
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.stream.unsubscribe(self.id);
     }
 }

@@ -169,7 +169,7 @@ async fn sweeper_kicks_only_a_stalled_subscriber() {
         }
         // The reader is 20 behind too, but it makes progress between sweeps.
         assert_eq!(data(reading.next(20).await).len(), 20);
-        tokio::time::sleep(stream::SWEEP_PERIOD).await;
+        tokio::time::sleep(SWEEP_PERIOD).await;
     }
     assert!(stalled_token.is_cancelled());
     assert!(!reading_token.is_cancelled());
@@ -190,9 +190,109 @@ async fn idle_stream_closes_after_idle_timeout_and_a_new_subscriber_cancels_it()
     assert_eq!(hub.len(), 1, "a stream with a subscriber stays");
     drop(sub);
     tokio::time::sleep(Duration::from_secs(31)).await;
-    assert_eq!(hub.len(), 0);
+    assert_eq!(hub.len(), 0, "idle and nothing buffered: forgotten");
     assert!(
         stops.lock().unwrap()[0].is_cancelled(),
         "the upstream was stopped"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_stream_keeps_its_ring_until_it_ages_out_and_a_subscriber_wakes_its_upstream() {
+    let hub = hub();
+    let stops = Arc::new(Mutex::new(Vec::new()));
+    let starts = Arc::new(AtomicUsize::new(0));
+    let start = starter(starts.clone(), stops.clone());
+    let s = settings(10, 10);
+    let sub = hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default());
+    let stream = sub.stream().clone();
+    for id in ["1", "2"] {
+        assert!(stream.publish(Published {
+            id: Some(id.into()),
+            data: id.into(),
+            ..Default::default()
+        }));
+    }
+    drop(sub);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert!(stops.lock().unwrap()[0].is_cancelled(), "upstream closed");
+    assert_eq!(stream.upstream(), UpstreamState::Dormant);
+    assert_eq!(hub.len(), 1, "the ring is kept");
+    assert_eq!(stream.newest_id().as_deref(), Some("2"));
+
+    // A resuming subscriber gets exactly what follows its id and wakes the upstream.
+    let mut back = hub.subscribe(
+        key("x"),
+        &s,
+        &start,
+        Resume::After("1"),
+        None,
+        Default::default(),
+    );
+    assert!(Arc::ptr_eq(back.stream(), &stream));
+    assert_eq!(starts.load(Ordering::SeqCst), 2);
+    assert!(!stops.lock().unwrap()[1].is_cancelled());
+    assert_eq!(stream.upstream(), UpstreamState::Connecting);
+    assert_eq!(data(back.next(10).await), ["2"]);
+    drop(back);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dormant_stream_is_forgotten_once_its_events_aged_out() {
+    let hub = hub();
+    let start = starter(Arc::default(), Arc::default());
+    let mut s = settings(10, 10);
+    // Event ages are measured on the real clock.
+    s.buffer_age = Duration::from_millis(200);
+    let sub = hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default());
+    publish(sub.stream(), "1");
+    drop(sub);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(hub.len(), 1, "dormant, its event still buffered");
+    std::thread::sleep(Duration::from_millis(250));
+    tokio::time::sleep(SWEEP_PERIOD * 2).await;
+    assert_eq!(hub.len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_per_client_stream_ends_with_its_session() {
+    let hub = hub();
+    let stops = Arc::new(Mutex::new(Vec::new()));
+    let start = starter(Arc::default(), stops.clone());
+    let mut s = settings(10, 10);
+    s.idle_timeout = Duration::ZERO;
+    let session = StreamKey {
+        session: Some(7),
+        ..key("x")
+    };
+    let sub = hub.subscribe(session, &s, &start, Resume::Live, None, Default::default());
+    publish(sub.stream(), "1");
+    drop(sub);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(hub.len(), 0);
+    assert!(stops.lock().unwrap()[0].is_cancelled());
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscribe_unsubscribe_churn_spawns_no_task() {
+    let hub = hub();
+    let start = starter(Arc::default(), Arc::default());
+    let s = settings(10, 10);
+    let keep = hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default());
+    drop(hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default()));
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    drop(keep);
+    for _ in 0..1000 {
+        drop(hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default()));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        tasks,
+        "one keeper per stream, whatever the churn"
     );
 }

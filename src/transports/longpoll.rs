@@ -3,12 +3,14 @@
 //!
 //! A held poll is a subscription (a cursor into the shared ring) and a timer; it is dropped as soon as the poll is
 //! answered, so between polls a client costs nothing. The answer's `last_event_id` is the client's next cursor:
-//! the last event sent; with none, the cursor given; with no cursor, the newest id the stream held when the poll
-//! arrived (`""` if it held none: the next poll without a cursor then starts live).
+//! where the subscription stands after the answer (the last event sent; with none, the position it started at, as
+//! an id or a position token), so a gap is reported once and a poll without a cursor learns the stream position.
+//! `wait=0` answers at once, never held (the browser client learns its first cursor this way).
 
 mod wire;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -42,24 +44,31 @@ pub async fn serve(
             );
         }
     };
+    let wait = match wait(query.as_deref(), config.timeout) {
+        Ok(wait) => wait,
+        Err(reason) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(reason.as_bytes()),
+            );
+        }
+    };
     let gauge = OpenGauge::new(&ctx.metrics, TRANSPORT, ctx.http_version);
-    // Read before subscribing: a cursor at or before the subscription's start, so nothing is skipped.
-    let newest_before = ctx.hub.get(&ctx.key).and_then(|stream| stream.newest_id());
     let resume = last_event_id.as_deref().map_or(Resume::Live, Resume::After);
     let mut subscription = ctx.subscribe(resume, TRANSPORT);
-    let (events, gap) = collect(&ctx, &mut subscription, &config).await;
+    let (events, gap) = collect(&ctx, &mut subscription, &config, wait).await;
+    let cursor = subscription.position();
+    for event in &events {
+        if subscription.is_live(event) {
+            ctx.metrics.delivered(TRANSPORT, event);
+        } else {
+            ctx.metrics.delivered_replayed(TRANSPORT);
+        }
+    }
     drop(subscription);
     drop(gauge);
-    for event in &events {
-        ctx.metrics.delivered(TRANSPORT, event);
-    }
-    let cursor = match (events.last(), &last_event_id, &newest_before) {
-        (Some(last), _, _) => &*last.id,
-        (None, Some(given), _) => given.as_str(),
-        (None, None, Some(newest)) => &**newest,
-        (None, None, None) => "",
-    };
-    let json = wire::batch(&events, cursor, gap);
+    let json = wire::batch(&events, &cursor, gap);
     match callback {
         Some(callback) => answer(
             StatusCode::OK,
@@ -76,9 +85,13 @@ async fn collect(
     ctx: &StreamContext,
     subscription: &mut Subscription,
     config: &LongPollConfig,
+    wait: Duration,
 ) -> (Vec<Arc<Event>>, bool) {
     let mut gap = false;
-    let deadline = tokio::time::sleep(config.timeout);
+    if wait.is_zero() {
+        return (ready_now(subscription, config.max_batch, &mut gap), gap);
+    }
+    let deadline = tokio::time::sleep(wait);
     tokio::pin!(deadline);
     loop {
         let next = tokio::select! {
@@ -111,6 +124,17 @@ fn ready_now(subscription: &mut Subscription, max: usize, gap: &mut bool) -> Vec
             Some(Next::Events(events)) => return events,
             _ => return Vec::new(),
         }
+    }
+}
+
+/// How long the poll may be held: `long_poll.timeout`, or less with `wait=<seconds>` (`wait=0`: answer at once).
+fn wait(query: Option<&str>, timeout: Duration) -> Result<Duration, &'static str> {
+    match query.and_then(|q| crate::negotiate::query_param(q, "wait")) {
+        None => Ok(timeout),
+        Some(seconds) => match seconds.parse::<u32>() {
+            Ok(seconds) => Ok(timeout.min(Duration::from_secs(seconds.into()))),
+            Err(_) => Err("wait must be a whole number of seconds (wait=0: answer at once)\n"),
+        },
     }
 }
 

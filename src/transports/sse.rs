@@ -111,7 +111,11 @@ async fn next_frame(mut state: State) -> Option<(Result<Frame<Bytes>, BoxError>,
                 state.active = true;
                 for event in &events {
                     state.pending.push_back(event.sse_frame());
-                    state.ctx.metrics.delivered("sse", event);
+                    if state.subscription.is_live(event) {
+                        state.ctx.metrics.delivered("sse", event);
+                    } else {
+                        state.ctx.metrics.delivered_replayed("sse");
+                    }
                 }
             }
             Next::Gap { last_event_id } => state

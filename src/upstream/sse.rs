@@ -1,5 +1,5 @@
-//! SSE upstream: one `GET` with `Accept: text/event-stream` (and `Last-Event-ID` when resuming), decoded with
-//! [`crate::sse::Decoder`] and published into the hub. A non-200 status or another content type is a failure.
+//! SSE upstream: one `GET` with `Accept: text/event-stream` (and `Last-Event-ID: <the hub's newest id>` when it
+//! holds one), decoded with [`crate::sse::Decoder`] and published into the hub. A non-200 status or another content type is a failure.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use crate::hub::{Published, Stream, UpstreamState};
 use crate::metrics::Metrics;
 use crate::sse::{Decoder, Item};
 
-/// Kept across reconnects: the decoder (its last event id) and the upstream's `retry:`.
+/// Kept across reconnects: the decoder and the upstream's `retry:`.
 pub(super) struct State {
     decoder: Decoder,
     pub(super) retry: Option<Duration>,
@@ -39,7 +39,9 @@ pub(super) async fn session(
     metrics: &Metrics,
 ) -> Result<SessionEnd, UpstreamError> {
     let route = &*spec.route;
-    let connected = connect(spec, client, state.decoder.last_event_id()).await;
+    // The hub's newest id, not the decoder's: it outlives this connector (a dormant stream restarts with a new one).
+    let resume_from = stream.newest_id();
+    let connected = connect(spec, client, resume_from.as_deref().unwrap_or_default()).await;
     let response = match connected {
         Ok(response) => response,
         Err(error) => {
@@ -56,6 +58,7 @@ pub(super) async fn session(
         .inc();
     let _up = super::UpGauge::new(metrics, route);
     stream.set_upstream(UpstreamState::Up);
+    stream.upstream_connected(resume_from.as_deref());
     tracing::info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected");
 
     state.decoder.restart();
@@ -77,7 +80,10 @@ pub(super) async fn session(
                         data: event.data,
                     });
                 }
-                Item::Retry(retry) => state.retry = Some(retry),
+                Item::Retry(retry) => {
+                    state.retry = Some(retry);
+                    stream.set_retry(retry);
+                }
                 Item::Oversize { bytes } => {
                     metrics.upstream_malformed.with_label_values(&[route]).inc();
                     tracing::warn!(

@@ -2,9 +2,13 @@
 // and answers commands, one JSON object per line on stdin, with one JSON line each on stdout:
 //   {"op":"open","page":"p1","url":"http://…/?stream=…","old_browser":false}   → {"ok":true}
 //   {"op":"wait","page":"p1","count":20,"transport":"ws","timeout_ms":20000}  → {"ok":true,"state":{…}}
-//       waits until the page holds at least `count` events and (when given) its latest transport is `transport`;
-//       state = {"transports":[…],"ids":[…],"events":[…],"errors":[…],"console":[…]}: the test page's
-//       window.__pb and what the page logged (shown by the Rust test when an assertion fails).
+//       waits until the page holds at least `count` events, (when given) its latest transport is `transport`,
+//       (with "cursor":true) its client holds a cursor, and (when given) at least `transport_errors` transport
+//       errors were reported; state = {"transports":[…],"ids":[…],"events":[…],"errors":[…],"timeline":[…],
+//       "cursor":…,"console":[…]}: the test page's window.__pb, its client's lastEventId() and what the page logged
+//       (shown by the Rust test when an assertion fails).
+//   {"op":"mark","page":"p1","what":"restarted"}                               → {"ok":true,"t":1234}
+//       adds {t, kind:"mark", what} to the page's timeline (t: ms since the page's connect()).
 //   {"op":"reload","page":"p1"}                                               → {"ok":true}
 //       reloads the page in the same tab (its sessionStorage survives, as in a real page session)
 //   {"op":"close","page":"p1"}                                                → {"ok":true}
@@ -28,12 +32,14 @@ function reply(value) {
 
 async function state(name, page) {
   const seen = await page.evaluate(() => {
-    const pb = window.__pb || { transports: [], events: [], errors: [] };
+    const pb = window.__pb || { transports: [], events: [], errors: [], timeline: [] };
     return {
       transports: pb.transports.slice(),
       ids: pb.events.filter((e) => e.id !== null).map((e) => e.id),
       events: pb.events.map((e) => e.event),
       errors: pb.errors.slice(),
+      timeline: pb.timeline.slice(),
+      cursor: pb.connection ? pb.connection.lastEventId() : null,
     };
   });
   return { ...seen, console: consoles.get(name) || [] };
@@ -63,18 +69,32 @@ async function handle(cmd) {
   if (cmd.op === 'wait') {
     try {
       await page.waitForFunction(
-        ([count, transport]) => {
+        ([count, transport, cursor, errors]) => {
           const pb = window.__pb;
-          const latest = pb && pb.transports[pb.transports.length - 1];
-          return pb && pb.events.length >= count && (!transport || latest === transport);
+          if (!pb) return false;
+          const latest = pb.transports[pb.transports.length - 1];
+          const failed = pb.errors.filter((e) => e.startsWith('transport ')).length;
+          return (
+            pb.events.length >= count &&
+            (!transport || latest === transport) &&
+            (!cursor || pb.connection.lastEventId() !== null) &&
+            failed >= errors
+          );
         },
-        [cmd.count, cmd.transport || null],
+        [cmd.count || 0, cmd.transport || null, cmd.cursor === true, cmd.transport_errors || 0],
         { timeout: cmd.timeout_ms || 20000, polling: 50 },
       );
       return { ok: true, state: await state(cmd.page, page) };
     } catch (error) {
       return { ok: false, error: String(error.message || error).split('\n')[0], state: await state(cmd.page, page) };
     }
+  }
+  if (cmd.op === 'mark') {
+    const t = await page.evaluate((what) => {
+      window.__pb.at('mark', what);
+      return window.__pb.timeline[window.__pb.timeline.length - 1].t;
+    }, cmd.what);
+    return { ok: true, t };
   }
   if (cmd.op === 'reload') {
     consoles.get(cmd.page).length = 0;

@@ -150,7 +150,11 @@ where
                     if let Err(error) = sink.feed(event_message(event, config.ws.format)).await {
                         return hung_up(&error);
                     }
-                    ctx.metrics.delivered("ws", event);
+                    if subscription.is_live(event) {
+                        ctx.metrics.delivered("ws", event);
+                    } else {
+                        ctx.metrics.delivered_replayed("ws");
+                    }
                 }
                 if let Err(error) = sink.flush().await {
                     return hung_up(&error);

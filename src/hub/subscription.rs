@@ -1,0 +1,138 @@
+//! A subscriber's cursor into a stream: what it reads next (a gap notice once, events, or the end), its resumable
+//! position, and whether an event reaches it live or as a resume replay.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::watch;
+
+use super::lock;
+use super::stream::{Kick, Stream};
+use crate::event::Event;
+
+/// What a subscriber gets next.
+#[derive(Debug)]
+pub enum Next {
+    Events(Vec<Arc<Event>>),
+    /// The resume id was not buffered; events follow from the oldest one held.
+    Gap {
+        last_event_id: String,
+    },
+    /// The subscriber fell behind the ring (its next event was evicted): disconnect, resumable.
+    Lagged,
+    /// The stream was closed (reload, drain, or its client session ended).
+    Closed,
+}
+
+/// What the stream's sweeper sees of a subscriber.
+pub(super) struct SubShared {
+    pub(super) cursor: AtomicU64,
+    /// The cursor the previous sweep saw: unchanged over a sweep period means the client is not reading.
+    pub(super) swept: AtomicU64,
+    pub(super) kick: Option<Kick>,
+}
+
+impl SubShared {
+    pub(super) fn new(cursor: u64, kick: Option<Kick>) -> Arc<SubShared> {
+        Arc::new(SubShared {
+            cursor: AtomicU64::new(cursor),
+            swept: AtomicU64::new(u64::MAX),
+            kick,
+        })
+    }
+}
+
+/// A subscriber's cursor into a stream. Dropping it unsubscribes.
+pub struct Subscription {
+    stream: Arc<Stream>,
+    shared: Arc<SubShared>,
+    id: u64,
+    cursor: u64,
+    /// The stream's head when it subscribed: events before it are resume replays, not live deliveries.
+    live_from: u64,
+    rx: watch::Receiver<u64>,
+    gap: Option<String>,
+}
+
+impl Subscription {
+    pub(super) fn new(
+        stream: Arc<Stream>,
+        shared: Arc<SubShared>,
+        id: u64,
+        cursor: u64,
+        live_from: u64,
+        rx: watch::Receiver<u64>,
+        gap: Option<String>,
+    ) -> Subscription {
+        Subscription {
+            stream,
+            shared,
+            id,
+            cursor,
+            live_from,
+            rx,
+            gap,
+        }
+    }
+
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// Whether `event` was published after this subscriber arrived (a live delivery, not a resume replay).
+    pub fn is_live(&self, event: &Event) -> bool {
+        event.seq >= self.live_from
+    }
+
+    /// Waits for what comes next: a gap notice (once, first), up to `max` events, or the end.
+    pub async fn next(&mut self, max: usize) -> Next {
+        if let Some(last_event_id) = self.gap.take() {
+            return Next::Gap { last_event_id };
+        }
+        loop {
+            self.rx.borrow_and_update();
+            if let Some(next) = self.try_next(max) {
+                return next;
+            }
+            if self.rx.changed().await.is_err() {
+                return Next::Closed;
+            }
+        }
+    }
+
+    /// An id to resume from that continues exactly where this subscriber stands (the last event it read, or the
+    /// position it started at): the id of the event before its cursor, or a position token (docs/protocol.md).
+    pub fn position(&self) -> String {
+        lock(&self.stream.inner).ring.position(self.cursor)
+    }
+
+    /// What is available now without waiting; `None` when nothing is.
+    pub fn try_next(&mut self, max: usize) -> Option<Next> {
+        if self.stream.is_closed() {
+            return Some(Next::Closed);
+        }
+        let inner = lock(&self.stream.inner);
+        let ring = &inner.ring;
+        let behind = ring.head().saturating_sub(self.cursor);
+        if self.cursor < ring.oldest() {
+            return Some(Next::Lagged);
+        }
+        if behind == 0 {
+            return None;
+        }
+        let mut events = Vec::with_capacity(behind.min(max as u64) as usize);
+        ring.read(self.cursor, max, &mut events);
+        drop(inner);
+        if let Some(last) = events.last() {
+            self.cursor = last.seq + 1;
+            self.shared.cursor.store(self.cursor, Ordering::Relaxed);
+        }
+        Some(Next::Events(events))
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.stream.unsubscribe(self.id);
+    }
+}
