@@ -178,9 +178,10 @@ impl Passthrough {
     async fn send(
         &self,
         client: &HttpClient,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
         conn: &ConnInfo,
     ) -> Result<Response<Incoming>, Response<Body>> {
+        crate::upstream::client::move_userinfo(&mut req);
         let target = crate::error::redact(req.uri());
         let peer = conn.peer;
         let timeout = self.inner.response_timeout;
@@ -188,7 +189,7 @@ impl Passthrough {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(error)) => {
                 let (status, text) = classify(error.is_connect(), &error);
-                tracing::warn!(error = %chain(&error), upstream = %target, client = %peer, "pass-through upstream failed");
+                tracing::warn!(error = %crate::error::chain(&error), upstream = %target, client = %peer, "pass-through upstream failed");
                 Err(plain(status, text))
             }
             Err(_) => {
@@ -245,18 +246,6 @@ fn classify(connect: bool, error: &(dyn StdError + 'static)) -> (StatusCode, &'s
             "bad gateway: upstream connection error\n",
         ),
     }
-}
-
-/// `error` and its sources, `: `-joined (the legacy client's own message is only "client error (Connect)").
-fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::config::UpstreamKind;
 use crate::hub::{Stream, UpstreamState};
 use crate::metrics::Metrics;
 pub use backoff::Backoff;
-pub use client::{HttpClient, http_client};
+pub use client::{HttpClient, PoolLimits, http_client, http_client_with};
 
 /// Everything needed to connect one stream's upstream.
 #[derive(Debug, Clone)]

@@ -285,13 +285,16 @@ fn check_url(uri: &http::Uri, schemes: &[&str]) -> Result<(), String> {
     if !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
         return Err(format!(
             "URL {:?} must start with {}://",
-            clip(&uri.to_string()),
+            clip(&crate::error::redact(uri)),
             schemes.join("://, ")
         ));
     }
     match uri.host() {
         Some(host) if !host.is_empty() => Ok(()),
-        _ => Err(format!("URL {:?} has no host", clip(&uri.to_string()))),
+        _ => Err(format!(
+            "URL {:?} has no host",
+            clip(&crate::error::redact(uri))
+        )),
     }
 }
 
