@@ -161,6 +161,9 @@ pub(crate) fn build_route(
     stream: &crate::config::StreamConfig,
     metrics: &Arc<Metrics>,
 ) -> Result<Route, StartError> {
+    for risk in crate::auth::cross_origin_risks(stream) {
+        tracing::warn!(route = %stream.name, "Cross-origin risk: {risk}");
+    }
     let upstream = &stream.upstream;
     let route_error = |message: String| StartError::Route {
         route: stream.name.clone(),

@@ -88,7 +88,8 @@ async fn stream(
     req: Request<Incoming>,
     conn: ConnInfo,
 ) -> Response<Body> {
-    if !auth::origin_allowed(&route.config, req.headers()) {
+    if !auth::origin_allowed(&route.config, req.headers()) && !auth::same_origin(&req, conn.scheme)
+    {
         return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
     let key = StreamKey {

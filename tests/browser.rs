@@ -40,8 +40,10 @@ const PAGE_QUERY: &str = "events=tick&openTimeout=3000&silenceTimeout=1500";
 
 const PAGE: &str = include_str!("browser/page.html");
 const NGINX_CONF: &str = include_str!("browser/nginx.conf.in");
-/// Forwards `Upgrade`, as a proxy set up for WebSocket does.
+/// Forwards `Upgrade` and the browser's `Host` (the same-origin check compares `Origin` with it), as a proxy set up
+/// for WebSocket does.
 const PROXY_UPGRADE: &str = "proxy_http_version 1.1;\n\
+    proxy_set_header Host $http_host;\n\
     proxy_set_header Upgrade $http_upgrade;\n\
     proxy_set_header Connection \"upgrade\";\n\
     proxy_buffering off;";

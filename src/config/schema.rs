@@ -154,7 +154,8 @@ pub struct StreamConfig {
     /// Client credentials: headers forwarded upstream and an optional auth sub-request.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
-    /// Allowed `Origin`s (`scheme://host[:port]`, compared lower-case); empty: any origin.
+    /// Cross-origin pages allowed (`scheme://host[:port]`, compared lower-case; `"*"`: any origin). Empty: only
+    /// pages of pushbridge's own site (the request's host) — cross-site WebSocket hijacking is refused.
     #[serde(default, deserialize_with = "units::string_list")]
     pub origins: Vec<String>,
 }
@@ -234,6 +235,9 @@ pub struct LongPollConfig {
     pub max_batch: usize,
     /// Answer `callback=` requests with JSONP (for very old browsers).
     pub jsonp: bool,
+    /// Acknowledges that JSONP bypasses `origins` (a `<script>` include sends no `Origin`); required for `jsonp`
+    /// on a route with an `origins` list other than `["*"]`.
+    pub jsonp_ignores_origins: bool,
 }
 
 impl Default for LongPollConfig {
@@ -242,6 +246,7 @@ impl Default for LongPollConfig {
             timeout: DEFAULT_LONG_POLL_TIMEOUT,
             max_batch: DEFAULT_LONG_POLL_MAX_BATCH,
             jsonp: false,
+            jsonp_ignores_origins: false,
         }
     }
 }

@@ -217,6 +217,24 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
             report.add(&format!("{at}.origins[{i}]"), message);
         }
     }
+    let any_origin = stream.origins.iter().any(|o| o == "*");
+    if any_origin && stream.origins.len() > 1 {
+        report.add(
+            &format!("{at}.origins"),
+            "\"*\" admits every origin: list it alone",
+        );
+    }
+    if stream.long_poll.jsonp
+        && !stream.origins.is_empty()
+        && !any_origin
+        && !stream.long_poll.jsonp_ignores_origins
+    {
+        report.add(
+            &format!("{at}.long_poll.jsonp"),
+            "JSONP bypasses origins (a <script> include sends no Origin, so any site can read the route): \
+             set long_poll.jsonp_ignores_origins: true to accept that, or turn JSONP off",
+        );
+    }
 }
 
 fn upstream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
@@ -298,8 +316,11 @@ fn check_url(uri: &http::Uri, schemes: &[&str]) -> Result<(), String> {
     }
 }
 
-/// `scheme://host[:port]` as browsers send it in `Origin` (RFC 6454 §7); already lower-cased.
+/// `scheme://host[:port]` as browsers send it in `Origin` (RFC 6454 §7), or `*`; already lower-cased.
 fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Ok(());
+    }
     let bad = || {
         format!(
             "invalid origin {:?}: expected scheme://host[:port], e.g. \"https://app.example.com\"",
