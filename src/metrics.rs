@@ -62,6 +62,8 @@ pub struct Metrics {
     pub passthrough_ws_closes: IntCounterVec,
     /// Pass-through request bodies cut for arriving too slowly after the response ended.
     pub passthrough_body_timeouts: IntCounter,
+    /// Rate limit of log lines clients or upstreams can trigger; counts `pushbridge_log_lines_suppressed_total`.
+    pub logs: crate::logs::LogLimiter,
     /// `events_delivered` and `delivery_latency` resolved per transport once (in `TRANSPORTS` order): the hot path
     /// (every event × every subscriber) then skips the label lookup.
     delivered_by: Vec<(IntCounter, Histogram)>,
@@ -204,6 +206,11 @@ impl Metrics {
                 "pushbridge_passthrough_body_timeouts_total",
                 "Pass-through request bodies cut for arriving too slowly after the response ended.",
             )?,
+            logs: crate::logs::LogLimiter::new(counter_vec(
+                "pushbridge_log_lines_suppressed_total",
+                "Log lines not written by the log rate limit, by kind.",
+                &["kind"],
+            )?),
             delivered_by: Vec::new(),
             registry,
         };

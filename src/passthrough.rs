@@ -189,11 +189,21 @@ impl Passthrough {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(error)) => {
                 let (status, text) = classify(error.is_connect(), &error);
-                tracing::warn!(error = %crate::error::chain(&error), upstream = %target, client = %peer, "pass-through upstream failed");
+                crate::log_limited!(
+                    self.inner.metrics.logs,
+                    crate::logs::LogKind::Passthrough,
+                    peer.ip(),
+                    warn!(error = %crate::error::chain(&error), upstream = %target, client = %peer, "pass-through upstream failed")
+                );
                 Err(plain(status, text))
             }
             Err(_) => {
-                tracing::warn!(?timeout, upstream = %target, client = %peer, "pass-through upstream sent no response headers in time");
+                crate::log_limited!(
+                    self.inner.metrics.logs,
+                    crate::logs::LogKind::Passthrough,
+                    peer.ip(),
+                    warn!(?timeout, upstream = %target, client = %peer, "pass-through upstream sent no response headers in time")
+                );
                 Err(plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     "gateway timeout: upstream did not respond in time\n",

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth;
 use crate::config::{Mode, TransportKind};
 use crate::hub::{Hub, StreamKey};
+use crate::logs::LogKind;
 use crate::metrics::Metrics;
 use crate::negotiate::{self, Decision, Facts};
 use crate::passthrough::Passthrough;
@@ -103,7 +104,7 @@ async fn stream(
         let forwarded = auth::forwarded_headers(&route.config, req.headers());
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         if let Err(denied) = check.check(&key, forwarded, req.method(), target).await {
-            let mut response = denied_response(&key, denied);
+            let mut response = denied_response(&router.metrics, &key, denied);
             auth::add_cors(&route.config, req.headers(), response.headers_mut());
             return response;
         }
@@ -293,7 +294,12 @@ async fn client_message(
                 .client_messages
                 .with_label_values(&["error"])
                 .inc();
-            tracing::warn!(%error, stream = %key, "Client message not delivered");
+            crate::log_limited!(
+                router.metrics.logs,
+                LogKind::ClientMessage,
+                key,
+                warn!(%error, stream = %key, "Client message not delivered")
+            );
             match error {
                 MessageError::TooLarge { .. } => {
                     plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large\n")
@@ -310,7 +316,7 @@ async fn client_message(
 }
 
 /// The answer to a client the authorization service did not admit.
-fn denied_response(key: &StreamKey, denied: auth::Denied) -> Response<Body> {
+fn denied_response(metrics: &Metrics, key: &StreamKey, denied: auth::Denied) -> Response<Body> {
     match denied {
         auth::Denied::Refused {
             status,
@@ -325,7 +331,12 @@ fn denied_response(key: &StreamKey, denied: auth::Denied) -> Response<Body> {
             response
         }
         auth::Denied::Unavailable(error) => {
-            tracing::warn!(%error, stream = %key, "Authorization check failed");
+            crate::log_limited!(
+                metrics.logs,
+                LogKind::AuthCheck,
+                key,
+                warn!(%error, stream = %key, "Authorization check failed")
+            );
             plain(
                 StatusCode::BAD_GATEWAY,
                 "authorization service unavailable\n",

@@ -56,7 +56,12 @@ pub(super) async fn session(
         .inc();
     let _up = super::UpGauge::new(metrics, route);
     stream.set_upstream(UpstreamState::Up);
-    tracing::info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected");
+    crate::log_limited!(
+        metrics.logs,
+        crate::logs::LogKind::UpstreamSession,
+        stream.key(),
+        info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected")
+    );
 
     state.decoder.restart();
     let mut body = response.into_body();
@@ -80,9 +85,14 @@ pub(super) async fn session(
                 Item::Retry(retry) => state.retry = Some(retry),
                 Item::Oversize { bytes } => {
                     metrics.upstream_malformed.with_label_values(&[route]).inc();
-                    tracing::warn!(
-                        stream = %stream.key(), bytes, limit = spec.max_event_bytes,
-                        "Upstream event over max_event_bytes dropped"
+                    crate::log_limited!(
+                        metrics.logs,
+                        crate::logs::LogKind::UpstreamMalformed,
+                        stream.key(),
+                        warn!(
+                            stream = %stream.key(), bytes, limit = spec.max_event_bytes,
+                            "Upstream event over max_event_bytes dropped"
+                        )
                     );
                 }
             }
