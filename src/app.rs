@@ -224,7 +224,7 @@ pub(crate) fn build_route(
         None => None,
     };
     let auth_check = match stream.auth.as_ref().and_then(|a| a.check.clone()) {
-        Some(url) => Some(crate::auth::AuthCheck::new(url)?),
+        Some(url) => Some(crate::auth::AuthCheck::new(url, stream.auth.as_ref())?),
         None => None,
     };
     Ok(Route {

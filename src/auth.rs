@@ -172,10 +172,20 @@ pub enum Denied {
 }
 
 impl AuthCheck {
-    pub fn new(url: http::Uri) -> Result<AuthCheck, crate::tls::TlsError> {
+    /// A check of `url` whose idle connections follow `auth.pool_idle_timeout` and `auth.pool_max_idle`.
+    pub fn new(
+        url: http::Uri,
+        config: Option<&crate::config::AuthConfig>,
+    ) -> Result<AuthCheck, crate::tls::TlsError> {
+        let defaults = crate::config::AuthConfig::default();
+        let config = config.unwrap_or(&defaults);
+        let pool = crate::upstream::PoolLimits {
+            idle_timeout: config.pool_idle_timeout,
+            max_idle_per_host: config.pool_max_idle,
+        };
         Ok(AuthCheck {
             url,
-            client: crate::upstream::http_client(None, CHECK_TIMEOUT)?,
+            client: crate::upstream::http_client_with(None, CHECK_TIMEOUT, pool)?,
         })
     }
 

@@ -296,7 +296,21 @@ pub struct AuthConfig {
     /// Client request headers passed to the check, per-client upstreams and client messages (lower-cased).
     #[serde(deserialize_with = "units::header_name_list")]
     pub forward_headers: Vec<String>,
+    /// How long an unused connection to the authorization service is kept; more than zero, at most 1h.
+    #[serde(deserialize_with = "units::duration")]
+    pub pool_idle_timeout: Duration,
+    /// Unused connections to the authorization service kept open (0: none); at most 1024.
+    pub pool_max_idle: usize,
 }
+
+/// Default `auth.pool_idle_timeout`.
+pub const DEFAULT_AUTH_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `auth.pool_max_idle`.
+pub const DEFAULT_AUTH_POOL_MAX_IDLE: usize = 8;
+/// Largest `auth.pool_idle_timeout`.
+pub const MAX_AUTH_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Largest `auth.pool_max_idle`.
+pub const MAX_AUTH_POOL_MAX_IDLE: usize = 1024;
 
 /// Headers forwarded when `auth.forward_headers` is not given.
 pub const DEFAULT_FORWARD_HEADERS: [&str; 2] = ["authorization", "cookie"];
@@ -309,6 +323,8 @@ impl Default for AuthConfig {
                 .iter()
                 .map(|h| h.to_string())
                 .collect(),
+            pool_idle_timeout: DEFAULT_AUTH_POOL_IDLE_TIMEOUT,
+            pool_max_idle: DEFAULT_AUTH_POOL_MAX_IDLE,
         }
     }
 }

@@ -209,8 +209,21 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
             messages.max_bytes,
         );
     }
-    if let Some(check) = stream.auth.as_ref().and_then(|auth| auth.check.as_ref()) {
-        report.url(&format!("{at}.auth.check"), check, &["http", "https"]);
+    if let Some(auth) = &stream.auth {
+        if let Some(check) = &auth.check {
+            report.url(&format!("{at}.auth.check"), check, &["http", "https"]);
+        }
+        let idle_at = format!("{at}.auth.pool_idle_timeout");
+        report.positive(&idle_at, auth.pool_idle_timeout);
+        if auth.pool_idle_timeout > super::schema::MAX_AUTH_POOL_IDLE_TIMEOUT {
+            report.add(&idle_at, "must be at most 1h");
+        }
+        if auth.pool_max_idle > super::schema::MAX_AUTH_POOL_MAX_IDLE {
+            report.add(
+                &format!("{at}.auth.pool_max_idle"),
+                format!("must be at most {}", super::schema::MAX_AUTH_POOL_MAX_IDLE),
+            );
+        }
     }
     for (i, origin) in stream.origins.iter().enumerate() {
         if let Err(message) = check_origin(origin) {
