@@ -14,7 +14,11 @@ use http_body_util::{BodyExt, Full};
 use support::binary;
 use support::client::{Proto, ReqBody, connect};
 
-const SECRETS: [&str; 15] = [
+const SECRETS: [&str; 19] = [
+    "RELOADSECRET1",
+    "RELOADSECRET2",
+    "RELOADSECRET3",
+    "RELOADSECRET4",
     "PTSECRET1",
     "PTSECRET2",
     "UPSECRET1",
@@ -112,6 +116,19 @@ fn collect_until(bin: &binary::Binary, lines: &mut Vec<String>, needles: &[&str]
     }
 }
 
+/// Collects log lines until one after `lines[from..]` contains `needle`.
+fn collect_until_new(bin: &binary::Binary, lines: &mut Vec<String>, from: usize, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lines[from..].iter().any(|l| l.contains(needle)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = bin
+            .log
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("never logged {needle:?}: {e}"));
+        lines.push(line);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_any_log_line_at_debug() {
     // The application answers 500 (with a Set-Cookie) to everything, and records the credentials it was sent.
@@ -198,6 +215,36 @@ async fn no_secret_in_any_log_line_at_debug() {
             .any(|l| l.contains("pass-through upstream failed") && l.contains("/down/page?…")),
         "{failing:#?}"
     );
+
+    // Refused reloads: their errors quote the bad URLs (one with the wrong scheme, one that does not parse).
+    let bad = [
+        (
+            "ftp://ru:RELOADSECRET1@h/x?k=RELOADSECRET2",
+            "URL \\\"ftp://h/x?…\\\" must start with",
+        ),
+        (
+            "http://ru:RELOADSECRET3@h/x y?k=RELOADSECRET4",
+            "invalid URL \\\"http://h/x y?…\\\"",
+        ),
+    ];
+    for (n, (url, shown)) in bad.into_iter().enumerate() {
+        let yaml = format!(
+            "{}  - name: bad\n    path: /bad\n    upstream: {{ url: \"{url}\" }}\n",
+            config(app, dead)
+        );
+        std::fs::write(dir.path().join("config.yaml"), yaml).unwrap();
+        bin.signal("HUP");
+        let before = lines.len();
+        collect_until_new(&bin, &mut lines, before, "Config reload refused");
+        let refused = lines[before..]
+            .iter()
+            .find(|l| l.contains("Config reload refused"))
+            .unwrap();
+        assert!(
+            refused.contains("streams[5].upstream.url") && refused.contains(shown),
+            "reload {n}: {refused}"
+        );
+    }
 
     drop(streams);
     drop(sender);
