@@ -1,5 +1,6 @@
 //! Log storms: lines that clients or the upstream can trigger at will (upstream failures and reconnects,
-//! malformed events, slow subscribers, failed client messages and auth checks, pass-through failures) go through
+//! malformed events, slow subscribers, failed client messages and auth checks, pass-through failures, refused
+//! cross-origin requests) go through
 //! a [`LogLimiter`]. In each [`INTERVAL`] at most [`PER_KEY`] lines per kind and key (a stream, an upstream) and
 //! [`PER_KIND`] lines per kind are written; the rest are counted in `pushbridge_log_lines_suppressed_total{kind}`
 //! and the next line written for that key carries `suppressed=N`. Memory is fixed: keys hash into [`SLOTS`] slots
@@ -37,10 +38,12 @@ pub enum LogKind {
     AuthCheck,
     /// A pass-through request failed upstream.
     Passthrough,
+    /// A client request was refused (e.g. a cross-origin page).
+    Refused,
 }
 
 impl LogKind {
-    pub const ALL: [LogKind; 7] = [
+    pub const ALL: [LogKind; 8] = [
         LogKind::UpstreamFailed,
         LogKind::UpstreamSession,
         LogKind::UpstreamMalformed,
@@ -48,6 +51,7 @@ impl LogKind {
         LogKind::ClientMessage,
         LogKind::AuthCheck,
         LogKind::Passthrough,
+        LogKind::Refused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +63,7 @@ impl LogKind {
             LogKind::ClientMessage => "client_message",
             LogKind::AuthCheck => "auth_check",
             LogKind::Passthrough => "passthrough",
+            LogKind::Refused => "refused",
         }
     }
 }

@@ -91,6 +91,16 @@ async fn stream(
 ) -> Response<Body> {
     if !auth::origin_allowed(&route.config, req.headers()) && !auth::same_origin(&req, conn.scheme)
     {
+        let origin = req.headers().get(http::header::ORIGIN).map(|o| {
+            let text = crate::error::redact_text(&String::from_utf8_lossy(o.as_bytes()));
+            text.chars().take(100).collect::<String>()
+        });
+        crate::log_limited!(
+            router.metrics.logs,
+            LogKind::Refused,
+            route.name,
+            info!(route = %route.name, origin = origin.as_deref().unwrap_or(""), "Cross-origin request refused (not same-origin, not in origins)")
+        );
         return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
     let key = StreamKey {

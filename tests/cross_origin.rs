@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use support::binary;
+use support::client::Proto;
 use support::upstream::SseUpstream;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -50,7 +51,8 @@ fn config(upstream: SocketAddr, auth: SocketAddr) -> String {
         )
     };
     format!(
-        "listen: [{{ address: \"127.0.0.1:0\" }}]\nlog: {{ format: json }}\nstreams:\n{}{}{}{}",
+        "listen: [{{ address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\nlog: {{ format: json }}\n\
+         streams:\n{}{}{}{}",
         route("default", ""),
         route("listed", "    origins: [\"https://app.example\"]\n"),
         route("any", "    origins: [\"*\"]\n"),
@@ -86,8 +88,9 @@ async fn cross_site_websocket_refused_before_upgrade_and_auth() {
     let upstream = SseUpstream::start(true).await;
     let (auth, seen) = auth_app().await;
     let dir = tempfile::tempdir().unwrap();
-    let bin = binary::start(dir.path(), &config(upstream.addr, auth), 1, false);
-    let addr = bin.listen[0];
+    let started = std::time::Instant::now();
+    let bin = binary::start(dir.path(), &config(upstream.addr, auth), 1, true);
+    let (addr, admin) = (bin.listen[0], bin.admin.unwrap());
 
     // Start-up warnings for the risky routes.
     let warned: Vec<&String> = bin
@@ -149,20 +152,77 @@ async fn cross_site_websocket_refused_before_upgrade_and_auth() {
     // No Origin at all: not a browser page.
     let (status, _) = get_with_origin(addr, "/default/a", "").await;
     assert_eq!(status, StatusCode::OK);
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 4, "{seen:?}");
-    assert!(seen[..3].iter().all(|c| c.as_deref() == Some(COOKIE)));
+    // HTTP/2: the host is the request's :authority.
+    let same = format!("http://{addr}");
+    let (status, _) = get_with_origin_as(addr, "/default/a", &same, Proto::H2).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) =
+        get_with_origin_as(addr, "/default/a", "https://evil.example", Proto::H2).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 5, "{seen:?}");
+        assert!(seen[..3].iter().all(|c| c.as_deref() == Some(COOKIE)));
+    }
+
+    // A storm of refused requests: a few log lines, the rest counted. 7 refusals so far, 50 more.
+    for _ in 0..50 {
+        let (status, _) = get_with_origin(addr, "/default/a", "https://evil.example").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    let (_, metrics) = support::client::get_text(admin, "/metrics").await;
+    let suppressed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"pushbridge_log_lines_suppressed_total{kind="refused"} "#))
+        .and_then(|v| v.parse().ok())
+        .expect("suppressed series");
+    let intervals =
+        (started.elapsed().as_millis() / pushbridge::logs::INTERVAL.as_millis()) as u64 + 1;
+    let mut lines = Vec::new();
+    while let Ok(line) = bin.log.recv_timeout(Duration::from_millis(300)) {
+        lines.push(line);
+    }
+    let refused: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("Cross-origin request refused"))
+        .collect();
+    let on_default = refused
+        .iter()
+        .filter(|l| l.contains("\"route\":\"default\""))
+        .count() as u64;
+    let per_key = u64::from(pushbridge::logs::PER_KEY);
+    assert!(
+        (per_key..=per_key * intervals).contains(&on_default),
+        "{on_default} lines: {refused:#?}"
+    );
+    assert!(refused.iter().all(|l| l.contains("https://evil.example")
+        || l.contains("127.0.0.1")
+        || l.contains("ftp://")));
+    assert_eq!(refused.len() as u64 + suppressed, 57, "{refused:#?}");
 }
 
-/// An SSE GET with an optional Origin (empty: none) and the cookie; the status and headers.
+/// An HTTP/1.1 [`get_with_origin_as`].
 async fn get_with_origin(
     addr: SocketAddr,
     path: &str,
     origin: &str,
 ) -> (StatusCode, http::HeaderMap) {
-    let mut sender = support::client::connect(addr, support::client::Proto::H1).await;
-    let mut req = Request::get(path)
-        .header("host", addr.to_string())
+    get_with_origin_as(addr, path, origin, Proto::H1).await
+}
+
+/// An SSE GET with an optional Origin (empty: none) and the cookie; the status and headers.
+async fn get_with_origin_as(
+    addr: SocketAddr,
+    path: &str,
+    origin: &str,
+    proto: Proto,
+) -> (StatusCode, http::HeaderMap) {
+    let mut sender = support::client::connect(addr, proto).await;
+    let mut req = match proto {
+        Proto::H1 => Request::get(path).header("host", addr.to_string()),
+        Proto::H2 => Request::get(format!("http://{addr}{path}")),
+    };
+    req = req
         .header("cookie", COOKIE)
         .header("accept", "text/event-stream");
     if !origin.is_empty() {
