@@ -234,3 +234,6 @@ impl AuthCheck {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
