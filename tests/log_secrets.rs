@@ -75,6 +75,10 @@ streams:
     path: /fwd/{{channel}}
     upstream: {{ url: "http://{dead}/events" }}
     client_messages: {{ forward: "http://fu:FWDSECRET1@{dead}/msg?k=FWDSECRET2" }}
+  - name: fwd5
+    path: /fwd5/{{channel}}
+    upstream: {{ url: "http://{dead}/events" }}
+    client_messages: {{ forward: "http://fu:FWDSECRET1@{app}/msg?k=FWDSECRET2" }}
 "#
     )
 }
@@ -172,9 +176,12 @@ async fn no_secret_in_any_log_line_at_debug() {
         assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{path}");
         let _ = resp.into_body().collect().await;
     }
-    // Client-message forward: refused.
+    // Client-message forward: refused, then 5xx (passed to the client).
     let resp = sender.send(request("POST", "/fwd/a", "*/*")).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let _ = resp.into_body().collect().await;
+    let resp = sender.send(request("POST", "/fwd5/a", "*/*")).await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let _ = resp.into_body().collect().await;
     // Stream upstreams: 5xx and refused, kept alive by an SSE subscriber each.
     let mut streams = Vec::new();
@@ -241,7 +248,7 @@ async fn no_secret_in_any_log_line_at_debug() {
             .find(|l| l.contains("Config reload refused"))
             .unwrap();
         assert!(
-            refused.contains("streams[5].upstream.url") && refused.contains(shown),
+            refused.contains("streams[6].upstream.url") && refused.contains(shown),
             "reload {n}: {refused}"
         );
     }
@@ -276,7 +283,7 @@ async fn no_secret_in_any_log_line_at_debug() {
         "{seen:?}"
     );
     // The client's own (forwarded) Authorization wins over a URL's user-info.
-    for want in ["/page", "/auth"] {
+    for want in ["/page", "/auth", "/msg"] {
         assert!(
             seen.iter().any(|(path, auth)| path == want
                 && auth.as_deref() == Some("Bearer HDRAUTHSECRET")),
