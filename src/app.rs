@@ -234,6 +234,9 @@ pub(crate) fn build_route(
     stream: &crate::config::StreamConfig,
     metrics: &Arc<Metrics>,
 ) -> Result<Route, StartError> {
+    for risk in crate::auth::cross_origin_risks(stream) {
+        tracing::warn!(route = %stream.name, "Cross-origin risk: {risk}");
+    }
     let upstream = &stream.upstream;
     let route_error = |message: String| StartError::Route {
         route: stream.name.clone(),
@@ -299,7 +302,7 @@ pub(crate) fn build_route(
         None => None,
     };
     let auth_check = match stream.auth.as_ref().and_then(|a| a.check.clone()) {
-        Some(url) => Some(crate::auth::AuthCheck::new(url)?),
+        Some(url) => Some(crate::auth::AuthCheck::new(url, stream.auth.as_ref())?),
         None => None,
     };
     Ok(Route {

@@ -1,5 +1,6 @@
-//! Browser-facing access rules of a stream route: the Origin allow-list (refused before any upgrade: cross-site
-//! WebSocket hijacking), CORS for SSE and long-poll, and which client headers are forwarded to the application.
+//! Browser-facing access rules of a stream route: the Origin rule — same-origin unless `origins` lists others or
+//! `"*"`, refused before any upgrade or auth check (cross-site WebSocket hijacking) — CORS for SSE and long-poll,
+//! and which client headers are forwarded to the application.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -7,19 +8,87 @@ use crate::config::StreamConfig;
 
 pub use crate::config::DEFAULT_FORWARD_HEADERS;
 
-/// Whether the request's Origin may use this route. No `origins` list allows any; a request without an Origin
-/// header (not a browser page) is allowed.
+/// An `origins` entry that admits every origin.
+pub const ANY_ORIGIN: &str = "*";
+
+/// Whether the request's Origin is on this route's `origins` list (or the list holds `"*"`). A request without an
+/// Origin header (not a browser page) is allowed; with an empty list no cross-origin page is (see [`same_origin`]).
 pub fn origin_allowed(route: &StreamConfig, headers: &HeaderMap) -> bool {
     match headers.get(header::ORIGIN) {
         None => true,
-        Some(origin) => {
-            route.origins.is_empty()
-                || route
-                    .origins
-                    .iter()
-                    .any(|o| o.as_bytes() == origin.as_bytes())
+        Some(origin) => route
+            .origins
+            .iter()
+            .any(|o| o == ANY_ORIGIN || o.as_bytes().eq_ignore_ascii_case(origin.as_bytes())),
+    }
+}
+
+/// Whether the page that sent this request came from pushbridge's own site: its Origin names the request's host
+/// (`Host`, or HTTP/2 `:authority`) and port. `scheme` is the client connection's: when pushbridge terminates TLS
+/// the Origin must be `https`; on a plaintext listener (perhaps behind a TLS proxy) `http` and `https` both match,
+/// with the port compared against the Origin scheme's default.
+pub fn same_origin<B>(req: &http::Request<B>, scheme: &str) -> bool {
+    let Some(origin) = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+    else {
+        return true;
+    };
+    let Some((origin_scheme, origin_host)) = origin.split_once("://") else {
+        return false;
+    };
+    let origin_scheme = origin_scheme.to_ascii_lowercase();
+    let default_port = match origin_scheme.as_str() {
+        "https" => 443,
+        "http" if scheme != "https" => 80,
+        _ => return false,
+    };
+    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    let (Ok(origin), Some(Ok(host))) = (
+        origin_host.parse::<http::uri::Authority>(),
+        host.map(str::parse::<http::uri::Authority>),
+    ) else {
+        return false;
+    };
+    origin.host().eq_ignore_ascii_case(host.host())
+        && origin.port_u16().unwrap_or(default_port) == host.port_u16().unwrap_or(default_port)
+        && !origin.as_str().contains('@')
+}
+
+/// Whether the client headers this route forwards include cookies, and something receives them (the auth check,
+/// per-client upstreams or client messages).
+pub fn forwards_cookies(route: &StreamConfig) -> bool {
+    let names: Vec<&str> = match &route.auth {
+        Some(auth) => auth.forward_headers.iter().map(String::as_str).collect(),
+        None => DEFAULT_FORWARD_HEADERS.to_vec(),
+    };
+    names.contains(&"cookie")
+        && (route.auth.as_ref().is_some_and(|a| a.check.is_some())
+            || route.mode == crate::config::Mode::PerClient
+            || route.client_messages.is_some())
+}
+
+/// The risky cross-origin settings of a route, for a start-up warning each.
+pub fn cross_origin_risks(route: &StreamConfig) -> Vec<&'static str> {
+    let mut risks = Vec::new();
+    if forwards_cookies(route) {
+        if route.origins.iter().any(|o| o == ANY_ORIGIN) {
+            risks.push(
+                "origins: [\"*\"] with cookies forwarded: any site's page can use a visitor's session on this route",
+            );
+        }
+        if route.long_poll.jsonp {
+            risks.push(
+                "long_poll.jsonp with cookies forwarded: any site's <script> can read this route with a visitor's session",
+            );
         }
     }
+    risks
 }
 
 /// Adds CORS response headers for an allowed Origin (echoed, with `Vary: Origin`).
@@ -32,7 +101,7 @@ pub fn add_cors(route: &StreamConfig, request: &HeaderMap, response: &mut Header
     }
     response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     response.append(header::VARY, HeaderValue::from_static("origin"));
-    if !route.origins.is_empty() {
+    if !route.origins.iter().any(|o| o == ANY_ORIGIN) {
         // Only an explicit allow-list may receive credentials (cookies) cross-site.
         response.insert(
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -103,10 +172,20 @@ pub enum Denied {
 }
 
 impl AuthCheck {
-    pub fn new(url: http::Uri) -> Result<AuthCheck, crate::tls::TlsError> {
+    /// A check of `url` whose idle connections follow `auth.pool_idle_timeout` and `auth.pool_max_idle`.
+    pub fn new(
+        url: http::Uri,
+        config: Option<&crate::config::AuthConfig>,
+    ) -> Result<AuthCheck, crate::tls::TlsError> {
+        let defaults = crate::config::AuthConfig::default();
+        let config = config.unwrap_or(&defaults);
+        let pool = crate::upstream::PoolLimits {
+            idle_timeout: config.pool_idle_timeout,
+            max_idle_per_host: config.pool_max_idle,
+        };
         Ok(AuthCheck {
             url,
-            client: crate::upstream::http_client(None, CHECK_TIMEOUT)?,
+            client: crate::upstream::http_client_with(None, CHECK_TIMEOUT, pool)?,
         })
     }
 
@@ -155,3 +234,6 @@ impl AuthCheck {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

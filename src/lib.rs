@@ -13,7 +13,8 @@
 //! - [`route`]: the stream route, connection guard and refusal shared by [`server`] and [`transports`].
 //! - [`server`]: per-request routing; [`listener`]: accept loop and TLS handshake; [`tls`]: rustls set-up.
 //! - [`config`]: YAML schema, defaults, load and validation; [`app`]: wiring and drain; [`shutdown`]: signals.
-//! - [`metrics`], [`admin`]: Prometheus registry and the admin listener; [`error`]: boundary error types.
+//! - [`metrics`], [`admin`]: Prometheus registry and the admin listener; [`error`]: boundary error types and
+//!   URL redaction for logs; [`logs`]: the rate limit of log lines clients or upstreams can trigger.
 //! - [`demo`]: the self-contained `demo` subcommand.
 
 pub mod admin;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod event;
 pub mod hub;
 pub mod listener;
+pub mod logs;
 pub mod metrics;
 pub mod negotiate;
 pub mod passthrough;

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub passthrough_body_timeouts: IntCounter,
     /// Pass-through WebSocket handshakes refused at `websocket.max_sessions`.
     pub passthrough_ws_refused: IntCounter,
+    /// Rate limit of log lines clients or upstreams can trigger; counts `pushbridge_log_lines_suppressed_total`.
+    pub logs: crate::logs::LogLimiter,
     /// `events_delivered` and `delivery_latency` resolved per transport once (in `TRANSPORTS` order): the hot path
     /// (every event × every subscriber) then skips the label lookup.
     delivered_by: Vec<(IntCounter, Histogram)>,
@@ -257,6 +259,11 @@ impl Metrics {
                 "pushbridge_passthrough_websocket_refusals_total",
                 "Pass-through WebSocket handshakes refused for too many open sessions.",
             )?,
+            logs: crate::logs::LogLimiter::new(counter_vec(
+                "pushbridge_log_lines_suppressed_total",
+                "Log lines not written by the log rate limit, by kind.",
+                &["kind"],
+            )?),
             delivered_by: Vec::new(),
             registry,
         };

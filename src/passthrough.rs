@@ -181,9 +181,10 @@ impl Passthrough {
     async fn send(
         &self,
         client: &HttpClient,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
         conn: &ConnInfo,
     ) -> Result<Response<Incoming>, Response<Body>> {
+        crate::upstream::client::move_userinfo(&mut req);
         let target = crate::error::redact(req.uri());
         let peer = conn.peer;
         let timeout = self.inner.response_timeout;
@@ -191,11 +192,21 @@ impl Passthrough {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(error)) => {
                 let (status, text) = classify(error.is_connect(), &error);
-                tracing::warn!(error = %chain(&error), upstream = %target, client = %peer, "pass-through upstream failed");
+                crate::log_limited!(
+                    self.inner.metrics.logs,
+                    crate::logs::LogKind::Passthrough,
+                    peer.ip(),
+                    warn!(error = %crate::error::chain(&error), upstream = %target, client = %peer, "pass-through upstream failed")
+                );
                 Err(plain(status, text))
             }
             Err(_) => {
-                tracing::warn!(?timeout, upstream = %target, client = %peer, "pass-through upstream sent no response headers in time");
+                crate::log_limited!(
+                    self.inner.metrics.logs,
+                    crate::logs::LogKind::Passthrough,
+                    peer.ip(),
+                    warn!(?timeout, upstream = %target, client = %peer, "pass-through upstream sent no response headers in time")
+                );
                 Err(plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     "gateway timeout: upstream did not respond in time\n",
@@ -248,18 +259,6 @@ fn classify(connect: bool, error: &(dyn StdError + 'static)) -> (StatusCode, &'s
             "bad gateway: upstream connection error\n",
         ),
     }
-}
-
-/// `error` and its sources, `: `-joined (the legacy client's own message is only "client error (Connect)").
-fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth;
 use crate::config::{Mode, TransportKind};
 use crate::hub::{Hub, StreamKey};
+use crate::logs::LogKind;
 use crate::metrics::Metrics;
 use crate::negotiate::{self, Decision, Facts};
 use crate::passthrough::Passthrough;
@@ -94,7 +95,18 @@ async fn stream(
     req: Request<Incoming>,
     conn: ConnInfo,
 ) -> Response<Body> {
-    if !auth::origin_allowed(&route.config, req.headers()) {
+    if !auth::origin_allowed(&route.config, req.headers()) && !auth::same_origin(&req, conn.scheme)
+    {
+        let origin = req.headers().get(http::header::ORIGIN).map(|o| {
+            let text = crate::error::redact_text(&String::from_utf8_lossy(o.as_bytes()));
+            text.chars().take(100).collect::<String>()
+        });
+        crate::log_limited!(
+            router.metrics.logs,
+            LogKind::Refused,
+            route.name,
+            info!(route = %route.name, origin = origin.as_deref().unwrap_or(""), "Cross-origin request refused (not same-origin, not in origins)")
+        );
         return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
     let key = StreamKey {
@@ -108,7 +120,7 @@ async fn stream(
         let forwarded = auth::forwarded_headers(&route.config, req.headers());
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         if let Err(denied) = check.check(&key, forwarded, req.method(), target).await {
-            let mut response = denied_response(&key, denied);
+            let mut response = denied_response(&router.metrics, &key, denied);
             auth::add_cors(&route.config, req.headers(), response.headers_mut());
             return response;
         }
@@ -298,7 +310,12 @@ async fn client_message(
                 .client_messages
                 .with_label_values(&["error"])
                 .inc();
-            tracing::warn!(%error, stream = %key, "Client message not delivered");
+            crate::log_limited!(
+                router.metrics.logs,
+                LogKind::ClientMessage,
+                key,
+                warn!(%error, stream = %key, "Client message not delivered")
+            );
             match error {
                 MessageError::TooLarge { .. } => {
                     plain(StatusCode::PAYLOAD_TOO_LARGE, "message too large\n")
@@ -315,7 +332,7 @@ async fn client_message(
 }
 
 /// The answer to a client the authorization service did not admit.
-fn denied_response(key: &StreamKey, denied: auth::Denied) -> Response<Body> {
+fn denied_response(metrics: &Metrics, key: &StreamKey, denied: auth::Denied) -> Response<Body> {
     match denied {
         auth::Denied::Refused {
             status,
@@ -330,7 +347,12 @@ fn denied_response(key: &StreamKey, denied: auth::Denied) -> Response<Body> {
             response
         }
         auth::Denied::Unavailable(error) => {
-            tracing::warn!(%error, stream = %key, "Authorization check failed");
+            crate::log_limited!(
+                metrics.logs,
+                LogKind::AuthCheck,
+                key,
+                warn!(%error, stream = %key, "Authorization check failed")
+            );
             plain(
                 StatusCode::BAD_GATEWAY,
                 "authorization service unavailable\n",

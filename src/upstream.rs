@@ -20,9 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{UpstreamConfig, UpstreamKind};
 use crate::hub::{Stream, UpstreamState};
+use crate::logs::LogKind;
 use crate::metrics::Metrics;
 pub use backoff::Backoff;
-pub use client::{HttpClient, http_client};
+pub use client::{HttpClient, PoolLimits, http_client, http_client_with};
 
 /// Everything needed to connect one stream's upstream.
 #[derive(Debug, Clone)]
@@ -82,14 +83,24 @@ pub async fn supervise(
         match result {
             Ok(SessionEnd::Closed { delivered }) => {
                 stream.set_upstream(UpstreamState::Connecting);
-                tracing::info!(stream = %stream.key(), "Upstream closed the stream; reconnecting");
+                crate::log_limited!(
+                    metrics.logs,
+                    LogKind::UpstreamSession,
+                    stream.key(),
+                    info!(stream = %stream.key(), "Upstream closed the stream; reconnecting")
+                );
                 if delivered {
                     attempt = 0;
                 }
             }
             Err(error) => {
                 stream.set_upstream(UpstreamState::Down);
-                tracing::warn!(%error, stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream failed; backing off");
+                crate::log_limited!(
+                    metrics.logs,
+                    LogKind::UpstreamFailed,
+                    stream.key(),
+                    warn!(%error, stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream failed; backing off")
+                );
             }
         }
         let backoff = state

@@ -40,8 +40,10 @@ const SHORT_DEADLINES: &str = "openTimeout=3000&silenceTimeout=1500";
 /// The promise about buffering proxies: the client is on long-poll within this long of `connect()`.
 const DOWNGRADE_WITHIN_MS: u64 = 5000;
 
-/// Forwards `Upgrade`, as a proxy set up for WebSocket does.
+/// Forwards `Upgrade` and the browser's `Host` (the same-origin check compares `Origin` with it), as a proxy set up
+/// for WebSocket does.
 const PROXY_UPGRADE: &str = "proxy_http_version 1.1;\n\
+    proxy_set_header Host $http_host;\n\
     proxy_set_header Upgrade $http_upgrade;\n\
     proxy_set_header Connection \"upgrade\";\n\
     proxy_buffering off;";

@@ -47,7 +47,8 @@ impl fmt::Display for Problem {
         if !self.path.is_empty() {
             write!(f, ": {}", self.path)?;
         }
-        write!(f, ": {}", self.message)
+        // A message may quote a URL the user wrote: user-info, query and fragment are secrets.
+        write!(f, ": {}", crate::error::redact_urls(&self.message))
     }
 }
 

@@ -212,8 +212,12 @@ impl UrlTemplate {
                 }
             }
         }
-        out.parse::<http::Uri>()
-            .map_err(|e| format!("invalid URL {:?}: {e}", units::clip(&out)))
+        out.parse::<http::Uri>().map_err(|e| {
+            format!(
+                "invalid URL {:?}: {e}",
+                units::clip(&crate::error::redact_text(&out))
+            )
+        })
     }
 }
 

@@ -180,7 +180,8 @@ pub struct StreamConfig {
     /// Client credentials: headers forwarded upstream and an optional auth sub-request.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
-    /// Allowed `Origin`s (`scheme://host[:port]`, compared lower-case); empty: any origin.
+    /// Cross-origin pages allowed (`scheme://host[:port]`, compared lower-case; `"*"`: any origin). Empty: only
+    /// pages of pushbridge's own site (the request's host) — cross-site WebSocket hijacking is refused.
     #[serde(default, deserialize_with = "units::string_list")]
     pub origins: Vec<String>,
 }
@@ -275,6 +276,9 @@ pub struct LongPollConfig {
     pub max_batch: usize,
     /// Answer `callback=` requests with JSONP (for very old browsers).
     pub jsonp: bool,
+    /// Acknowledges that JSONP bypasses `origins` (a `<script>` include sends no `Origin`); required for `jsonp`
+    /// on a route with an `origins` list other than `["*"]`.
+    pub jsonp_ignores_origins: bool,
 }
 
 impl Default for LongPollConfig {
@@ -283,6 +287,7 @@ impl Default for LongPollConfig {
             timeout: DEFAULT_LONG_POLL_TIMEOUT,
             max_batch: DEFAULT_LONG_POLL_MAX_BATCH,
             jsonp: false,
+            jsonp_ignores_origins: false,
         }
     }
 }
@@ -332,7 +337,21 @@ pub struct AuthConfig {
     /// Client request headers passed to the check, per-client upstreams and client messages (lower-cased).
     #[serde(deserialize_with = "units::header_name_list")]
     pub forward_headers: Vec<String>,
+    /// How long an unused connection to the authorization service is kept; more than zero, at most 1h.
+    #[serde(deserialize_with = "units::duration")]
+    pub pool_idle_timeout: Duration,
+    /// Unused connections to the authorization service kept open (0: none); at most 1024.
+    pub pool_max_idle: usize,
 }
+
+/// Default `auth.pool_idle_timeout`.
+pub const DEFAULT_AUTH_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `auth.pool_max_idle`.
+pub const DEFAULT_AUTH_POOL_MAX_IDLE: usize = 8;
+/// Largest `auth.pool_idle_timeout`.
+pub const MAX_AUTH_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Largest `auth.pool_max_idle`.
+pub const MAX_AUTH_POOL_MAX_IDLE: usize = 1024;
 
 /// Headers forwarded when `auth.forward_headers` is not given.
 pub const DEFAULT_FORWARD_HEADERS: [&str; 2] = ["authorization", "cookie"];
@@ -345,6 +364,8 @@ impl Default for AuthConfig {
                 .iter()
                 .map(|h| h.to_string())
                 .collect(),
+            pool_idle_timeout: DEFAULT_AUTH_POOL_IDLE_TIMEOUT,
+            pool_max_idle: DEFAULT_AUTH_POOL_MAX_IDLE,
         }
     }
 }

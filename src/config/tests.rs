@@ -83,7 +83,8 @@ fn minimal_config_gets_every_default() {
         LongPollConfig {
             timeout: Duration::from_secs(25),
             max_batch: 100,
-            jsonp: false
+            jsonp: false,
+            jsonp_ignores_origins: false,
         }
     );
     assert_eq!(stream.ws.format, WsFormat::Envelope);

@@ -179,7 +179,7 @@ scalar!(
     |s| s
         .trim()
         .parse::<http::Uri>()
-        .map_err(|e| format!("invalid URL {:?}: {e}", clip(s))),
+        .map_err(|e| format!("invalid URL {:?}: {e}", clip(&crate::error::redact_text(s)))),
     uri
 );
 scalar!(

@@ -202,13 +202,44 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
             messages.max_bytes,
         );
     }
-    if let Some(check) = stream.auth.as_ref().and_then(|auth| auth.check.as_ref()) {
-        report.url(&format!("{at}.auth.check"), check, &["http", "https"]);
+    if let Some(auth) = &stream.auth {
+        if let Some(check) = &auth.check {
+            report.url(&format!("{at}.auth.check"), check, &["http", "https"]);
+        }
+        let idle_at = format!("{at}.auth.pool_idle_timeout");
+        report.positive(&idle_at, auth.pool_idle_timeout);
+        if auth.pool_idle_timeout > super::schema::MAX_AUTH_POOL_IDLE_TIMEOUT {
+            report.add(&idle_at, "must be at most 1h");
+        }
+        if auth.pool_max_idle > super::schema::MAX_AUTH_POOL_MAX_IDLE {
+            report.add(
+                &format!("{at}.auth.pool_max_idle"),
+                format!("must be at most {}", super::schema::MAX_AUTH_POOL_MAX_IDLE),
+            );
+        }
     }
     for (i, origin) in stream.origins.iter().enumerate() {
         if let Err(message) = check_origin(origin) {
             report.add(&format!("{at}.origins[{i}]"), message);
         }
+    }
+    let any_origin = stream.origins.iter().any(|o| o == "*");
+    if any_origin && stream.origins.len() > 1 {
+        report.add(
+            &format!("{at}.origins"),
+            "\"*\" admits every origin: list it alone",
+        );
+    }
+    if stream.long_poll.jsonp
+        && !stream.origins.is_empty()
+        && !any_origin
+        && !stream.long_poll.jsonp_ignores_origins
+    {
+        report.add(
+            &format!("{at}.long_poll.jsonp"),
+            "JSONP bypasses origins (a <script> include sends no Origin, so any site can read the route): \
+             set long_poll.jsonp_ignores_origins: true to accept that, or turn JSONP off",
+        );
     }
 }
 
@@ -278,18 +309,24 @@ fn check_url(uri: &http::Uri, schemes: &[&str]) -> Result<(), String> {
     if !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
         return Err(format!(
             "URL {:?} must start with {}://",
-            clip(&uri.to_string()),
+            clip(&crate::error::redact(uri)),
             schemes.join("://, ")
         ));
     }
     match uri.host() {
         Some(host) if !host.is_empty() => Ok(()),
-        _ => Err(format!("URL {:?} has no host", clip(&uri.to_string()))),
+        _ => Err(format!(
+            "URL {:?} has no host",
+            clip(&crate::error::redact(uri))
+        )),
     }
 }
 
-/// `scheme://host[:port]` as browsers send it in `Origin` (RFC 6454 §7); already lower-cased.
+/// `scheme://host[:port]` as browsers send it in `Origin` (RFC 6454 §7), or `*`; already lower-cased.
 fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Ok(());
+    }
     let bad = || {
         format!(
             "invalid origin {:?}: expected scheme://host[:port], e.g. \"https://app.example.com\"",

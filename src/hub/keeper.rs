@@ -138,7 +138,12 @@ impl Stream {
                     .slow_consumers
                     .with_label_values(&[kick.transport])
                     .inc();
-                tracing::info!(stream = %self.key(), transport = kick.transport, behind, "Slow subscriber disconnected");
+                crate::log_limited!(
+                    self.metrics.logs,
+                    crate::logs::LogKind::SlowSubscriber,
+                    self.key(),
+                    info!(stream = %self.key(), transport = kick.transport, behind, "Slow subscriber disconnected")
+                );
             }
         }
     }

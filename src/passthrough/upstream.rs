@@ -29,12 +29,18 @@ impl Upstream {
     fn new(url: &Uri, protocol: UpstreamProtocol) -> Result<Upstream, BoxError> {
         let scheme = match url.scheme() {
             Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
-            _ => return Err(format!("upstream {url}: scheme must be http or https").into()),
+            _ => {
+                return Err(format!(
+                    "upstream {}: scheme must be http or https",
+                    crate::error::redact(url)
+                )
+                .into());
+            }
         };
         let authority = url
             .authority()
             .cloned()
-            .ok_or_else(|| format!("upstream {url}: missing host"))?;
+            .ok_or_else(|| format!("upstream {}: missing host", crate::error::redact(url)))?;
         Ok(Upstream {
             scheme,
             authority,

@@ -59,7 +59,12 @@ pub(super) async fn session(
     let _up = super::UpGauge::new(metrics, route);
     stream.set_upstream(UpstreamState::Up);
     stream.upstream_connected(resume_from.as_deref());
-    tracing::info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected");
+    crate::log_limited!(
+        metrics.logs,
+        crate::logs::LogKind::UpstreamSession,
+        stream.key(),
+        info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected")
+    );
 
     state.decoder.restart();
     let mut body = response.into_body();
@@ -86,9 +91,14 @@ pub(super) async fn session(
                 }
                 Item::Oversize { bytes } => {
                     metrics.upstream_malformed.with_label_values(&[route]).inc();
-                    tracing::warn!(
-                        stream = %stream.key(), bytes, limit = spec.max_event_bytes,
-                        "Upstream event over max_event_bytes dropped"
+                    crate::log_limited!(
+                        metrics.logs,
+                        crate::logs::LogKind::UpstreamMalformed,
+                        stream.key(),
+                        warn!(
+                            stream = %stream.key(), bytes, limit = spec.max_event_bytes,
+                            "Upstream event over max_event_bytes dropped"
+                        )
                     );
                 }
             }

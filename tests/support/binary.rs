@@ -13,6 +13,8 @@ pub struct Binary {
     pub admin: Option<SocketAddr>,
     /// Every later log line.
     pub log: mpsc::Receiver<String>,
+    /// The log lines read while waiting for the listeners.
+    pub startup: Vec<String>,
 }
 
 /// Starts `pushbridge run -c <dir>/config.yaml` with `yaml` (which should set `log: {format: json}`).
@@ -88,11 +90,14 @@ fn spawn(
     });
     let mut listen = Vec::new();
     let mut admin_addr = None;
+    let mut startup = Vec::new();
     while listen.len() < listeners || (admin && admin_addr.is_none()) {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("pushbridge start-up log");
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+        startup.push(line);
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&startup[startup.len() - 1])
+        else {
             continue;
         };
         let fields = &value["fields"];
@@ -108,6 +113,7 @@ fn spawn(
         listen,
         admin: admin_addr,
         log: rx,
+        startup,
     }
 }
 

@@ -227,7 +227,12 @@ where
                 "error"
             }
             Err(error) => {
-                tracing::warn!(%error, stream = %ctx.key, "Client message not delivered");
+                crate::log_limited!(
+                    ctx.metrics.logs,
+                    crate::logs::LogKind::ClientMessage,
+                    ctx.key,
+                    warn!(%error, stream = %ctx.key, "Client message not delivered")
+                );
                 "error"
             }
         };
