@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::passthrough::PassthroughConfig;
 use super::kinds::{BinaryMode, MapConfig, PollConfig, ResumeConfig};
+use super::passthrough::PassthroughConfig;
 use super::route::{RoutePattern, UrlTemplate};
 use super::units;
 

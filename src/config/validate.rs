@@ -13,8 +13,8 @@ use super::schema::{Config, Mode, StreamConfig, TransportKind, UpstreamKind};
 use super::spans::Spans;
 use super::units::clip;
 
-mod kinds;
 mod files;
+mod kinds;
 mod limits;
 
 /// Paths under this prefix are served by pushbridge itself (the JS client).

@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, Uri};
 use serde_json::Value;
@@ -14,9 +13,6 @@ use crate::config::{MapConfig, ResumeConfig};
 use crate::error::UpstreamError;
 use crate::hub::{Published, Stream};
 use crate::metrics::Metrics;
-
-/// At most one WARN per this period for skipped upstream input (the rest are counted, and summed in the next).
-const WARN_PERIOD: Duration = Duration::from_secs(10);
 
 /// Why an upstream message or line did not become an event.
 #[derive(Debug)]
@@ -129,8 +125,6 @@ fn event(id: Option<String>, event: Option<String>, data: String) -> Published {
 
 /// Publishes events and accounts for skipped input of one connector (kept across its sessions).
 pub(super) struct Feed {
-    warned: Option<Instant>,
-    suppressed: u64,
     /// `poll`: the cursor of the last response (the resume position while the connector runs).
     pub(super) cursor: Option<String>,
     /// `poll`: the last response's `ETag`, sent as `If-None-Match`.
@@ -140,8 +134,6 @@ pub(super) struct Feed {
 impl Feed {
     pub(super) fn new() -> Feed {
         Feed {
-            warned: None,
-            suppressed: 0,
             cursor: None,
             etag: None,
         }
@@ -174,7 +166,7 @@ impl Feed {
         }
     }
 
-    /// Counts skipped input in `pushbridge_upstream_malformed_total` and logs it at most once per [`WARN_PERIOD`].
+    /// Counts skipped input in `pushbridge_upstream_malformed_total` and logs it within the log rate limit.
     pub(super) fn skip(
         &mut self,
         spec: &UpstreamSpec,
@@ -186,19 +178,11 @@ impl Feed {
             .upstream_malformed
             .with_label_values(&[&*spec.route])
             .inc();
-        let now = Instant::now();
-        if self
-            .warned
-            .is_some_and(|at| now.duration_since(at) < WARN_PERIOD)
-        {
-            self.suppressed += 1;
-            return;
-        }
-        self.warned = Some(now);
-        let suppressed = std::mem::take(&mut self.suppressed);
-        tracing::warn!(
-            stream = %stream.key(), kind = %spec.kind, reason = %why, suppressed,
-            "Upstream input skipped"
+        crate::log_limited!(
+            metrics.logs,
+            crate::logs::LogKind::UpstreamMalformed,
+            stream.key(),
+            warn!(stream = %stream.key(), kind = %spec.kind, reason = %why, "Upstream input skipped")
         );
     }
 }

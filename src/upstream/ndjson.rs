@@ -46,7 +46,12 @@ pub(super) async fn session(
     let _up = super::UpGauge::new(metrics, route);
     stream.upstream_connected(resumed_from);
     stream.set_upstream(UpstreamState::Up);
-    tracing::info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected");
+    crate::log_limited!(
+        metrics.logs,
+        crate::logs::LogKind::UpstreamSession,
+        stream.key(),
+        info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected")
+    );
 
     let mut lines = Lines::new(spec.max_event_bytes);
     let mut body = response.into_body();

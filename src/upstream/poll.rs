@@ -60,7 +60,12 @@ pub(super) async fn session(
             up = Some(super::UpGauge::new(metrics, route));
             stream.upstream_connected(resumed_from.as_deref());
             stream.set_upstream(UpstreamState::Up);
-            tracing::info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected (polling)");
+            crate::log_limited!(
+                metrics.logs,
+                crate::logs::LogKind::UpstreamSession,
+                stream.key(),
+                info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected (polling)")
+            );
         }
         match response {
             Polled::NotModified => {}

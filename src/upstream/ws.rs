@@ -65,7 +65,12 @@ pub(super) async fn session(
     let _up = super::UpGauge::new(metrics, route);
     stream.upstream_connected(resumed_from);
     stream.set_upstream(UpstreamState::Up);
-    tracing::info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected");
+    crate::log_limited!(
+        metrics.logs,
+        crate::logs::LogKind::UpstreamSession,
+        stream.key(),
+        info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected")
+    );
 
     let heartbeat = spec.heartbeat;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -137,6 +142,8 @@ async fn connect(
     );
     let url = Uri::from_parts(parts).map_err(|e| request_error(&e))?;
     let mut request = url.into_client_request().map_err(|e| request_error(&e))?;
+    // User-info goes as `Authorization: Basic`, never into the handshake's Host or a log line.
+    crate::upstream::client::move_userinfo(&mut request);
     let headers = request.headers_mut();
     for (name, value) in &spec.headers {
         headers.append(name, value.clone());
