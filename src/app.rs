@@ -171,9 +171,12 @@ pub(crate) fn build_route(
     let backoff = Backoff::try_new(upstream.reconnect.initial, upstream.reconnect.max)
         .map_err(route_error)?;
     let name: Arc<str> = stream.name.as_str().into();
+    metrics.set_upstream_kind(&name, upstream.kind.as_str());
     let template = upstream.url.clone();
     let kind = upstream.kind;
     let connect_timeout = upstream.connect_timeout;
+    let options = Arc::new(upstream.clone());
+    let heartbeat = stream.heartbeat;
     let max_event_bytes = config.limits.max_event_bytes;
     let start_metrics = metrics.clone();
     let route_name = name.clone();
@@ -194,6 +197,8 @@ pub(crate) fn build_route(
                 connect_timeout,
                 backoff,
                 max_event_bytes,
+                options: options.clone(),
+                heartbeat,
             };
             tokio::spawn(upstream::supervise(
                 spec,

@@ -5,9 +5,11 @@
 //! The reference table for users is `docs/config.md`; `config.example.yaml` is a complete example.
 //!
 //! Layout: `schema` (structs and `DEFAULT_*` consts), `units` (durations, sizes, `${ENV}`), `route`
-//! ([`RoutePattern`], [`UrlTemplate`]), `spans` (field path → line/column), `errors`, `validate`.
+//! ([`RoutePattern`], [`UrlTemplate`]), `spans` (field path → line/column), `errors`, `validate`, `kinds` (upstream-kind
+//! options: JSON pointers, resume, poll).
 
 mod errors;
+mod kinds;
 mod route;
 mod schema;
 mod spans;
@@ -20,6 +22,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use errors::{ConfigError, Problem};
+pub use kinds::*;
 pub use route::{RoutePattern, UrlTemplate};
 pub use schema::*;
 pub use units::{expand_env, parse_duration, parse_size};

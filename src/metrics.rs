@@ -9,6 +9,8 @@ use prometheus::{
 
 /// Client transports, as metric labels.
 pub const TRANSPORTS: [&str; 3] = ["ws", "sse", "long-poll"];
+/// Upstream kinds, as metric labels.
+pub const UPSTREAM_KINDS: [&str; 4] = ["sse", "ws", "ndjson", "poll"];
 /// Client HTTP versions, as metric labels.
 pub const HTTP_VERSIONS: [&str; 2] = ["http1", "http2"];
 
@@ -38,6 +40,8 @@ pub struct Metrics {
     pub upstream_connects: IntCounterVec,
     /// Connected upstreams of a route (one per live stream); 0 = the route's upstream is down or unused.
     pub upstream_up: IntGaugeVec,
+    /// 1 for each route's upstream kind, 0 for the others: joins the per-route upstream series to a kind.
+    pub upstream_kind: IntGaugeVec,
     /// Resumes by result: `hit` (the id was buffered) or `gap` (it was not).
     pub resumes: IntCounterVec,
     /// Resumes whose id was no longer buffered.
@@ -143,6 +147,11 @@ impl Metrics {
                 "pushbridge_upstream_up",
                 "Connected upstream streams of the route.",
                 &["route"],
+            )?,
+            upstream_kind: gauge_vec(
+                "pushbridge_upstream_kind",
+                "1 for the route's upstream kind, 0 for the other kinds.",
+                &["route", "kind"],
             )?,
             resumes: counter_vec(
                 "pushbridge_resumes_total",
@@ -262,6 +271,15 @@ impl Metrics {
         match TRANSPORTS.iter().position(|t| *t == transport) {
             Some(i) => self.delivered_by[i].0.inc(),
             None => self.events_delivered.with_label_values(&[transport]).inc(),
+        }
+    }
+
+    /// Marks `kind` as the upstream kind of `route` in `pushbridge_upstream_kind` (every kind's series exists).
+    pub fn set_upstream_kind(&self, route: &str, kind: &str) {
+        for k in UPSTREAM_KINDS {
+            self.upstream_kind
+                .with_label_values(&[route, k])
+                .set(i64::from(k == kind));
         }
     }
 

@@ -1,9 +1,14 @@
 //! Upstream connectors: the supervisor that keeps one stream's upstream connected (jittered exponential backoff,
-//! `Last-Event-ID` on every reconnect, the upstream's `retry:` honoured) and one decoder per upstream kind.
+//! `Last-Event-ID` on every reconnect, the upstream's `retry:` honoured) and one decoder per upstream kind:
+//! `sse`, `ws`, `ndjson` and `poll` (the JSON kinds share `map`).
 
 pub mod backoff;
 pub mod client;
+mod map;
+mod ndjson;
+mod poll;
 mod sse;
+mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +18,7 @@ use http::HeaderMap;
 use http_body_util::Empty;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::UpstreamKind;
+use crate::config::{UpstreamConfig, UpstreamKind};
 use crate::hub::{Stream, UpstreamState};
 use crate::metrics::Metrics;
 pub use backoff::Backoff;
@@ -31,6 +36,10 @@ pub struct UpstreamSpec {
     pub connect_timeout: Duration,
     pub backoff: Backoff,
     pub max_event_bytes: usize,
+    /// The route's upstream options (`map`, `resume`, `poll`, `subprotocol`, `binary`, `ca_file`).
+    pub options: Arc<UpstreamConfig>,
+    /// `ws`: the ping interval, and the time allowed for the pong.
+    pub heartbeat: Duration,
 }
 
 /// How one upstream session ended.
@@ -49,13 +58,21 @@ pub async fn supervise(
     metrics: Arc<Metrics>,
 ) {
     let mut state = sse::State::new(spec.max_event_bytes);
+    let mut feed = map::Feed::new();
     let mut attempt = 0u32;
     loop {
-        let session = match spec.kind {
-            UpstreamKind::Sse => sse::session(&spec, &client, &stream, &mut state, &metrics),
-            other => {
-                tracing::error!(stream = %stream.key(), kind = ?other, "Upstream kind not supported yet");
-                return;
+        let session = async {
+            match spec.kind {
+                UpstreamKind::Sse => {
+                    sse::session(&spec, &client, &stream, &mut state, &metrics).await
+                }
+                UpstreamKind::Ws => ws::session(&spec, &stream, &mut feed, &metrics).await,
+                UpstreamKind::Ndjson => {
+                    ndjson::session(&spec, &client, &stream, &mut feed, &metrics).await
+                }
+                UpstreamKind::Poll => {
+                    poll::session(&spec, &client, &stream, &mut feed, &metrics).await
+                }
             }
         };
         let result = tokio::select! {

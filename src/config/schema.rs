@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::kinds::{BinaryMode, MapConfig, PollConfig, ResumeConfig};
 use super::route::{RoutePattern, UrlTemplate};
 use super::units;
 
@@ -192,9 +193,24 @@ pub struct StreamConfig {
 pub struct UpstreamConfig {
     /// `http(s)://` URL (also `ws(s)://` for `kind: ws`) that may use the path's `{params}`.
     pub url: UrlTemplate,
-    /// The upstream protocol; only `sse` is implemented (validation refuses the others).
+    /// The upstream protocol.
     #[serde(default)]
     pub kind: UpstreamKind,
+    /// `ws`: the WebSocket subprotocol asked for (`Sec-WebSocket-Protocol`).
+    #[serde(default, deserialize_with = "units::opt_string")]
+    pub subprotocol: Option<String>,
+    /// `ws`, `ndjson`, `poll`: JSON pointers to each event's id, name and data; absent: the text is the data.
+    #[serde(default)]
+    pub map: Option<MapConfig>,
+    /// `ws`, `ndjson`, `poll`: how the position to resume from is sent (`{query: NAME}` or `{header: NAME}`).
+    #[serde(default)]
+    pub resume: Option<ResumeConfig>,
+    /// `poll`: the polling rules.
+    #[serde(default)]
+    pub poll: Option<PollConfig>,
+    /// `ws`: what binary messages become (`refuse` or `base64`).
+    #[serde(default)]
+    pub binary: Option<BinaryMode>,
     /// Extra CA certificate (PEM) trusted for a TLS upstream.
     #[serde(default, deserialize_with = "units::opt_path")]
     pub ca_file: Option<PathBuf>,
@@ -440,11 +456,11 @@ pub enum UpstreamKind {
     /// `text/event-stream`.
     #[default]
     Sse,
-    /// WebSocket, one event per text frame.
+    /// WebSocket, one event per text message.
     Ws,
-    /// Newline-delimited JSON over a streamed HTTP response.
+    /// Newline-delimited JSON over a streamed HTTP response, one event per line.
     Ndjson,
-    /// Repeated HTTP GETs.
+    /// Repeated HTTP GETs of a JSON document holding an array of events.
     Poll,
 }
 
@@ -477,6 +493,11 @@ impl UpstreamConfig {
         Self {
             url,
             kind: UpstreamKind::default(),
+            subprotocol: None,
+            map: None,
+            resume: None,
+            poll: None,
+            binary: None,
             ca_file: None,
             connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
             reconnect: BackoffConfig::default(),

@@ -7,6 +7,8 @@ use proptest::prelude::*;
 
 use super::*;
 
+mod kinds;
+
 const MINIMAL: &str = "\
 listen:
   - address: 127.0.0.1:8080
@@ -135,17 +137,11 @@ fn enums_use_their_yaml_names() {
     assert_eq!(TransportKind::LongPoll.to_string(), "long-poll");
     assert_eq!(Mode::PerClient.as_str(), "per-client");
     assert_eq!(UpstreamKind::Ndjson.as_str(), "ndjson");
-    // Parsed, but refused until implemented: other upstream kinds, and per-client long-poll.
+    // Parsed, but refused: per-client long-poll.
     let yaml = format!(
         "{MINIMAL}      kind: ndjson\n    mode: per-client\n    transports: [long-poll, sse]\n"
     );
     let all = problems(&yaml);
-    assert!(
-        all.iter().any(
-            |p| p.path == "streams[0].upstream.kind" && p.message.contains("not supported yet")
-        ),
-        "{all:?}"
-    );
     assert!(
         all.iter()
             .any(|p| p.path == "streams[0].transports[0]" && p.message.contains("per-client")),
@@ -398,10 +394,10 @@ fn url_params_must_come_from_the_path() {
     );
     let ws = MINIMAL.replace("http://127.0.0.1:9000", "ws://127.0.0.1:9000");
     assert_eq!(only_problem(&ws).2, "streams[0].upstream.url");
-    let ws_kind = only_problem(&format!("{ws}      kind: ws\n"));
-    assert_eq!(
-        ws_kind.2, "streams[0].upstream.kind",
-        "ws URLs are accepted for kind: ws (not yet supported)"
+    let ws_kind = Config::parse("test.yaml", &format!("{ws}      kind: ws\n"));
+    assert!(
+        ws_kind.is_ok(),
+        "ws URLs are accepted for kind: ws: {ws_kind:?}"
     );
 }
 

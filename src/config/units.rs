@@ -205,6 +205,11 @@ pub fn opt_uri<'de, D: Deserializer<'de>>(d: D) -> Result<Option<http::Uri>, D::
     Option::<UriVal>::deserialize(d).map(|v| v.map(|v| v.0))
 }
 
+/// `Option<String>`: `~`/`null` or absent is `None`.
+pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<Text>::deserialize(d).map(|v| v.map(|v| v.0))
+}
+
 /// `Option<PathBuf>`: `~`/`null` or absent is `None`.
 pub fn opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     Option::<PathVal>::deserialize(d).map(|v| v.map(|v| v.0))

@@ -11,6 +11,8 @@ use super::schema::{Config, Mode, StreamConfig, TransportKind, UpstreamKind};
 use super::spans::Spans;
 use super::units::clip;
 
+mod kinds;
+
 /// Paths under this prefix are served by pushbridge itself (the JS client).
 pub const RESERVED_PREFIX: &str = "/_pushbridge";
 
@@ -173,15 +175,7 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
             "long-poll cannot be used with mode: per-client (a per-client upstream lives as long as one client connection)",
         );
     }
-    if stream.upstream.kind != UpstreamKind::Sse {
-        report.add(
-            &format!("{at}.upstream.kind"),
-            format!(
-                "upstream kind {} is not supported yet (supported: sse)",
-                stream.upstream.kind
-            ),
-        );
-    }
+    kinds::kind_rules(stream, at, report);
     for (i, kind) in stream.transports.iter().enumerate() {
         if stream.transports[..i].contains(kind) {
             report.add(

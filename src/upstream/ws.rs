@@ -1,0 +1,177 @@
+//! WebSocket upstream (RFC 6455): the app's push endpoint over `ws://` or `wss://` (rustls, webpki roots plus
+//! `upstream.ca_file`), with the optional `subprotocol`, the forwarded headers of a per-client stream, and the
+//! resume position (the newest id held) through `resume`. Each text message becomes an event through `map`
+//! (without `map` the text is the data); binary messages are refused and counted, or with `binary: base64`
+//! their base64 is the data. A ping every `heartbeat` with no frame back before the next one means the
+//! upstream is dead. Messages are bounded by `limits.max_event_bytes` (tungstenite refuses larger ones, which
+//! ends the session, counted).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::Uri;
+use http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::map::{self, Feed, Skip};
+use super::{SessionEnd, UpstreamSpec};
+use crate::config::BinaryMode;
+use crate::error::UpstreamError;
+use crate::hub::{Stream, UpstreamState};
+use crate::metrics::Metrics;
+
+/// Read and write buffers of the upstream connection: small; one connection per stream key.
+const BUFFER: usize = 4 * 1024;
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub(super) async fn session(
+    spec: &UpstreamSpec,
+    stream: &Arc<Stream>,
+    feed: &mut Feed,
+    metrics: &Metrics,
+) -> Result<SessionEnd, UpstreamError> {
+    let route = &*spec.route;
+    let position = map::newest(stream);
+    let resumed_from = position
+        .as_deref()
+        .filter(|_| spec.options.resume.is_some());
+    let connected = tokio::time::timeout(spec.connect_timeout, connect(spec, resumed_from))
+        .await
+        .unwrap_or(Err(UpstreamError::Timeout(spec.connect_timeout)));
+    let mut ws = match connected {
+        Ok(ws) => ws,
+        Err(error) => {
+            metrics
+                .upstream_connects
+                .with_label_values(&[route, "error"])
+                .inc();
+            return Err(error);
+        }
+    };
+    metrics
+        .upstream_connects
+        .with_label_values(&[route, "ok"])
+        .inc();
+    let _up = super::UpGauge::new(metrics, route);
+    stream.upstream_connected(resumed_from);
+    stream.set_upstream(UpstreamState::Up);
+    tracing::info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected");
+
+    let heartbeat = spec.heartbeat;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut awaiting_pong = false;
+    let mut delivered = false;
+    loop {
+        tokio::select! {
+            message = ws.next() => {
+                awaiting_pong = false;
+                let message = match message {
+                    None | Some(Err(WsError::ConnectionClosed)) => break,
+                    Some(Ok(message)) => message,
+                    Some(Err(WsError::Capacity(error))) => {
+                        feed.skip(spec, stream, metrics, Skip::Oversize(spec.max_event_bytes + 1));
+                        return Err(UpstreamError::Body(error.to_string()));
+                    }
+                    Some(Err(error)) => return Err(UpstreamError::Body(error.to_string())),
+                };
+                let result = match message {
+                    Message::Text(text) => map::from_text(spec.options.map.as_ref(), text.as_str(), false),
+                    Message::Binary(bytes) => match spec.options.binary.unwrap_or_default() {
+                        BinaryMode::Refuse => Err(Skip::Binary),
+                        BinaryMode::Base64 => {
+                            let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                            map::from_text(None, &text, false)
+                        }
+                    },
+                    // tungstenite answers pings and close frames itself.
+                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => continue,
+                };
+                delivered |= feed.offer(spec, stream, metrics, result);
+            }
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    return Err(UpstreamError::Body(format!("no pong within {heartbeat:?}")));
+                }
+                awaiting_pong = true;
+                // An upstream that stopped reading must not hold the session in a blocked write either.
+                tokio::time::timeout(heartbeat, ws.send(Message::Ping(Bytes::new())))
+                    .await
+                    .map_err(|_| UpstreamError::Body(format!("ping not written within {heartbeat:?}")))?
+                    .map_err(|e| UpstreamError::Body(e.to_string()))?;
+            }
+        }
+    }
+    Ok(SessionEnd::Closed { delivered })
+}
+
+async fn connect(
+    spec: &UpstreamSpec,
+    position: Option<&str>,
+) -> Result<WebSocketStream<Box<dyn Io>>, UpstreamError> {
+    let request_error = |e: &dyn std::fmt::Display| UpstreamError::Request(e.to_string());
+    let (url, header) = map::resume_target(&spec.url, spec.options.resume.as_ref(), position)?;
+    let secure = matches!(url.scheme_str(), Some("wss" | "https"));
+    let host = url
+        .host()
+        .ok_or_else(|| UpstreamError::Request("URL has no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = url.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let mut parts = url.into_parts();
+    parts.scheme = Some(
+        if secure { "wss" } else { "ws" }
+            .parse()
+            .map_err(|e| request_error(&e))?,
+    );
+    let url = Uri::from_parts(parts).map_err(|e| request_error(&e))?;
+    let mut request = url.into_client_request().map_err(|e| request_error(&e))?;
+    let headers = request.headers_mut();
+    for (name, value) in &spec.headers {
+        headers.append(name, value.clone());
+    }
+    if let Some(protocol) = &spec.options.subprotocol {
+        let value = HeaderValue::from_str(protocol).map_err(|e| request_error(&e))?;
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    if let Some((name, value)) = header {
+        headers.insert(name, value);
+    }
+
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let io: Box<dyn Io> = if secure {
+        let tls = crate::tls::client_config(spec.options.ca_file.as_deref())
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        let name = ServerName::try_from(host).map_err(|e| request_error(&e))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| UpstreamError::Connect(format!("TLS: {e}")))?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    let config = WebSocketConfig::default()
+        .read_buffer_size(BUFFER)
+        .write_buffer_size(BUFFER)
+        .max_message_size(Some(spec.max_event_bytes))
+        .max_frame_size(Some(spec.max_event_bytes));
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, io, Some(config))
+        .await
+        .map_err(|e| UpstreamError::Connect(format!("WebSocket handshake: {e}")))?;
+    Ok(ws)
+}
