@@ -189,6 +189,13 @@ pub(crate) fn build_route(
                     return;
                 }
             };
+            let redis = match redis_log(&options, &url, &stream, connect_timeout) {
+                Ok(redis) => redis,
+                Err(error) => {
+                    tracing::error!(%error, stream = %stream.key(), "Cannot set up the Redis stream");
+                    return;
+                }
+            };
             let spec = UpstreamSpec {
                 route: route_name.clone(),
                 url,
@@ -199,6 +206,7 @@ pub(crate) fn build_route(
                 max_event_bytes,
                 options: options.clone(),
                 heartbeat,
+                redis,
             };
             tokio::spawn(upstream::supervise(
                 spec,
@@ -303,4 +311,25 @@ pub async fn run(path: std::path::PathBuf, config: Config) -> Result<(), crate::
     }
     running.shutdown().await;
     Ok(())
+}
+
+/// `kind: redis`: the stream's Redis log (also set as the stream's history, for deep resume).
+fn redis_log(
+    options: &crate::config::UpstreamConfig,
+    url: &http::Uri,
+    stream: &Arc<Stream>,
+    connect_timeout: Duration,
+) -> Result<Option<Arc<upstream::redis::RedisLog>>, String> {
+    if options.kind != crate::config::UpstreamKind::Redis {
+        return Ok(None);
+    }
+    let key = options
+        .key
+        .as_ref()
+        .ok_or("no `key`")?
+        .render_text(&stream.key().params)?;
+    let fields = options.fields.clone().unwrap_or_default();
+    let log = upstream::redis::RedisLog::new(&url.to_string(), key, fields, connect_timeout)?;
+    stream.set_history(Arc::new(upstream::redis::RedisHistory(log.clone())));
+    Ok(Some(log))
 }

@@ -10,7 +10,7 @@ use prometheus::{
 /// Client transports, as metric labels.
 pub const TRANSPORTS: [&str; 3] = ["ws", "sse", "long-poll"];
 /// Upstream kinds, as metric labels.
-pub const UPSTREAM_KINDS: [&str; 4] = ["sse", "ws", "ndjson", "poll"];
+pub const UPSTREAM_KINDS: [&str; 5] = ["sse", "ws", "ndjson", "poll", "redis"];
 /// Client HTTP versions, as metric labels.
 pub const HTTP_VERSIONS: [&str; 2] = ["http1", "http2"];
 
@@ -60,6 +60,10 @@ pub struct Metrics {
     pub client_messages: IntCounterVec,
     /// Constant 1, labelled with the version.
     pub build_info: IntGaugeVec,
+    /// Redis commands by operation (`read`: the upstream's XREAD, `history`: deep-resume reads, `tee`: XADD).
+    pub redis_ops: IntCounterVec,
+    /// Events not teed into Redis because the tee queue was full.
+    pub tee_dropped: IntCounter,
     /// `events_delivered` and `delivery_latency` resolved per transport once (in `TRANSPORTS` order): the hot path
     /// (every event × every subscriber) then skips the label lookup.
     delivered_by: Vec<(IntCounter, Histogram)>,
@@ -155,7 +159,7 @@ impl Metrics {
             )?,
             resumes: counter_vec(
                 "pushbridge_resumes_total",
-                "Client resumes by result (hit: the id was buffered; gap: it was not).",
+                "Client resumes by result (hit: the id was buffered; log: served from the durable log; gap: neither had it).",
                 &["result"],
             )?,
             resumes_gap: counter(
@@ -193,6 +197,15 @@ impl Metrics {
                 &["result"],
             )?,
             build_info: gauge_vec("pushbridge_build_info", "Build information.", &["version"])?,
+            redis_ops: counter_vec(
+                "pushbridge_redis_operations_total",
+                "Redis commands by operation (read, history, tee) and result.",
+                &["op", "result"],
+            )?,
+            tee_dropped: counter(
+                "pushbridge_tee_dropped_total",
+                "Events not written to Redis because the tee queue was full.",
+            )?,
             delivered_by: Vec::new(),
             registry,
         };
@@ -227,7 +240,12 @@ impl Metrics {
             }
         }
         self.add_routes(routes);
-        for result in ["hit", "gap"] {
+        for op in ["read", "history", "tee"] {
+            for result in ["ok", "error"] {
+                self.redis_ops.with_label_values(&[op, result]);
+            }
+        }
+        for result in ["hit", "log", "gap"] {
             self.resumes.with_label_values(&[result]);
         }
         for reason in ["timeout", "error"] {
@@ -258,6 +276,17 @@ impl Metrics {
                 self.upstream_connects.with_label_values(&[route, result]);
             }
         }
+    }
+
+    /// Counts one Redis command of `op` (`read`, `history`, `tee`).
+    pub fn redis_op(&self, op: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.redis_ops.with_label_values(&[op, result]).inc();
+    }
+
+    /// Counts one deep-resume read of a stream's log.
+    pub fn log_reads(&self, ok: bool) {
+        self.redis_op("history", ok);
     }
 
     /// Counts an upstream event whose id was already buffered.

@@ -7,6 +7,7 @@ pub mod client;
 mod map;
 mod ndjson;
 mod poll;
+pub mod redis;
 mod sse;
 mod ws;
 
@@ -40,6 +41,8 @@ pub struct UpstreamSpec {
     pub options: Arc<UpstreamConfig>,
     /// `ws`: the ping interval, and the time allowed for the pong.
     pub heartbeat: Duration,
+    /// `redis`: the stream read (also the stream's history for deep resume).
+    pub redis: Option<Arc<redis::RedisLog>>,
 }
 
 /// How one upstream session ended.
@@ -73,6 +76,12 @@ pub async fn supervise(
                 UpstreamKind::Poll => {
                     poll::session(&spec, &client, &stream, &mut feed, &metrics).await
                 }
+                UpstreamKind::Redis => match &spec.redis {
+                    Some(log) => redis::session(&spec, log, &stream, &mut feed, &metrics).await,
+                    None => Err(crate::error::UpstreamError::Request(
+                        "no Redis stream for this upstream".into(),
+                    )),
+                },
             }
         };
         let result = tokio::select! {

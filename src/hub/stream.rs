@@ -88,6 +88,8 @@ pub struct Stream {
     headers: http::HeaderMap,
     pub(super) hub: Weak<Hub>,
     pub(super) metrics: Arc<Metrics>,
+    /// The durable log the ring continues, when the upstream is one (deep resume, `history.rs`).
+    pub(super) history: Mutex<Option<Arc<dyn super::History>>>,
 }
 
 impl Stream {
@@ -123,6 +125,7 @@ impl Stream {
             headers,
             hub,
             metrics,
+            history: Mutex::new(None),
         })
     }
 
@@ -255,11 +258,8 @@ impl Stream {
                     self.metrics.resumes.with_label_values(&["hit"]).inc();
                     (seq, None)
                 }
-                ResumeAt::Gap(seq) => {
-                    self.metrics.resumes.with_label_values(&["gap"]).inc();
-                    self.metrics.resumes_gap.inc();
-                    (seq, Some(id.to_owned()))
-                }
+                // Counted when the subscription reports it: a stream with a durable log may serve it instead.
+                ResumeAt::Gap(seq) => (seq, Some(id.to_owned())),
             },
         };
         let shared = SubShared::new(cursor, kick);
