@@ -196,6 +196,29 @@ pub(crate) fn build_route(
                     return;
                 }
             };
+            if let Some(tee) = &options.tee
+                && !stream.has_observer()
+            {
+                let started = tee.key.render_text(&stream.key().params).and_then(|key| {
+                    upstream::Tee::start(
+                        tee,
+                        key,
+                        stream.key().to_string(),
+                        backoff,
+                        connect_timeout,
+                        start_metrics.clone(),
+                        stream.stop_token(),
+                    )
+                });
+                match started {
+                    Ok(tee) => {
+                        stream.set_observer(Arc::new(move |event| tee.offer(event)));
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, stream = %stream.key(), "Cannot set up upstream.tee")
+                    }
+                }
+            }
             let spec = UpstreamSpec {
                 route: route_name.clone(),
                 url,

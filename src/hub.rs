@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use history::{HISTORY_BATCH, History, LogId, Until};
 pub use keeper::SWEEP_PERIOD;
 pub use ring::{POSITION_PREFIX, Push, Ring};
-pub use stream::{Kick, Published, Resume, Stream, UpstreamState};
+pub use stream::{Kick, Observer, Published, Resume, Stream, UpstreamState};
 pub use subscription::{Next, Subscription};
 
 use crate::metrics::Metrics;

@@ -9,6 +9,7 @@ mod ndjson;
 mod poll;
 pub mod redis;
 mod sse;
+mod tee;
 mod ws;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::hub::{Stream, UpstreamState};
 use crate::metrics::Metrics;
 pub use backoff::Backoff;
 pub use client::{HttpClient, http_client};
+pub use tee::Tee;
 
 /// Everything needed to connect one stream's upstream.
 #[derive(Debug, Clone)]

@@ -264,3 +264,74 @@ async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
     let polled = long_poll(addr, path, &before[2].0, 3).await;
     assert_eq!(polled, after);
 }
+
+#[tokio::test]
+async fn tee_writes_another_upstream_into_redis_for_every_replica() {
+    let mut redis = RedisServer::start().await;
+    let app = support::upstream::SseUpstream::start(true).await;
+    let writer_yaml = format!(
+        r#"
+listen:
+  - address: "127.0.0.1:0"
+admin: {{ address: "127.0.0.1:0" }}
+streams:
+  - path: /app/{{channel}}
+    upstream:
+      url: "http://{app}/events/{{channel}}"
+      reconnect: {{ initial: 10ms, max: 50ms }}
+      tee: {{ url: "{url}", key: "events:{{channel}}", maxlen: 1000, queue: 4 }}
+"#,
+        app = app.addr,
+        url = redis.url()
+    );
+    let writer = proxy::start(&writer_yaml).await;
+    let reader = proxy::start(&config(&redis, 1000, false)).await;
+    let mut direct = sse_from(writer.addr(), "/app/news", None).await;
+    let mut shared = sse_from(reader.addr(), "/events/news", None).await;
+    wait_up(reader.admin(), 1.0).await;
+    eventually("the writer's upstream is connected", || async {
+        metric(
+            writer.admin(),
+            r#"pushbridge_upstream_up{route="/app/{channel}"}"#,
+        )
+        .await
+            == 1.0
+    })
+    .await;
+    for i in 0..3 {
+        app.publish(format!("d{i}"));
+    }
+    let direct_data: Vec<String> = direct.take(3).await.into_iter().map(|e| e.data).collect();
+    assert_eq!(direct_data, ["d0", "d1", "d2"]);
+    let got: Vec<Seen> = shared.take(3).await.into_iter().map(seen).collect();
+    let entries = redis.entries("events:news").await;
+    assert_eq!(
+        got.iter().map(|s| s.2.as_str()).collect::<Vec<_>>(),
+        ["d0", "d1", "d2"]
+    );
+    assert_eq!(
+        got.iter().map(|s| &s.0).collect::<Vec<_>>(),
+        entries.iter().map(|e| &e.0).collect::<Vec<_>>(),
+        "the reader serves the entry ids"
+    );
+
+    // Redis down: the writer's own clients are not held up; the failures and the overflow of its queue are counted.
+    redis.kill();
+    // More than one write batch (64) plus the queue (4): some must be dropped, whatever the timing.
+    for i in 3..80 {
+        app.publish(format!("d{i}"));
+    }
+    let direct_data: Vec<String> = direct.take(77).await.into_iter().map(|e| e.data).collect();
+    assert_eq!(direct_data.last().map(String::as_str), Some("d79"));
+    let admin = writer.admin();
+    eventually("tee failures and drops are counted", || async move {
+        metric(
+            admin,
+            r#"pushbridge_redis_operations_total{op="tee",result="error"}"#,
+        )
+        .await
+            >= 1.0
+            && metric(admin, "pushbridge_tee_dropped_total").await >= 1.0
+    })
+    .await;
+}

@@ -97,6 +97,26 @@ impl RedisLog {
         result
     }
 
+    /// Adds `XADD key MAXLEN ~ maxlen * event NAME data DATA` for `event` to `pipe` (no name: no event field).
+    pub(crate) fn xadd(
+        &self,
+        pipe: &mut redis::Pipeline,
+        maxlen: usize,
+        event: &crate::event::Event,
+    ) {
+        let cmd = pipe
+            .cmd("XADD")
+            .arg(&self.key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(maxlen)
+            .arg("*");
+        if let Some(name) = &event.event {
+            cmd.arg(&self.fields.event).arg(&**name);
+        }
+        cmd.arg(&self.fields.data).arg(&*event.data).ignore();
+    }
+
     /// The entry's event (id, name, data), or why it is skipped.
     fn event(&self, entry: &StreamId) -> Result<Published, Skip> {
         let text = |field: &str| -> Result<Option<String>, Skip> {
