@@ -189,7 +189,7 @@ pub(crate) fn build_route(
                     return;
                 }
             };
-            let redis = match redis_log(&options, &url, &stream, connect_timeout) {
+            let redis = match redis_log(&options, &url, &stream, connect_timeout, max_event_bytes) {
                 Ok(redis) => redis,
                 Err(error) => {
                     tracing::error!(%error, stream = %stream.key(), "Cannot set up the Redis stream");
@@ -342,6 +342,7 @@ fn redis_log(
     url: &http::Uri,
     stream: &Arc<Stream>,
     connect_timeout: Duration,
+    max_event_bytes: usize,
 ) -> Result<Option<Arc<upstream::redis::RedisLog>>, String> {
     if options.kind != crate::config::UpstreamKind::Redis {
         return Ok(None);
@@ -352,7 +353,13 @@ fn redis_log(
         .ok_or("no `key`")?
         .render_text(&stream.key().params)?;
     let fields = options.fields.clone().unwrap_or_default();
-    let log = upstream::redis::RedisLog::new(&url.to_string(), key, fields, connect_timeout)?;
+    let log = upstream::redis::RedisLog::new(
+        &url.to_string(),
+        key,
+        fields,
+        connect_timeout,
+        max_event_bytes,
+    )?;
     stream.set_history(Arc::new(upstream::redis::RedisHistory(log.clone())));
     Ok(Some(log))
 }

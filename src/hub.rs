@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-pub use history::{HISTORY_BATCH, History, LogId, Until};
+pub use history::{HISTORY_BATCH, History, LogEntry, LogId, Until};
 pub use keeper::SWEEP_PERIOD;
 pub use ring::{POSITION_PREFIX, Push, Ring};
 pub use stream::{Kick, Observer, Published, Resume, Stream, UpstreamState};

@@ -335,3 +335,35 @@ streams:
     })
     .await;
 }
+
+#[tokio::test]
+async fn malformed_entries_are_skipped_live_and_read_past_in_deep_resume() {
+    let redis = RedisServer::start().await;
+    let yaml = config(&redis, 2, false).replace(
+        "    idle_timeout: 1m\n",
+        "    idle_timeout: 1m\n    long_poll: { max_batch: 2 }\n",
+    );
+    let proxy = proxy::start(&yaml).await;
+    let (addr, admin) = (proxy.addr(), proxy.admin());
+    let path = "/events/bad";
+    let mut live = sse_from(addr, path, None).await;
+    wait_up(admin, 1.0).await;
+    let mut good = append(&redis, "bad", "a", 1).await;
+    for _ in 0..2 {
+        let _: String = redis::cmd("XADD")
+            .arg("events:bad")
+            .arg("*")
+            .arg("other")
+            .arg("no data field")
+            .query_async(&mut redis.connection().await)
+            .await
+            .unwrap();
+    }
+    good.extend(append(&redis, "bad", "b", 3).await);
+    let got: Vec<Seen> = live.take(4).await.into_iter().map(seen).collect();
+    assert_eq!(got, good);
+    let malformed = r#"pushbridge_upstream_malformed_total{route="/events/{channel}"}"#;
+    assert_eq!(metric(admin, malformed).await, 2.0);
+    // Batches of 2 from Redis: the first holds only the two bad entries; the resume reads past them.
+    assert_eq!(long_poll(addr, path, &good[0].0, 3).await, good[1..]);
+}

@@ -31,6 +31,13 @@ pub enum Until {
     At(String),
 }
 
+/// One entry of a log read: its id, and its event unless the entry is malformed (skipped, but read past).
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub id: String,
+    pub event: Option<Published>,
+}
+
 /// An ordered, durable event log that a stream's ring continues.
 pub trait History: Send + Sync + 'static {
     /// The newest id the upstream connector has read or started after (`None` until it has connected once): every
@@ -44,7 +51,7 @@ pub trait History: Send + Sync + 'static {
         after: String,
         until: Until,
         max: usize,
-    ) -> BoxFuture<'static, Result<Vec<Published>, String>>;
+    ) -> BoxFuture<'static, Result<Vec<LogEntry>, String>>;
 }
 
 /// An id of an ordered log: `ms-seq` (Redis Streams), compared numerically.
@@ -71,7 +78,7 @@ pub(super) enum Step {
 
 enum Pending {
     Trimmed(BoxFuture<'static, Result<bool, String>>),
-    Range(BoxFuture<'static, Result<Vec<Published>, String>>),
+    Range(BoxFuture<'static, Result<Vec<LogEntry>, String>>),
 }
 
 /// A subscriber being served from the log. Cancel-safe: a read in flight is kept across `next()` calls.
@@ -142,10 +149,9 @@ impl DeepResume {
                     match result {
                         Ok(entries) => {
                             stream.metrics.log_reads(true);
-                            let short = entries.len() < self.asked;
+                            self.drained = entries.len() < self.asked;
                             let events = self.deliver(entries);
-                            self.drained = short || events.is_none();
-                            if let Some(events) = events {
+                            if !events.is_empty() {
                                 return Step::Events(events);
                             }
                         }
@@ -220,24 +226,25 @@ impl DeepResume {
         }
     }
 
-    /// Turns a read batch into events; `None` when it was empty.
-    fn deliver(&mut self, entries: Vec<Published>) -> Option<Vec<Arc<Event>>> {
+    /// Turns a read batch into events, moving the position past every entry (malformed ones included).
+    fn deliver(&mut self, entries: Vec<LogEntry>) -> Vec<Arc<Event>> {
         let mut events = Vec::with_capacity(entries.len());
         for entry in entries {
-            let Some(id) = entry.id else { continue };
-            let Some(key) = LogId::parse(&id).filter(|key| *key > self.last_key) else {
+            let Some(key) = LogId::parse(&entry.id).filter(|key| *key > self.last_key) else {
                 continue;
             };
             self.last_key = key;
-            self.last.clone_from(&id);
-            events.push(Arc::new(Event::new(
-                HISTORY_SEQ,
-                id.into(),
-                entry.event.map(Arc::from),
-                entry.data.into(),
-            )));
+            self.last.clone_from(&entry.id);
+            if let Some(event) = entry.event {
+                events.push(Arc::new(Event::new(
+                    HISTORY_SEQ,
+                    entry.id.into(),
+                    event.event.map(Arc::from),
+                    event.data.into(),
+                )));
+            }
         }
-        (!events.is_empty()).then_some(events)
+        events
     }
 
     fn failed(&mut self, stream: &Stream, error: &str) {

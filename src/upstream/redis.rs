@@ -17,7 +17,7 @@ use super::map::{Feed, Skip};
 use super::{SessionEnd, UpstreamSpec};
 use crate::config::RedisFields;
 use crate::error::UpstreamError;
-use crate::hub::{History, LogId, Published, Stream, Until, UpstreamState};
+use crate::hub::{History, LogEntry, LogId, Published, Stream, Until, UpstreamState};
 use crate::metrics::Metrics;
 
 /// Most entries one `XREAD` returns.
@@ -31,6 +31,8 @@ pub struct RedisLog {
     key: String,
     fields: RedisFields,
     connect_timeout: Duration,
+    /// Larger data is skipped (`limits.max_event_bytes`).
+    max_event_bytes: usize,
     /// The newest id read (or started after); `None` before the first connection.
     frontier: watch::Sender<Option<Arc<str>>>,
     /// The connection for history reads, opened on first use and replaced after an error.
@@ -52,6 +54,7 @@ impl RedisLog {
         key: String,
         fields: RedisFields,
         connect_timeout: Duration,
+        max_event_bytes: usize,
     ) -> Result<Arc<RedisLog>, String> {
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
         Ok(Arc::new(RedisLog {
@@ -59,6 +62,7 @@ impl RedisLog {
             key,
             fields,
             connect_timeout,
+            max_event_bytes,
             frontier: watch::Sender::new(None),
             query: Mutex::new(None),
         }))
@@ -128,6 +132,9 @@ impl RedisLog {
             }
         };
         let data = text(&self.fields.data)?.ok_or(Skip::NoData)?;
+        if data.len() > self.max_event_bytes {
+            return Err(Skip::Oversize(data.len()));
+        }
         let event = text(&self.fields.event)?;
         if event
             .as_deref()
@@ -189,7 +196,7 @@ impl History for RedisHistory {
         after: String,
         until: Until,
         max: usize,
-    ) -> BoxFuture<'static, Result<Vec<Published>, String>> {
+    ) -> BoxFuture<'static, Result<Vec<LogEntry>, String>> {
         let log = self.0.clone();
         async move {
             let key = log.key.clone();
@@ -210,11 +217,14 @@ impl History for RedisHistory {
                         .await
                 })
                 .await?;
-            // A skipped entry still advances the position: deliver it as nothing rather than stop.
+            // A malformed entry (counted when the connector read it) is passed over, not delivered.
             Ok(reply
                 .ids
                 .iter()
-                .filter_map(|entry| log.event(entry).ok())
+                .map(|entry| LogEntry {
+                    id: entry.id.clone(),
+                    event: log.event(entry).ok(),
+                })
                 .collect())
         }
         .boxed()
@@ -289,14 +299,7 @@ pub(super) async fn session(
         metrics.redis_op("read", true);
         let Some(reply) = reply else { continue };
         for entry in reply.keys.iter().flat_map(|k| &k.ids) {
-            let result = log.event(entry);
-            if let Ok(event) = &result
-                && event.data.len() > spec.max_event_bytes
-            {
-                feed.skip(spec, stream, metrics, Skip::Oversize(event.data.len()));
-            } else {
-                feed.offer(spec, stream, metrics, result);
-            }
+            feed.offer(spec, stream, metrics, log.event(entry));
             from.clone_from(&entry.id);
             log.frontier.send_replace(Some(from.as_str().into()));
         }

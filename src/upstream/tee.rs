@@ -44,6 +44,7 @@ impl Tee {
             key,
             config.fields.clone(),
             connect_timeout,
+            usize::MAX,
         )?;
         let (queue, rx) = mpsc::channel(config.queue.max(1));
         let tee = Arc::new(Tee {
