@@ -246,7 +246,9 @@ pub(super) async fn session(
     };
     let connected = async {
         let mut connection = log.connect(READ_BLOCK).await?;
-        let from = match stream.newest_id().or_else(|| log.frontier.borrow().clone()) {
+        // The last id read (past skipped entries too), else the newest held (a dormant stream waking up).
+        let frontier = log.frontier.borrow().clone();
+        let from = match frontier.or_else(|| stream.newest_id()) {
             Some(id) => id.to_string(),
             // A new stream starts at the log's end; older entries are served by deep resume.
             None => {
