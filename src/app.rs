@@ -347,6 +347,14 @@ fn redis_log(
     if options.kind != crate::config::UpstreamKind::Redis {
         return Ok(None);
     }
+    // An upstream restarted after dormancy keeps the stream's log (and the last id it read).
+    if let Some(history) = stream.history()
+        && let Some(redis) = history
+            .as_any()
+            .downcast_ref::<upstream::redis::RedisHistory>()
+    {
+        return Ok(Some(redis.0.clone()));
+    }
     let key = options
         .key
         .as_ref()

@@ -376,3 +376,24 @@ async fn malformed_entries_are_skipped_live_and_read_past_in_deep_resume() {
     // Batches of 2 from Redis: the first holds only the two bad entries; the resume reads past them.
     assert_eq!(long_poll(addr, path, &good[0].0, 3).await, good[1..]);
 }
+
+#[tokio::test]
+async fn a_dormant_stream_wakes_up_after_the_last_id_it_read() {
+    let redis = RedisServer::start().await;
+    let yaml = config(&redis, 1000, false).replace("idle_timeout: 1m", "idle_timeout: 50ms");
+    let proxy = proxy::start(&yaml).await;
+    let (addr, admin) = (proxy.addr(), proxy.admin());
+    let path = "/events/nap";
+    let mut first = sse_from(addr, path, None).await;
+    wait_up(admin, 1.0).await;
+    let mut entries = append(&redis, "nap", "a", 2).await;
+    let got: Vec<Seen> = first.take(2).await.into_iter().map(seen).collect();
+    assert_eq!(got, entries);
+    drop(first);
+    wait_up(admin, 0.0).await;
+    // Appended while no upstream reads: the woken upstream reads them after the last id it had read.
+    entries.extend(append(&redis, "nap", "b", 2).await);
+    let mut back = sse_from(addr, path, Some(&entries[1].0)).await;
+    let got: Vec<Seen> = back.take(2).await.into_iter().map(seen).collect();
+    assert_eq!(got, entries[2..]);
+}

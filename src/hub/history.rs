@@ -40,6 +40,8 @@ pub struct LogEntry {
 
 /// An ordered, durable event log that a stream's ring continues.
 pub trait History: Send + Sync + 'static {
+    /// For the connector that set it to find its own log again (an upstream restarted after dormancy).
+    fn as_any(&self) -> &dyn std::any::Any;
     /// The newest id the upstream connector has read or started after (`None` until it has connected once): every
     /// later entry reaches the ring.
     fn frontier(&self) -> watch::Receiver<Option<Arc<str>>>;
@@ -260,7 +262,7 @@ impl Stream {
         *lock(&self.history) = Some(history);
     }
 
-    pub(super) fn history(&self) -> Option<Arc<dyn History>> {
+    pub fn history(&self) -> Option<Arc<dyn History>> {
         lock(&self.history).clone()
     }
 }

@@ -154,6 +154,10 @@ impl RedisLog {
 pub struct RedisHistory(pub Arc<RedisLog>);
 
 impl History for RedisHistory {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn frontier(&self) -> watch::Receiver<Option<Arc<str>>> {
         self.0.frontier.subscribe()
     }
