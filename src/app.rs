@@ -267,6 +267,36 @@ pub(crate) fn build_route(
                     return;
                 }
             };
+            let redis = match redis_log(&options, &url, &stream, connect_timeout, max_event_bytes) {
+                Ok(redis) => redis,
+                Err(error) => {
+                    tracing::error!(%error, stream = %stream.key(), "Cannot set up the Redis stream");
+                    return;
+                }
+            };
+            if let Some(tee) = &options.tee
+                && !stream.has_observer()
+            {
+                let started = tee.key.render_text(&stream.key().params).and_then(|key| {
+                    upstream::Tee::start(
+                        tee,
+                        key,
+                        stream.key().to_string(),
+                        backoff,
+                        connect_timeout,
+                        start_metrics.clone(),
+                        stream.stop_token(),
+                    )
+                });
+                match started {
+                    Ok(tee) => {
+                        stream.set_observer(Arc::new(move |event| tee.offer(event)));
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, stream = %stream.key(), "Cannot set up upstream.tee")
+                    }
+                }
+            }
             let spec = UpstreamSpec {
                 route: route_name.clone(),
                 url,
@@ -277,6 +307,7 @@ pub(crate) fn build_route(
                 max_event_bytes,
                 options: options.clone(),
                 heartbeat,
+                redis,
             };
             tokio::spawn(upstream::supervise(
                 spec,
@@ -384,4 +415,40 @@ pub async fn run(path: std::path::PathBuf, config: Config) -> Result<(), crate::
     }
     running.shutdown().await;
     Ok(())
+}
+
+/// `kind: redis`: the stream's Redis log (also set as the stream's history, for deep resume).
+fn redis_log(
+    options: &crate::config::UpstreamConfig,
+    url: &http::Uri,
+    stream: &Arc<Stream>,
+    connect_timeout: Duration,
+    max_event_bytes: usize,
+) -> Result<Option<Arc<upstream::redis::RedisLog>>, String> {
+    if options.kind != crate::config::UpstreamKind::Redis {
+        return Ok(None);
+    }
+    // An upstream restarted after dormancy keeps the stream's log (and the last id it read).
+    if let Some(history) = stream.history()
+        && let Some(redis) = history
+            .as_any()
+            .downcast_ref::<upstream::redis::RedisHistory>()
+    {
+        return Ok(Some(redis.0.clone()));
+    }
+    let key = options
+        .key
+        .as_ref()
+        .ok_or("no `key`")?
+        .render_text(&stream.key().params)?;
+    let fields = options.fields.clone().unwrap_or_default();
+    let log = upstream::redis::RedisLog::new(
+        &url.to_string(),
+        key,
+        fields,
+        connect_timeout,
+        max_event_bytes,
+    )?;
+    stream.set_history(Arc::new(upstream::redis::RedisHistory(log.clone())));
+    Ok(Some(log))
 }

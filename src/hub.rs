@@ -6,6 +6,7 @@
 //! A subscriber's state is a cursor (the next sequence number it wants) into the shared ring: nothing is queued per
 //! subscriber, so memory is bounded by the ring whatever the clients do.
 
+mod history;
 mod keeper;
 mod ring;
 mod stream;
@@ -19,9 +20,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use history::{HISTORY_BATCH, History, LogEntry, LogId, Until};
 pub use keeper::SWEEP_PERIOD;
 pub use ring::{POSITION_PREFIX, Push, Ring};
-pub use stream::{Kick, Published, Resume, Stream, UpstreamState};
+pub use stream::{Kick, Observer, Published, Resume, Stream, UpstreamState};
 pub use subscription::{Next, Subscription};
 
 use crate::metrics::Metrics;

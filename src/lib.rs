@@ -4,8 +4,8 @@
 //! Layout, bytes to sockets:
 //! - [`sse`]: WHATWG event-stream decoder and encoder (pure).
 //! - [`event`]: the hub's `Event` and its once-encoded, shared wire frames.
-//! - [`upstream`]: connector supervisor and one decoder per upstream kind.
-//! - [`hub`]: live streams: ids, ring buffer, fan-out, resume, idle teardown.
+//! - [`upstream`]: connector supervisor and one decoder per upstream kind (Redis Streams and the tee included).
+//! - [`hub`]: live streams: ids, ring buffer, fan-out, resume (deep resume from a durable log), idle teardown.
 //! - [`negotiate`]: request + route policy → client transport (pure).
 //! - [`transports`]: one client transport per file (SSE, WebSocket, long-poll).
 //! - [`passthrough`]: reverse proxy for every other request (routes, h2c/ALPN, WebSocket relay); [`auth`]: Origin,

@@ -10,7 +10,7 @@ use prometheus::{
 /// Client transports, as metric labels.
 pub const TRANSPORTS: [&str; 3] = ["ws", "sse", "long-poll"];
 /// Upstream kinds, as metric labels.
-pub const UPSTREAM_KINDS: [&str; 4] = ["sse", "ws", "ndjson", "poll"];
+pub const UPSTREAM_KINDS: [&str; 5] = ["sse", "ws", "ndjson", "poll", "redis"];
 /// Listeners, as metric labels.
 pub const LISTENERS: [&str; 2] = ["client", "admin"];
 /// Client HTTP versions, as metric labels.
@@ -83,6 +83,10 @@ pub struct Metrics {
     pub passthrough_ws_refused: IntCounter,
     /// Rate limit of log lines clients or upstreams can trigger; counts `pushbridge_log_lines_suppressed_total`.
     pub logs: crate::logs::LogLimiter,
+    /// Redis commands by operation (`read`: the upstream's XREAD, `history`: deep-resume reads, `tee`: XADD).
+    pub redis_ops: IntCounterVec,
+    /// Events not teed into Redis because the tee queue was full.
+    pub tee_dropped: IntCounter,
     /// `events_delivered` and `delivery_latency` resolved per transport once (in `TRANSPORTS` order): the hot path
     /// (every event × every subscriber) then skips the label lookup.
     delivered_by: Vec<(IntCounter, Histogram)>,
@@ -178,7 +182,7 @@ impl Metrics {
             )?,
             resumes: counter_vec(
                 "pushbridge_resumes_total",
-                "Client resumes by result (hit: the id was buffered; gap: it was not).",
+                "Client resumes by result (hit: the id was buffered; log: served from the durable log; gap: neither had it).",
                 &["result"],
             )?,
             resumes_gap: counter(
@@ -264,6 +268,15 @@ impl Metrics {
                 "Log lines not written by the log rate limit, by kind.",
                 &["kind"],
             )?),
+            redis_ops: counter_vec(
+                "pushbridge_redis_operations_total",
+                "Redis commands by operation (read, history, tee) and result.",
+                &["op", "result"],
+            )?,
+            tee_dropped: counter(
+                "pushbridge_tee_dropped_total",
+                "Events not written to Redis because the tee queue was full.",
+            )?,
             delivered_by: Vec::new(),
             registry,
         };
@@ -298,7 +311,12 @@ impl Metrics {
             }
         }
         self.add_routes(routes);
-        for result in ["hit", "gap"] {
+        for op in ["read", "history", "tee"] {
+            for result in ["ok", "error"] {
+                self.redis_ops.with_label_values(&[op, result]);
+            }
+        }
+        for result in ["hit", "log", "gap"] {
             self.resumes.with_label_values(&[result]);
         }
         for reason in ["timeout", "error"] {
@@ -349,13 +367,15 @@ impl Metrics {
         }
     }
 
-    /// Marks `kind` as the upstream kind of `route` in `pushbridge_upstream_kind` (every kind's series exists).
-    pub fn set_upstream_kind(&self, route: &str, kind: &str) {
-        for k in UPSTREAM_KINDS {
-            self.upstream_kind
-                .with_label_values(&[route, k])
-                .set(i64::from(k == kind));
-        }
+    /// Counts one Redis command of `op` (`read`, `history`, `tee`).
+    pub fn redis_op(&self, op: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.redis_ops.with_label_values(&[op, result]).inc();
+    }
+
+    /// Counts one deep-resume read of a stream's log.
+    pub fn log_reads(&self, ok: bool) {
+        self.redis_op("history", ok);
     }
 
     /// Counts an upstream event whose id was already buffered.
@@ -369,6 +389,15 @@ impl Metrics {
         match TRANSPORTS.iter().position(|t| *t == transport) {
             Some(i) => self.delivered_by[i].0.inc(),
             None => self.events_delivered.with_label_values(&[transport]).inc(),
+        }
+    }
+
+    /// Marks `kind` as the upstream kind of `route` in `pushbridge_upstream_kind` (every kind's series exists).
+    pub fn set_upstream_kind(&self, route: &str, kind: &str) {
+        for k in UPSTREAM_KINDS {
+            self.upstream_kind
+                .with_label_values(&[route, k])
+                .set(i64::from(k == kind));
         }
     }
 

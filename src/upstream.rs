@@ -7,7 +7,9 @@ pub mod client;
 mod map;
 mod ndjson;
 mod poll;
+pub mod redis;
 mod sse;
+mod tee;
 mod ws;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use crate::logs::LogKind;
 use crate::metrics::Metrics;
 pub use backoff::Backoff;
 pub use client::{HttpClient, PoolLimits, http_client, http_client_with};
+pub use tee::Tee;
 
 /// Everything needed to connect one stream's upstream.
 #[derive(Debug, Clone)]
@@ -41,6 +44,8 @@ pub struct UpstreamSpec {
     pub options: Arc<UpstreamConfig>,
     /// `ws`: the ping interval, and the time allowed for the pong.
     pub heartbeat: Duration,
+    /// `redis`: the stream read (also the stream's history for deep resume).
+    pub redis: Option<Arc<redis::RedisLog>>,
 }
 
 /// How one upstream session ended.
@@ -74,6 +79,12 @@ pub async fn supervise(
                 UpstreamKind::Poll => {
                     poll::session(&spec, &client, &stream, &mut feed, &metrics).await
                 }
+                UpstreamKind::Redis => match &spec.redis {
+                    Some(log) => redis::session(&spec, log, &stream, &mut feed, &metrics).await,
+                    None => Err(crate::error::UpstreamError::Request(
+                        "no Redis stream for this upstream".into(),
+                    )),
+                },
             }
         };
         let result = tokio::select! {

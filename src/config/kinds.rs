@@ -126,6 +126,60 @@ impl BinaryMode {
     }
 }
 
+/// Tee: most entries kept in the Redis stream (`XADD … MAXLEN ~`).
+pub const DEFAULT_TEE_MAXLEN: usize = 100_000;
+/// Tee: most events waiting to be written to Redis; more are dropped and counted.
+pub const DEFAULT_TEE_QUEUE: usize = 1024;
+
+/// `redis`: the entry fields mapped to an event.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisFields {
+    /// Field holding the event name; absent from an entry: `message`.
+    #[serde(deserialize_with = "units::string")]
+    pub event: String,
+    /// Field holding the data; an entry without it is counted as malformed and skipped.
+    #[serde(deserialize_with = "units::string")]
+    pub data: String,
+}
+
+impl Default for RedisFields {
+    fn default() -> Self {
+        RedisFields {
+            event: "event".to_owned(),
+            data: "data".to_owned(),
+        }
+    }
+}
+
+/// Writes every event of a non-`redis` upstream into a Redis stream as well.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeeConfig {
+    /// `redis://` or `rediss://` URL (credentials from `${ENV}`).
+    #[serde(deserialize_with = "units::uri")]
+    pub url: http::Uri,
+    /// The stream key, which may use the path's `{params}`.
+    pub key: super::UrlTemplate,
+    /// Approximate most entries kept (`MAXLEN ~`); at least 1.
+    #[serde(default = "tee_maxlen")]
+    pub maxlen: usize,
+    /// Most events waiting to be written; at least 1. Beyond it events are not teed (counted), never blocking.
+    #[serde(default = "tee_queue")]
+    pub queue: usize,
+    /// Entry field names.
+    #[serde(default)]
+    pub fields: RedisFields,
+}
+
+fn tee_maxlen() -> usize {
+    DEFAULT_TEE_MAXLEN
+}
+
+fn tee_queue() -> usize {
+    DEFAULT_TEE_QUEUE
+}
+
 fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     units::opt_string(d)
 }

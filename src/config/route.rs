@@ -197,6 +197,24 @@ impl UrlTemplate {
         })
     }
 
+    /// Substitute params as they are (no encoding), e.g. for a Redis key.
+    pub fn render_text(&self, params: &[(String, String)]) -> Result<String, String> {
+        let mut out = String::with_capacity(self.raw.len());
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Param(name) => {
+                    let (_, value) = params
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .ok_or_else(|| format!("no value for {{{name}}}"))?;
+                    out.push_str(value);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Substitute params (percent-encoding each value as a path segment) and parse as `http::Uri`.
     pub fn render(&self, params: &[(String, String)]) -> Result<http::Uri, String> {
         let mut out = String::with_capacity(self.raw.len());

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::kinds::{BinaryMode, MapConfig, PollConfig, ResumeConfig};
+use super::kinds::{BinaryMode, MapConfig, PollConfig, RedisFields, ResumeConfig, TeeConfig};
 use super::passthrough::PassthroughConfig;
 use super::route::{RoutePattern, UrlTemplate};
 use super::units;
@@ -210,6 +210,15 @@ pub struct UpstreamConfig {
     /// `ws`: what binary messages become (`refuse` or `base64`).
     #[serde(default)]
     pub binary: Option<BinaryMode>,
+    /// `redis`: the Redis stream key, which may use the path's `{params}` (one stream per channel).
+    #[serde(default)]
+    pub key: Option<UrlTemplate>,
+    /// `redis`: which entry fields hold the event name and the data (the entry id is the event id).
+    #[serde(default)]
+    pub fields: Option<RedisFields>,
+    /// Any kind but `redis`: also append each event to a Redis stream (the shared log other replicas read).
+    #[serde(default)]
+    pub tee: Option<TeeConfig>,
     /// Extra CA certificate (PEM) trusted for a TLS upstream.
     #[serde(default, deserialize_with = "units::opt_path")]
     pub ca_file: Option<PathBuf>,
@@ -490,6 +499,8 @@ pub enum UpstreamKind {
     Ndjson,
     /// Repeated HTTP GETs of a JSON document holding an array of events.
     Poll,
+    /// A Redis stream (XREAD), the shared log every replica reads; the entry id is the event id.
+    Redis,
 }
 
 /// The YAML spelling of each enum value, for `Display`, logs and metrics labels.
@@ -511,7 +522,7 @@ macro_rules! names {
 
 names!(TransportKind { Ws => "ws", Sse => "sse", LongPoll => "long-poll" });
 names!(Mode { Shared => "shared", PerClient => "per-client" });
-names!(UpstreamKind { Sse => "sse", Ws => "ws", Ndjson => "ndjson", Poll => "poll" });
+names!(UpstreamKind { Sse => "sse", Ws => "ws", Ndjson => "ndjson", Poll => "poll", Redis => "redis" });
 names!(WsFormat { Envelope => "envelope", Data => "data" });
 names!(LogFormat { Text => "text", Json => "json" });
 
@@ -526,6 +537,9 @@ impl UpstreamConfig {
             resume: None,
             poll: None,
             binary: None,
+            key: None,
+            fields: None,
+            tee: None,
             ca_file: None,
             connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
             reconnect: BackoffConfig::default(),

@@ -267,6 +267,7 @@ fn upstream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
             .collect();
         let schemes: &[&str] = match upstream.kind {
             UpstreamKind::Ws => &["http", "https", "ws", "wss"],
+            UpstreamKind::Redis => &["redis", "rediss"],
             _ => &["http", "https"],
         };
         match upstream.url.render(&sample) {

@@ -88,7 +88,14 @@ pub struct Stream {
     headers: http::HeaderMap,
     pub(super) hub: Weak<Hub>,
     pub(super) metrics: Arc<Metrics>,
+    /// The durable log the ring continues, when the upstream is one (deep resume, `history.rs`).
+    pub(super) history: Mutex<Option<Arc<dyn super::History>>>,
+    /// Sees each new event after it is buffered (`upstream.tee`).
+    observer: std::sync::OnceLock<Observer>,
 }
+
+/// A hook called with each new event of a stream (never with dropped replays); must not block.
+pub type Observer = Arc<dyn Fn(&Arc<crate::event::Event>) + Send + Sync>;
 
 impl Stream {
     pub(super) fn new(
@@ -123,6 +130,8 @@ impl Stream {
             headers,
             hub,
             metrics,
+            history: Mutex::new(None),
+            observer: std::sync::OnceLock::new(),
         })
     }
 
@@ -176,6 +185,15 @@ impl Stream {
         lock(&self.inner).ring.open_replay(resumed_from);
     }
 
+    pub fn has_observer(&self) -> bool {
+        self.observer.get().is_some()
+    }
+
+    /// Sets the hook that sees each new event (once: false when one was already set).
+    pub fn set_observer(&self, observer: Observer) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
     /// Records the upstream's `retry:` (passed on to SSE clients within the route's bounds).
     pub fn set_retry(&self, retry: Duration) {
         let ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX - 1);
@@ -206,7 +224,15 @@ impl Stream {
                 self.metrics.upstream_duplicates.inc();
                 return false;
             }
-            Push::Added { event, reused_id } => (event.seq + 1, reused_id),
+            Push::Added {
+                event: added,
+                reused_id,
+            } => {
+                if let Some(observer) = self.observer.get() {
+                    observer(&added);
+                }
+                (added.seq + 1, reused_id)
+            }
         };
         let warn = reused_id
             && inner
@@ -255,11 +281,8 @@ impl Stream {
                     self.metrics.resumes.with_label_values(&["hit"]).inc();
                     (seq, None)
                 }
-                ResumeAt::Gap(seq) => {
-                    self.metrics.resumes.with_label_values(&["gap"]).inc();
-                    self.metrics.resumes_gap.inc();
-                    (seq, Some(id.to_owned()))
-                }
+                // Counted when the subscription reports it: a stream with a durable log may serve it instead.
+                ResumeAt::Gap(seq) => (seq, Some(id.to_owned())),
             },
         };
         let shared = SubShared::new(cursor, kick);

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
+use super::history::{DeepResume, HISTORY_SEQ, LogId, Step};
 use super::lock;
 use super::stream::{Kick, Stream};
 use crate::event::Event;
@@ -52,6 +53,8 @@ pub struct Subscription {
     live_from: u64,
     rx: watch::Receiver<u64>,
     gap: Option<String>,
+    /// Being served from the stream's durable log (the resume id is older than the ring).
+    deep: Option<Box<DeepResume>>,
 }
 
 impl Subscription {
@@ -72,6 +75,7 @@ impl Subscription {
             live_from,
             rx,
             gap,
+            deep: None,
         }
     }
 
@@ -81,13 +85,41 @@ impl Subscription {
 
     /// Whether `event` was published after this subscriber arrived (a live delivery, not a resume replay).
     pub fn is_live(&self, event: &Event) -> bool {
-        event.seq >= self.live_from
+        event.seq != HISTORY_SEQ && event.seq >= self.live_from
     }
 
     /// Waits for what comes next: a gap notice (once, first), up to `max` events, or the end.
     pub async fn next(&mut self, max: usize) -> Next {
         if let Some(last_event_id) = self.gap.take() {
-            return Next::Gap { last_event_id };
+            match (self.stream.history(), LogId::parse(&last_event_id)) {
+                (Some(history), Some(key)) => {
+                    // Out of the sweeper's sight until it joins the ring (it reads no ring event meanwhile).
+                    self.shared.cursor.store(u64::MAX, Ordering::Relaxed);
+                    self.deep = Some(Box::new(DeepResume::new(history, last_event_id, key)));
+                }
+                _ => {
+                    self.stream
+                        .metrics
+                        .resumes
+                        .with_label_values(&["gap"])
+                        .inc();
+                    self.stream.metrics.resumes_gap.inc();
+                    return Next::Gap { last_event_id };
+                }
+            }
+        }
+        if let Some(deep) = self.deep.as_mut() {
+            match deep.next(&self.stream, max).await {
+                Step::Gap(last_event_id) => return Next::Gap { last_event_id },
+                Step::Events(events) => return Next::Events(events),
+                Step::Closed => return Next::Closed,
+                Step::Join(cursor) => {
+                    self.deep = None;
+                    self.cursor = cursor;
+                    self.shared.cursor.store(cursor, Ordering::Relaxed);
+                    self.shared.swept.store(u64::MAX, Ordering::Relaxed);
+                }
+            }
         }
         loop {
             self.rx.borrow_and_update();
@@ -103,6 +135,9 @@ impl Subscription {
     /// An id to resume from that continues exactly where this subscriber stands (the last event it read, or the
     /// position it started at): the id of the event before its cursor, or a position token (docs/protocol.md).
     pub fn position(&self) -> String {
+        if let Some(deep) = &self.deep {
+            return deep.position().to_owned();
+        }
         lock(&self.stream.inner).ring.position(self.cursor)
     }
 
@@ -110,6 +145,9 @@ impl Subscription {
     pub fn try_next(&mut self, max: usize) -> Option<Next> {
         if self.stream.is_closed() {
             return Some(Next::Closed);
+        }
+        if self.deep.is_some() {
+            return None;
         }
         let inner = lock(&self.stream.inner);
         let ring = &inner.ring;

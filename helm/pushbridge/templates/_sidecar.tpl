@@ -28,9 +28,18 @@ into containers otherwise; everything else is identical.
     - name: admin
       containerPort: {{ .Values.pushbridge.ports.admin }}
       protocol: TCP
-  {{- with .Values.pushbridge.env }}
+  {{- if or .Values.pushbridge.env .Values.redis.existingSecret }}
   env:
+    {{- with .Values.redis.existingSecret }}
+    - name: {{ $.Values.redis.envName }}
+      valueFrom:
+        secretKeyRef:
+          name: {{ . }}
+          key: {{ $.Values.redis.secretKey }}
+    {{- end }}
+    {{- with .Values.pushbridge.env }}
     {{- toYaml . | nindent 4 }}
+    {{- end }}
   {{- end }}
   {{- with .Values.pushbridge.envFrom }}
   envFrom:

@@ -148,3 +148,91 @@ fn upstream_kind_options_are_located_when_wrong() {
     assert!(path.starts_with("streams[0].upstream.poll"), "{path}");
     assert!(message.contains("cursr"), "{message}");
 }
+
+#[test]
+fn redis_upstream_and_tee_take_their_options() {
+    let yaml = "\
+listen:
+  - address: 127.0.0.1:8080
+streams:
+  - path: /events/{channel}
+    upstream:
+      kind: redis
+      url: \"redis://:pw@127.0.0.1:6379/0\"
+      key: \"events:{channel}\"
+      fields: { event: type }
+  - path: /feed/{channel}
+    upstream:
+      url: \"http://127.0.0.1:9000/feed/{channel}\"
+      tee: { url: \"rediss://redis.internal:6380\", key: \"feed:{channel}\", maxlen: 500 }
+";
+    let config = Config::parse("test.yaml", yaml).unwrap();
+    let [redis, sse] = &config.streams[..] else {
+        panic!("two streams")
+    };
+    assert_eq!(redis.upstream.kind, UpstreamKind::Redis);
+    let params = [("channel".to_owned(), "a b".to_owned())];
+    let key = redis.upstream.key.as_ref().unwrap();
+    assert_eq!(key.render_text(&params).unwrap(), "events:a b");
+    let fields = redis.upstream.fields.as_ref().unwrap();
+    assert_eq!(
+        (fields.event.as_str(), fields.data.as_str()),
+        ("type", "data")
+    );
+    let tee = sse.upstream.tee.as_ref().unwrap();
+    assert_eq!(
+        (tee.maxlen, tee.queue, tee.fields.clone()),
+        (500, DEFAULT_TEE_QUEUE, RedisFields::default())
+    );
+}
+
+#[test]
+fn redis_options_are_located_when_wrong() {
+    let with = |extra: &str| format!("{MINIMAL}{extra}");
+    let redis = "listen:\n  - address: 127.0.0.1:8080\nstreams:\n  - path: /events/{channel}\n    upstream:\n      kind: redis\n";
+    for (yaml, at, needle) in [
+        (
+            format!("{redis}      url: redis://127.0.0.1\n"),
+            "key",
+            "needs the stream `key`",
+        ),
+        (
+            format!("{redis}      url: http://127.0.0.1\n      key: k\n"),
+            "url",
+            "redis://",
+        ),
+        (
+            format!("{redis}      url: redis://127.0.0.1\n      key: \"k:{{tenant}}\"\n"),
+            "key",
+            "{tenant}",
+        ),
+        (
+            format!(
+                "{redis}      url: redis://127.0.0.1\n      key: k\n      tee: {{ url: \"redis://x\", key: k }}\n"
+            ),
+            "tee",
+            "already reads",
+        ),
+        (with("      key: k\n"), "key", "only used with kind"),
+        (
+            with("      fields: { data: d }\n"),
+            "fields",
+            "only used with kind",
+        ),
+        (
+            with("      tee: { url: \"http://x\", key: k }\n"),
+            "tee.url",
+            "redis://",
+        ),
+        (
+            with("      tee: { url: \"redis://x\", key: k, maxlen: 0 }\n"),
+            "tee.maxlen",
+            "at least 1",
+        ),
+    ] {
+        let (line, column, path, message) = only_problem(&yaml);
+        assert_eq!(path, format!("streams[0].upstream.{at}"), "{yaml}");
+        assert!(message.contains(needle), "{message}");
+        assert!(line >= 5 && column >= 1, "{line}:{column}");
+    }
+}

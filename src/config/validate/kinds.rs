@@ -28,6 +28,9 @@ pub(super) fn kind_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_
     only(up.poll.is_some(), "poll", &[UpstreamKind::Poll]);
     only(up.map.is_some(), "map", JSON);
     only(up.resume.is_some(), "resume", JSON);
+    only(up.key.is_some(), "key", &[UpstreamKind::Redis]);
+    only(up.fields.is_some(), "fields", &[UpstreamKind::Redis]);
+    redis_rules(stream, &at, report);
 
     if let Some(protocol) = &up.subprotocol {
         let token = !protocol.is_empty()
@@ -84,5 +87,53 @@ pub(super) fn kind_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_
             &format!("{at}.poll.cursor"),
             "the cursor has no parameter to be sent back in: add `resume: { query: NAME }` or `resume: { header: NAME }`",
         );
+    }
+}
+
+/// `redis`: a `key` whose params are the path's; `tee`: only on other kinds, a `redis(s)://` URL, bounds at least 1.
+fn redis_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
+    let up = &stream.upstream;
+    let params_known =
+        |template: &crate::config::UrlTemplate, path: &str, report: &mut Report<'_>| {
+            for name in template.params() {
+                if !stream.path.params().any(|p| p == name) {
+                    report.add(
+                        path,
+                        format!(
+                            "{{{name}}} is not a parameter of the path {}",
+                            stream.path.as_str()
+                        ),
+                    );
+                }
+            }
+        };
+    match &up.key {
+        Some(key) => params_known(key, &format!("{at}.key"), report),
+        None if up.kind == UpstreamKind::Redis => report.add(
+            &format!("{at}.key"),
+            "kind: redis needs the stream `key`, e.g. \"events:{channel}\"",
+        ),
+        None => {}
+    }
+    if let Some(fields) = &up.fields {
+        for (name, value) in [("event", &fields.event), ("data", &fields.data)] {
+            if value.is_empty() {
+                report.add(&format!("{at}.fields.{name}"), "must not be empty");
+            }
+        }
+    }
+    let Some(tee) = &up.tee else { return };
+    if up.kind == UpstreamKind::Redis {
+        report.add(
+            &format!("{at}.tee"),
+            "`tee` writes another kind's events into Redis; a kind: redis upstream already reads them from there",
+        );
+    }
+    report.url(&format!("{at}.tee.url"), &tee.url, &["redis", "rediss"]);
+    params_known(&tee.key, &format!("{at}.tee.key"), report);
+    for (name, value) in [("maxlen", tee.maxlen), ("queue", tee.queue)] {
+        if value == 0 {
+            report.add(&format!("{at}.tee.{name}"), "must be at least 1");
+        }
     }
 }

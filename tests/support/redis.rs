@@ -1,0 +1,144 @@
+//! A real `redis-server` for the Redis upstream tests: started on a free port with an append-only file
+//! (`appendfsync always`, so a kill loses nothing it acknowledged), ready once it answers PING, restartable on the
+//! same port and data directory, killed on drop. Plus a small client to append, trim and read entries.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::client::WAIT;
+
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = spawn(port, dir.path());
+        let server = RedisServer { child, port, dir };
+        server.wait_ready().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server (SIGKILL: no shutdown save; the AOF has every acknowledged write).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub async fn restart(&mut self) {
+        self.child = spawn(self.port, self.dir.path());
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(mut c) = self.try_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server never answered PING"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        self.try_connection().await.expect("redis connection")
+    }
+
+    /// `XADD key * event E data D`: the new entry's id.
+    pub async fn xadd(&self, key: &str, event: &str, data: &str) -> String {
+        redis::cmd("XADD")
+            .arg(key)
+            .arg("*")
+            .arg("event")
+            .arg(event)
+            .arg("data")
+            .arg(data)
+            .query_async(&mut self.connection().await)
+            .await
+            .expect("XADD")
+    }
+
+    /// `XTRIM key MAXLEN n` (exact).
+    pub async fn trim(&self, key: &str, keep: usize) {
+        redis::cmd("XTRIM")
+            .arg(key)
+            .arg("MAXLEN")
+            .arg(keep)
+            .query_async::<i64>(&mut self.connection().await)
+            .await
+            .expect("XTRIM");
+    }
+
+    /// Every entry of `key` as (id, event, data).
+    pub async fn entries(&self, key: &str) -> Vec<(String, String, String)> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.connection().await)
+            .await
+            .expect("XRANGE");
+        reply
+            .ids
+            .iter()
+            .map(|e| {
+                let field = |f: &str| e.get::<String>(f).unwrap_or_default();
+                (e.id.clone(), field("event"), field("data"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(port: u16, dir: &std::path::Path) -> Child {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian package redis-server) on PATH")
+}
