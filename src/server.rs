@@ -159,7 +159,7 @@ async fn stream(
     let mut response = match *req.method() {
         Method::OPTIONS => {
             let mut response = plain(StatusCode::NO_CONTENT, "");
-            auth::add_preflight(response.headers_mut());
+            auth::add_preflight(&route.config, response.headers_mut());
             response
         }
         _ => client_message(router, &route, &key, req).await,
@@ -189,10 +189,12 @@ async fn read(
         protocol.as_deref(),
     );
     if req.method() != Method::GET && !facts.websocket {
-        return method_not_allowed(
+        let mut response = method_not_allowed(
             "method not allowed on a stream route\n",
             "GET, POST, OPTIONS",
         );
+        auth::add_cors(&route.config, req.headers(), response.headers_mut());
+        return response;
     }
     let (transport, downgraded_from) = match negotiate::decide(&facts, &route.config.transports) {
         Decision::Serve {
@@ -210,6 +212,7 @@ async fn read(
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            auth::add_cors(&route.config, req.headers(), response.headers_mut());
             return response;
         }
     };

@@ -32,6 +32,19 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Stream: the event name that tells a client its resume point is gone.
 pub const DEFAULT_GAP_EVENT: &str = "pushbridge-gap";
+/// SSE: the `retry:` sent to clients while the application sent none.
+pub const DEFAULT_SSE_RETRY: Duration = Duration::from_secs(2);
+/// SSE: the largest `retry:` passed on to clients (the application's is clamped to it).
+pub const DEFAULT_SSE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// CORS: request headers a cross-origin page may send (preflight `Access-Control-Allow-Headers`); EventSource
+/// polyfills send `cache-control` and `x-requested-with`.
+pub const DEFAULT_CORS_ALLOW_HEADERS: [&str; 5] = [
+    "last-event-id",
+    "content-type",
+    "authorization",
+    "cache-control",
+    "x-requested-with",
+];
 /// Long-poll: how long a request is held when there is nothing new.
 pub const DEFAULT_LONG_POLL_TIMEOUT: Duration = Duration::from_secs(25);
 /// Long-poll: most events returned by one response.
@@ -175,6 +188,12 @@ pub struct StreamConfig {
     /// WebSocket behaviour.
     #[serde(default)]
     pub ws: WsConfig,
+    /// SSE behaviour.
+    #[serde(default)]
+    pub sse: SseConfig,
+    /// CORS for pages on other origins.
+    #[serde(default)]
+    pub cors: CorsConfig,
     /// Where client → application messages go; absent: they are refused.
     #[serde(default)]
     pub client_messages: Option<ClientMessagesConfig>,
@@ -290,6 +309,45 @@ pub enum WsFormat {
     Envelope,
     /// The event's data alone.
     Data,
+}
+
+/// SSE behaviour: the `retry:` clients get (WHATWG HTML §9.2: how long a browser waits before reconnecting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SseConfig {
+    /// `retry:` while the application sent none; the application's own `retry:` replaces it. Both are kept
+    /// within `upstream.reconnect.initial` and `retry_max`.
+    #[serde(deserialize_with = "units::duration")]
+    pub retry: Duration,
+    /// Largest `retry:` sent to clients; at least `retry`.
+    #[serde(deserialize_with = "units::duration")]
+    pub retry_max: Duration,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            retry: DEFAULT_SSE_RETRY,
+            retry_max: DEFAULT_SSE_RETRY_MAX,
+        }
+    }
+}
+
+/// CORS for SSE and long-poll requests from pages on other origins (allowed by `origins`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Request headers a page may send (the preflight's `Access-Control-Allow-Headers`; lower-cased).
+    #[serde(deserialize_with = "units::header_name_list")]
+    pub allow_headers: Vec<String>,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allow_headers: DEFAULT_CORS_ALLOW_HEADERS.map(str::to_owned).to_vec(),
+        }
+    }
 }
 
 /// Client → application messages.
@@ -499,6 +557,8 @@ impl StreamConfig {
             gap_event: DEFAULT_GAP_EVENT.to_owned(),
             long_poll: LongPollConfig::default(),
             ws: WsConfig::default(),
+            sse: SseConfig::default(),
+            cors: CorsConfig::default(),
             client_messages: None,
             auth: None,
             origins: Vec::new(),

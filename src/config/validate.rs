@@ -199,6 +199,13 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
             "must be a non-empty event name without line breaks",
         );
     }
+    report.positive(&format!("{at}.sse.retry_max"), stream.sse.retry_max);
+    if stream.sse.retry > stream.sse.retry_max {
+        report.add(
+            &format!("{at}.sse.retry"),
+            format!("must be at most sse.retry_max ({:?})", stream.sse.retry_max),
+        );
+    }
     report.positive(&format!("{at}.long_poll.timeout"), stream.long_poll.timeout);
     report.at_least_one(
         &format!("{at}.long_poll.max_batch"),
