@@ -174,6 +174,7 @@ pub(crate) fn build_route(
     let template = upstream.url.clone();
     let kind = upstream.kind;
     let connect_timeout = upstream.connect_timeout;
+    let idle_timeout = upstream.idle_timeout;
     let max_event_bytes = config.limits.max_event_bytes;
     let start_metrics = metrics.clone();
     let route_name = name.clone();
@@ -192,6 +193,7 @@ pub(crate) fn build_route(
                 kind,
                 headers,
                 connect_timeout,
+                idle_timeout,
                 backoff,
                 max_event_bytes,
             };

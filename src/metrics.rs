@@ -28,6 +28,8 @@ pub struct Metrics {
     pub upstream_duplicates: IntCounter,
     /// Upstream events whose id was already buffered (delivered as new events), by route.
     pub upstream_reused_ids: IntCounterVec,
+    /// Upstream connections dropped for silence (`upstream.idle_timeout`), by route.
+    pub upstream_silent: IntCounterVec,
     /// Upstream input skipped (over-size events, malformed data), by route.
     pub upstream_malformed: IntCounterVec,
     /// Events written to clients, by transport.
@@ -121,6 +123,11 @@ impl Metrics {
             upstream_reused_ids: counter_vec(
                 "pushbridge_upstream_reused_ids_total",
                 "Upstream events whose id was already buffered (delivered as new events).",
+                &["route"],
+            )?,
+            upstream_silent: counter_vec(
+                "pushbridge_upstream_silent_total",
+                "Upstream connections reopened after upstream.idle_timeout without a byte.",
                 &["route"],
             )?,
             upstream_malformed: counter_vec(
@@ -244,6 +251,7 @@ impl Metrics {
             self.events_received.with_label_values(&[route]);
             self.upstream_malformed.with_label_values(&[route]);
             self.upstream_reused_ids.with_label_values(&[route]);
+            self.upstream_silent.with_label_values(&[route]);
             self.upstream_up.with_label_values(&[route]);
             for result in ["ok", "error"] {
                 self.upstream_connects.with_label_values(&[route, result]);

@@ -29,6 +29,8 @@ pub struct UpstreamSpec {
     /// Extra request headers (forwarded client credentials in per-client mode).
     pub headers: HeaderMap,
     pub connect_timeout: Duration,
+    /// Longest silence before the connection counts as dead (`upstream.idle_timeout`).
+    pub idle_timeout: Duration,
     pub backoff: Backoff,
     pub max_event_bytes: usize,
 }

@@ -53,6 +53,8 @@ pub const DEFAULT_LONG_POLL_MAX_BATCH: usize = 100;
 pub const DEFAULT_CLIENT_MESSAGE_MAX_BYTES: usize = 64 * 1024;
 /// Upstream: time allowed to connect to the application's stream.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upstream: longest silence (no bytes at all) before the connection counts as dead and is reopened.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// Upstream reconnect: first backoff delay.
 pub const DEFAULT_RECONNECT_INITIAL: Duration = Duration::from_millis(500);
 /// Upstream reconnect: largest backoff delay.
@@ -226,6 +228,13 @@ pub struct UpstreamConfig {
     /// Reconnect backoff after the upstream fails or ends.
     #[serde(default)]
     pub reconnect: BackoffConfig,
+    /// Longest silence (no bytes, not even a comment) before the connection counts as dead and is reopened
+    /// with `Last-Event-ID`; more than zero. Applications should send a comment heartbeat well within it.
+    #[serde(
+        default = "d::upstream_idle_timeout",
+        deserialize_with = "units::duration"
+    )]
+    pub idle_timeout: Duration,
 }
 
 /// Jittered exponential backoff bounds.
@@ -538,6 +547,7 @@ impl UpstreamConfig {
             ca_file: None,
             connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
             reconnect: BackoffConfig::default(),
+            idle_timeout: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
         }
     }
 }
@@ -593,5 +603,8 @@ mod d {
     }
     pub fn upstream_connect_timeout() -> Duration {
         DEFAULT_UPSTREAM_CONNECT_TIMEOUT
+    }
+    pub fn upstream_idle_timeout() -> Duration {
+        DEFAULT_UPSTREAM_IDLE_TIMEOUT
     }
 }

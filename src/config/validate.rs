@@ -267,6 +267,10 @@ fn upstream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
         report.readable(&format!("{at}.upstream.ca_file"), ca);
     }
     report.positive(
+        &format!("{at}.upstream.idle_timeout"),
+        upstream.idle_timeout,
+    );
+    report.positive(
         &format!("{at}.upstream.connect_timeout"),
         upstream.connect_timeout,
     );
