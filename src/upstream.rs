@@ -1,5 +1,6 @@
-//! Upstream connectors: the supervisor that keeps one stream's upstream connected (jittered exponential backoff,
-//! `Last-Event-ID` on every reconnect, the upstream's `retry:` honoured) and one decoder per upstream kind.
+//! Upstream connectors: the supervisor that keeps one stream's upstream connected (jittered exponential backoff that
+//! only resets after a stable session, `Last-Event-ID` on every reconnect, the upstream's `retry:` honoured no lower
+//! than `reconnect.initial`, rate-limited reconnect logs) and one decoder per upstream kind.
 
 pub mod backoff;
 pub mod client;
@@ -42,6 +43,12 @@ pub(crate) enum SessionEnd {
     Closed { delivered: bool },
 }
 
+/// A session shorter than this does not reset the backoff: an upstream that answers and closes at once (one event
+/// per connection, `retry: 0`) is reconnected ever more slowly, up to `reconnect.max`.
+pub const STABLE_SESSION: Duration = Duration::from_secs(10);
+/// At most one reconnect log line per stream in this period; the next one says how many were left out.
+pub const RECONNECT_LOG_PERIOD: Duration = Duration::from_secs(10);
+
 /// Keeps `stream` fed from its upstream until `stop` is cancelled.
 pub async fn supervise(
     spec: UpstreamSpec,
@@ -52,6 +59,7 @@ pub async fn supervise(
 ) {
     let mut state = sse::State::new(spec.max_event_bytes);
     let mut attempt = 0u32;
+    let mut log = LogLimit::default();
     loop {
         let session = match spec.kind {
             UpstreamKind::Sse => sse::session(&spec, &client, &stream, &mut state, &metrics),
@@ -60,22 +68,29 @@ pub async fn supervise(
                 return;
             }
         };
+        let started = tokio::time::Instant::now();
         let result = tokio::select! {
             () = stop.cancelled() => break,
             result = session => result,
         };
+        // Connected (the session set Up) and lasted: the upstream is healthy again.
+        let stable = stream.upstream() == UpstreamState::Up && started.elapsed() >= STABLE_SESSION;
         match result {
             Ok(SessionEnd::Closed { delivered }) => {
                 stream.set_upstream(UpstreamState::Connecting);
-                tracing::info!(stream = %stream.key(), "Upstream closed the stream; reconnecting");
-                if delivered {
-                    attempt = 0;
+                if let Some(suppressed) = log.allow() {
+                    tracing::info!(stream = %stream.key(), delivered, suppressed, "Upstream closed the stream; reconnecting");
                 }
             }
             Err(error) => {
                 stream.set_upstream(UpstreamState::Down);
-                tracing::warn!(%error, stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream failed; backing off");
+                if let Some(suppressed) = log.allow() {
+                    tracing::warn!(%error, stream = %stream.key(), url = %crate::error::redact(&spec.url), suppressed, "Upstream failed; backing off");
+                }
             }
+        }
+        if stable {
+            attempt = 0;
         }
         let backoff = state
             .retry
@@ -86,6 +101,29 @@ pub async fn supervise(
             () = stop.cancelled() => break,
             () = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// Rate limit of one stream's reconnect log lines.
+#[derive(Default)]
+struct LogLimit {
+    last: Option<tokio::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    /// `Some(lines left out since the last one)` when a line may be logged now.
+    fn allow(&mut self) -> Option<u64> {
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < RECONNECT_LOG_PERIOD)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
     }
 }
 
