@@ -47,6 +47,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let route_names: Vec<String> = config.streams.iter().map(|s| s.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&route_names)?);
     let hub = Hub::new(metrics.clone());
+    hub.set_max_buffer_bytes(config.limits.max_buffer_bytes);
     let drain = Drain::new();
     let router = Arc::new(ArcSwap::from_pointee(build_router(
         &config, &hub, &metrics, &drain,
@@ -209,6 +210,7 @@ pub(crate) fn build_route(
     let settings = Settings {
         buffer_events: stream.buffer.events,
         buffer_age: stream.buffer.age,
+        buffer_max_bytes: stream.buffer.max_bytes,
         client_queue: config.limits.client_queue,
         // A per-client stream serves one client session: it ends with it.
         idle_timeout: match stream.mode {

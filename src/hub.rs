@@ -14,6 +14,7 @@ mod subscription;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +60,17 @@ pub struct Settings {
     pub client_queue: usize,
     /// How long a stream with no subscribers keeps its upstream connection (its ring stays until it ages out).
     pub idle_timeout: Duration,
+    /// Most bytes a stream's events may hold (fields and encodings).
+    pub buffer_max_bytes: usize,
+}
+
+/// The process-wide byte budget of all resume buffers.
+#[derive(Debug, Clone)]
+pub struct BufferBudget {
+    /// Bytes held by every stream's events.
+    pub bytes: Arc<AtomicUsize>,
+    /// The limit (`limits.max_buffer_bytes`).
+    pub max: Arc<AtomicUsize>,
 }
 
 /// Starts an upstream connection feeding a stream; called when the stream is created and again whenever a subscriber
@@ -70,6 +82,7 @@ pub type StartUpstream = Arc<dyn Fn(Arc<Stream>, CancellationToken, http::Header
 pub struct Hub {
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
     metrics: Arc<Metrics>,
+    budget: BufferBudget,
 }
 
 impl Hub {
@@ -77,7 +90,21 @@ impl Hub {
         Arc::new(Hub {
             streams: Mutex::new(HashMap::new()),
             metrics,
+            budget: BufferBudget {
+                bytes: Arc::default(),
+                max: Arc::new(AtomicUsize::new(usize::MAX)),
+            },
         })
+    }
+
+    /// Sets the byte budget of all resume buffers together (`limits.max_buffer_bytes`).
+    pub fn set_max_buffer_bytes(&self, max: usize) {
+        self.budget.max.store(max, Ordering::Relaxed);
+    }
+
+    /// Bytes held by every stream's events now.
+    pub fn buffer_bytes(&self) -> usize {
+        self.budget.bytes.load(Ordering::Relaxed)
     }
 
     /// Subscribe to the stream `key`, creating it (and starting its upstream) if it does not exist, and restarting
@@ -145,6 +172,7 @@ impl Hub {
             self.metrics.clone(),
             start.clone(),
             headers,
+            &self.budget,
         );
         streams.insert(key, stream.clone());
         self.metrics.streams_open.set(streams.len() as i64);

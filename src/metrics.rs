@@ -26,6 +26,10 @@ pub struct Metrics {
     pub events_received: IntCounterVec,
     /// Upstream events dropped as replays of held events.
     pub upstream_duplicates: IntCounter,
+    /// Bytes held by every resume buffer (events and their encodings).
+    pub buffer_bytes: IntGauge,
+    /// Events evicted for a byte budget, by budget (`stream`: buffer.max_bytes, `global`: limits.max_buffer_bytes).
+    pub buffer_evictions: IntCounterVec,
     /// Upstream events whose id was already buffered (delivered as new events), by route.
     pub upstream_reused_ids: IntCounterVec,
     /// Upstream connections dropped for silence (`upstream.idle_timeout`), by route.
@@ -119,6 +123,19 @@ impl Metrics {
             upstream_duplicates: counter(
                 "pushbridge_upstream_duplicates_total",
                 "Upstream events dropped as replays of events already held.",
+            )?,
+            buffer_bytes: {
+                let gauge = IntGauge::new(
+                    "pushbridge_buffer_bytes",
+                    "Bytes held by every resume buffer (events and their encodings).",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            buffer_evictions: counter_vec(
+                "pushbridge_buffer_byte_evictions_total",
+                "Buffered events evicted to keep within a byte budget.",
+                &["budget"],
             )?,
             upstream_reused_ids: counter_vec(
                 "pushbridge_upstream_reused_ids_total",
@@ -228,6 +245,9 @@ impl Metrics {
         for result in ["hit", "gap"] {
             self.resumes.with_label_values(&[result]);
         }
+        for budget in ["stream", "global"] {
+            self.buffer_evictions.with_label_values(&[budget]);
+        }
         for reason in ["timeout", "error"] {
             self.tls_failures.with_label_values(&[reason]);
         }
@@ -255,6 +275,17 @@ impl Metrics {
             self.upstream_up.with_label_values(&[route]);
             for result in ["ok", "error"] {
                 self.upstream_connects.with_label_values(&[route, result]);
+            }
+        }
+    }
+
+    /// Counts events evicted for the stream's and the process's byte budgets.
+    pub fn buffer_evicted(&self, stream: usize, global: usize) {
+        for (budget, n) in [("stream", stream), ("global", global)] {
+            if n > 0 {
+                self.buffer_evictions
+                    .with_label_values(&[budget])
+                    .inc_by(n as u64);
             }
         }
     }

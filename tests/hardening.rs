@@ -1,5 +1,5 @@
 //! Issue 8, against the real binary: a silent upstream is detected and resumed (item 5); `retry: 0` and short
-//! sessions cannot make a reconnect storm (item 6).
+//! sessions cannot make a reconnect storm (item 6); resume buffers keep within their byte budgets (item 4).
 
 #[allow(dead_code)]
 #[path = "lossless/app.rs"]
@@ -103,4 +103,72 @@ streams:
         .filter(|l| l.contains("Upstream closed the stream"))
         .count();
     assert!(lines <= 1, "{lines} reconnect log lines");
+}
+
+/// 100 events of 900 KiB through one stream with a reading client: the resume buffer stays within
+/// `buffer.max_bytes` (oldest evicted first, counted), and the process's memory with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resume_buffer_stays_within_its_byte_budget() {
+    const EVENTS: usize = 100;
+    let payload = "x".repeat(900 * 1024);
+    let mut script = String::with_capacity(EVENTS * (payload.len() + 32));
+    for i in 1..=EVENTS {
+        script.push_str(&format!("id: {i}\ndata: {payload}\n\n"));
+    }
+    let app = ScriptApp::start(vec![(
+        "/up/big",
+        vec![Script {
+            bytes: Box::leak(script.into_boxed_str()),
+            hold: true,
+        }],
+    )])
+    .await;
+    let proxy = Proxy::start(&format!(
+        r#"
+streams:
+  - path: /events/{{channel}}
+    upstream: {{ url: "http://{}/up/{{channel}}" }}
+    buffer: {{ events: 1000, max_bytes: 8MiB }}
+limits: {{ max_buffer_bytes: 12MiB }}
+"#,
+        app.addr
+    ));
+    let addr = proxy.addr();
+    let mut client = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/events/big", None)
+        .await;
+    let before = proxy.binary.rss_kib();
+    app.release();
+    let reader = tokio::spawn(async move {
+        let mut read = 0;
+        while client.next_event().await.is_some() {
+            read += 1;
+        }
+        read
+    });
+    eventually("every event received", || async {
+        proxy.metric("pushbridge_events_received_total", "").await == EVENTS as f64
+    })
+    .await;
+    let held = proxy.metric("pushbridge_buffer_bytes", "").await;
+    let after = proxy.binary.rss_kib();
+    let evicted = proxy
+        .metric(
+            "pushbridge_buffer_byte_evictions_total",
+            "budget=\"stream\"",
+        )
+        .await;
+    println!(
+        "RSS {before} KiB -> {after} KiB (+{} KiB); buffer {held} bytes; {evicted} evicted; client read {}",
+        after.saturating_sub(before),
+        reader.await.unwrap()
+    );
+    assert!(held <= (8 << 20) as f64 + 3.0 * 900.0 * 1024.0, "{held}");
+    assert!(evicted >= 80.0, "{evicted}");
+    assert!(
+        after.saturating_sub(before) < 64 * 1024,
+        "RSS grew by {} KiB",
+        after - before
+    );
 }

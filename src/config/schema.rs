@@ -26,6 +26,10 @@ pub const DEFAULT_TRANSPORTS: [TransportKind; 3] = [
 pub const DEFAULT_BUFFER_EVENTS: usize = 1000;
 /// Stream buffer: the oldest event kept for resume.
 pub const DEFAULT_BUFFER_AGE: Duration = Duration::from_secs(5 * 60);
+/// Stream buffer: the most bytes one stream's events may hold (fields and every encoding).
+pub const DEFAULT_BUFFER_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Limits: the most bytes every stream's buffer may hold together.
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 /// Stream: SSE heartbeat comment / WebSocket ping interval.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// Stream: how long a shared stream with no subscribers stays open.
@@ -267,6 +271,9 @@ pub struct BufferConfig {
     /// Oldest event kept; more than zero.
     #[serde(deserialize_with = "units::duration")]
     pub age: Duration,
+    /// Most bytes the events may hold (fields and every wire encoding); the oldest are evicted first; at least 1.
+    #[serde(deserialize_with = "units::size")]
+    pub max_bytes: usize,
 }
 
 impl Default for BufferConfig {
@@ -274,6 +281,7 @@ impl Default for BufferConfig {
         Self {
             events: DEFAULT_BUFFER_EVENTS,
             age: DEFAULT_BUFFER_AGE,
+            max_bytes: DEFAULT_BUFFER_MAX_BYTES,
         }
     }
 }
@@ -416,6 +424,9 @@ pub struct LimitsConfig {
     /// Time allowed for a client's TLS handshake and request head; more than zero.
     #[serde(deserialize_with = "units::duration")]
     pub handshake_timeout: Duration,
+    /// Most bytes every stream's resume buffer may hold together; at least 1.
+    #[serde(deserialize_with = "units::size")]
+    pub max_buffer_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -425,6 +436,7 @@ impl Default for LimitsConfig {
             client_queue: DEFAULT_CLIENT_QUEUE,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
         }
     }
 }

@@ -102,6 +102,7 @@ pub fn validate(config: &Config, file: &str, spans: &Spans) -> Vec<Problem> {
     report.at_least_one("limits.max_connections", limits.max_connections);
     report.at_least_one("limits.client_queue", limits.client_queue);
     report.at_least_one("limits.max_event_bytes", limits.max_event_bytes);
+    report.at_least_one("limits.max_buffer_bytes", limits.max_buffer_bytes);
     report.positive("limits.handshake_timeout", limits.handshake_timeout);
     if config.log.level.trim().is_empty() {
         report.add("log.level", "must not be empty (e.g. \"info\")");
@@ -206,6 +207,7 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
             format!("must be at most sse.retry_max ({:?})", stream.sse.retry_max),
         );
     }
+    report.at_least_one(&format!("{at}.buffer.max_bytes"), stream.buffer.max_bytes);
     report.positive(&format!("{at}.long_poll.timeout"), stream.long_poll.timeout);
     report.at_least_one(
         &format!("{at}.long_poll.max_batch"),
