@@ -48,6 +48,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new(&route_names)?);
     let hub = Hub::new(metrics.clone());
     hub.set_max_buffer_bytes(config.limits.max_buffer_bytes);
+    hub.set_max_streams(config.limits.max_streams);
     let drain = Drain::new();
     let router = Arc::new(ArcSwap::from_pointee(build_router(
         &config, &hub, &metrics, &drain,
@@ -211,6 +212,7 @@ pub(crate) fn build_route(
         buffer_events: stream.buffer.events,
         buffer_age: stream.buffer.age,
         buffer_max_bytes: stream.buffer.max_bytes,
+        max_streams: stream.max_streams.unwrap_or(usize::MAX),
         client_queue: config.limits.client_queue,
         // A per-client stream serves one client session: it ends with it.
         idle_timeout: match stream.mode {

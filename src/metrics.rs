@@ -26,6 +26,8 @@ pub struct Metrics {
     pub events_received: IntCounterVec,
     /// Upstream events dropped as replays of held events.
     pub upstream_duplicates: IntCounter,
+    /// New streams refused for a stream limit, by limit (`global`: limits.max_streams, `route`: the route's).
+    pub stream_refusals: IntCounterVec,
     /// Bytes held by every resume buffer (events and their encodings).
     pub buffer_bytes: IntGauge,
     /// Events evicted for a byte budget, by budget (`stream`: buffer.max_bytes, `global`: limits.max_buffer_bytes).
@@ -123,6 +125,11 @@ impl Metrics {
             upstream_duplicates: counter(
                 "pushbridge_upstream_duplicates_total",
                 "Upstream events dropped as replays of events already held.",
+            )?,
+            stream_refusals: counter_vec(
+                "pushbridge_stream_refusals_total",
+                "New streams refused (503) for a stream limit.",
+                &["limit"],
             )?,
             buffer_bytes: {
                 let gauge = IntGauge::new(
@@ -247,6 +254,9 @@ impl Metrics {
         }
         for budget in ["stream", "global"] {
             self.buffer_evictions.with_label_values(&[budget]);
+        }
+        for limit in ["global", "route"] {
+            self.stream_refusals.with_label_values(&[limit]);
         }
         for reason in ["timeout", "error"] {
             self.tls_failures.with_label_values(&[reason]);

@@ -77,6 +77,9 @@ impl ConnGuard {
     }
 }
 
+/// `Retry-After` (seconds) of a 503 for a stream limit.
+const STREAM_LIMIT_RETRY_AFTER: &str = "5";
+
 /// Session numbers of per-client streams.
 static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -239,6 +242,22 @@ async fn read(
             )
         }
     };
+    // A new stream (and its upstream connection) only within the stream limits.
+    if let Err(limit) = router.hub.admit(
+        key.clone(),
+        &route.settings,
+        &route.start,
+        upstream_headers.clone(),
+    ) {
+        tracing::debug!(stream = %key, limit = limit.as_str(), "Stream refused: limit reached");
+        let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "too many streams\n");
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_static(STREAM_LIMIT_RETRY_AFTER),
+        );
+        auth::add_cors(&route.config, &request_headers, response.headers_mut());
+        return response;
+    }
     let ctx = StreamContext {
         upstream_headers,
         key,

@@ -1,5 +1,6 @@
 //! Issue 8, against the real binary: a silent upstream is detected and resumed (item 5); `retry: 0` and short
-//! sessions cannot make a reconnect storm (item 6); resume buffers keep within their byte budgets (item 4).
+//! sessions cannot make a reconnect storm (item 6); resume buffers keep within their byte budgets (item 4); a
+//! channel flood stays within the stream limits (item 3).
 
 #[allow(dead_code)]
 #[path = "lossless/app.rs"]
@@ -141,8 +142,9 @@ limits: {{ max_buffer_bytes: 12MiB }}
     let before = proxy.binary.rss_kib();
     app.release();
     let reader = tokio::spawn(async move {
+        // Until the last event, or the end of the stream if the client fell behind the small buffer.
         let mut read = 0;
-        while client.next_event().await.is_some() {
+        while read < EVENTS && client.next_event().await.is_some() {
             read += 1;
         }
         read
@@ -171,4 +173,81 @@ limits: {{ max_buffer_bytes: 12MiB }}
         "RSS grew by {} KiB",
         after - before
     );
+}
+
+/// A flood of client-chosen channels stays within the route's `max_streams` and `limits.max_streams`: the rest
+/// get 503 with `Retry-After` (counted), the application sees at most the caps in connections, and an existing
+/// subscriber is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_flood_stays_within_the_stream_limits() {
+    let app = app::ReplayApp::start().await;
+    let proxy = Proxy::start(&format!(
+        r#"
+streams:
+  - path: /events/{{channel}}
+    name: capped
+    upstream: {{ url: "http://{app}/a/{{channel}}" }}
+    max_streams: 5
+  - path: /other/{{channel}}
+    name: open
+    upstream: {{ url: "http://{app}/b/{{channel}}" }}
+limits: {{ max_streams: 20 }}
+"#,
+        app = app.addr
+    ));
+    let addr = proxy.addr();
+    let mut keeper = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/events/keep", None)
+        .await;
+    app.wait_connections("/a/keep", 1, 1).await;
+
+    let flood = |prefix: &'static str, n: usize| async move {
+        let mut admitted = 0;
+        for i in 0..n {
+            let mut sender = connect(addr, Proto::H1).await;
+            let req = http::Request::get(format!("{prefix}/c{i}?wait=0"))
+                .header("host", "x")
+                .body(support::client::empty())
+                .unwrap();
+            let response = sender.send(req).await;
+            match response.status().as_u16() {
+                200 => admitted += 1,
+                503 => assert_eq!(response.headers()["retry-after"], "5"),
+                other => panic!("status {other}"),
+            }
+        }
+        admitted
+    };
+    assert_eq!(
+        flood("/events", 50).await,
+        4,
+        "the route's cap, with the keeper's stream"
+    );
+    assert_eq!(flood("/other", 30).await, 15, "the process cap");
+    eventually("the admitted streams connected", || async {
+        app.connections_under("/a/") == 5 && app.connections_under("/b/") == 15
+    })
+    .await;
+    assert_eq!(
+        proxy
+            .metric("pushbridge_stream_refusals_total", "limit=\"route\"")
+            .await,
+        46.0
+    );
+    assert_eq!(
+        proxy
+            .metric("pushbridge_stream_refusals_total", "limit=\"global\"")
+            .await,
+        15.0
+    );
+    // The existing subscriber is served as before; an existing stream is never refused.
+    app.publish("/a/keep", "still here");
+    assert_eq!(keeper.next_event().await.unwrap().data, "still here");
+    let again = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/events/keep", None)
+        .await;
+    drop(again);
+    assert_eq!(app.connections_under("/a/"), 5);
 }

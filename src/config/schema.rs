@@ -28,6 +28,8 @@ pub const DEFAULT_BUFFER_EVENTS: usize = 1000;
 pub const DEFAULT_BUFFER_AGE: Duration = Duration::from_secs(5 * 60);
 /// Stream buffer: the most bytes one stream's events may hold (fields and every encoding).
 pub const DEFAULT_BUFFER_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Limits: the most streams (route and path-parameter values, or per-client sessions) the process keeps at once.
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
 /// Limits: the most bytes every stream's buffer may hold together.
 pub const DEFAULT_MAX_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 /// Stream: SSE heartbeat comment / WebSocket ping interval.
@@ -200,6 +202,10 @@ pub struct StreamConfig {
     /// CORS for pages on other origins.
     #[serde(default)]
     pub cors: CorsConfig,
+    /// Most streams of this route at once (one per path-parameter values, or per client session); further ones
+    /// are refused with 503; none: only `limits.max_streams`.
+    #[serde(default)]
+    pub max_streams: Option<usize>,
     /// Where client → application messages go; absent: they are refused.
     #[serde(default)]
     pub client_messages: Option<ClientMessagesConfig>,
@@ -427,6 +433,9 @@ pub struct LimitsConfig {
     /// Most bytes every stream's resume buffer may hold together; at least 1.
     #[serde(deserialize_with = "units::size")]
     pub max_buffer_bytes: usize,
+    /// Most streams at once (each opens its own upstream connection); further ones are refused with 503; at
+    /// least 1.
+    pub max_streams: usize,
 }
 
 impl Default for LimitsConfig {
@@ -437,6 +446,7 @@ impl Default for LimitsConfig {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
+            max_streams: DEFAULT_MAX_STREAMS,
         }
     }
 }
@@ -581,6 +591,7 @@ impl StreamConfig {
             ws: WsConfig::default(),
             sse: SseConfig::default(),
             cors: CorsConfig::default(),
+            max_streams: None,
             client_messages: None,
             auth: None,
             origins: Vec::new(),

@@ -103,6 +103,7 @@ pub fn validate(config: &Config, file: &str, spans: &Spans) -> Vec<Problem> {
     report.at_least_one("limits.client_queue", limits.client_queue);
     report.at_least_one("limits.max_event_bytes", limits.max_event_bytes);
     report.at_least_one("limits.max_buffer_bytes", limits.max_buffer_bytes);
+    report.at_least_one("limits.max_streams", limits.max_streams);
     report.positive("limits.handshake_timeout", limits.handshake_timeout);
     if config.log.level.trim().is_empty() {
         report.add("log.level", "must not be empty (e.g. \"info\")");
@@ -208,6 +209,9 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
         );
     }
     report.at_least_one(&format!("{at}.buffer.max_bytes"), stream.buffer.max_bytes);
+    if let Some(max) = stream.max_streams {
+        report.at_least_one(&format!("{at}.max_streams"), max);
+    }
     report.positive(&format!("{at}.long_poll.timeout"), stream.long_poll.timeout);
     report.at_least_one(
         &format!("{at}.long_poll.max_batch"),

@@ -10,6 +10,7 @@ fn settings(buffer_events: usize, client_queue: usize) -> Settings {
         client_queue,
         idle_timeout: Duration::from_secs(30),
         buffer_max_bytes: usize::MAX,
+        max_streams: usize::MAX,
     }
 }
 
