@@ -66,14 +66,14 @@ streams:
 /// `reconnect.initial`, the backoff keeps growing because no session lasts, and the reconnect log is rate-limited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_0_and_short_sessions_do_not_storm_the_application() {
-    let app = ScriptApp::start(vec![(
-        "/up/cgi",
-        vec![Script {
-            bytes: "retry: 0\n\nid: 1\ndata: x\n\n",
+    // Each connection: a new event (the application's counter goes on), then the response ends.
+    let scripts = (1..=1000)
+        .map(|i| Script {
+            bytes: Box::leak(format!("retry: 0\n\nid: {i}\ndata: x\n\n").into_boxed_str()),
             hold: false,
-        }],
-    )])
-    .await;
+        })
+        .collect();
+    let app = ScriptApp::start(vec![("/up/cgi", scripts)]).await;
     let mut proxy = Proxy::start(&format!(
         r#"
 streams:
