@@ -5,7 +5,7 @@
 //! - [`sse`]: WHATWG event-stream decoder and encoder (pure).
 //! - [`event`]: the hub's `Event` and its once-encoded, shared wire frames.
 //! - [`upstream`]: connector supervisor and one decoder per upstream kind.
-//! - [`hub`]: live streams: ids, ring buffer, fan-out, resume, idle teardown.
+//! - [`hub`]: streams: ids, ring buffer (count, age and byte bounds), fan-out, resume, replay window, idle teardown.
 //! - [`negotiate`]: request + route policy → client transport (pure).
 //! - [`transports`]: one client transport per file (SSE, WebSocket, long-poll).
 //! - [`passthrough`]: plain reverse proxy for every other request; [`auth`]: Origin, CORS, forwarded headers.
