@@ -1,6 +1,6 @@
 //! Issue 8, against the real binary: a silent upstream is detected and resumed (item 5); `retry: 0` and short
 //! sessions cannot make a reconnect storm (item 6); resume buffers keep within their byte budgets (item 4); a
-//! channel flood stays within the stream limits (item 3).
+//! channel flood stays within the stream limits (item 3); subscribe/unsubscribe churn keeps memory flat (item 7).
 
 #[allow(dead_code)]
 #[path = "lossless/app.rs"]
@@ -250,4 +250,47 @@ limits: {{ max_streams: 20 }}
         .await;
     drop(again);
     assert_eq!(app.connections_under("/a/"), 5);
+}
+
+/// Subscribe/unsubscribe churn (each long-poll empties the stream's subscriber set) costs no memory per request:
+/// one idle deadline per stream is re-armed, never a task per unsubscribe (item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_churn_keeps_memory_flat() {
+    let app = app::ReplayApp::start().await;
+    let proxy = Proxy::start(&format!(
+        r#"
+streams:
+  - path: /events/{{channel}}
+    upstream: {{ url: "http://{}/up/{{channel}}" }}
+    idle_timeout: 5m
+"#,
+        app.addr
+    ));
+    let addr = proxy.addr();
+    let support::client::Sender::H2(mut sender) = connect(addr, Proto::H2).await else {
+        unreachable!()
+    };
+    let mut churn = async |n: usize| {
+        for _ in 0..n {
+            let req = http::Request::get(format!("http://{addr}/events/x?wait=0"))
+                .body(support::client::empty())
+                .unwrap();
+            sender.ready().await.unwrap();
+            let response = sender.send_request(req).await.unwrap();
+            assert_eq!(response.status(), 200);
+            http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap();
+        }
+    };
+    churn(500).await;
+    let before = proxy.binary.rss_kib();
+    churn(3000).await;
+    let after = proxy.binary.rss_kib();
+    println!("3000 polls: RSS {before} KiB -> {after} KiB");
+    assert!(
+        after.saturating_sub(before) < 2048,
+        "RSS grew by {} KiB",
+        after - before
+    );
 }
