@@ -61,6 +61,8 @@ fn setup(n: usize) -> (Arc<Hub>, Arc<Stream>, Vec<Subscription>) {
         buffer_age: Duration::from_secs(300),
         client_queue: 256,
         idle_timeout: Duration::from_secs(30),
+        buffer_max_bytes: usize::MAX,
+        max_streams: usize::MAX,
     };
     let start: StartUpstream = Arc::new(|_, _, _| {});
     let key = StreamKey {

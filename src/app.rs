@@ -61,6 +61,8 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
     let route_names: Vec<String> = config.streams.iter().map(|s| s.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&route_names)?);
     let hub = Hub::new(metrics.clone());
+    hub.set_max_buffer_bytes(config.limits.max_buffer_bytes);
+    hub.set_max_streams(config.limits.max_streams);
     let drain = Drain::new();
     let router = Arc::new(ArcSwap::from_pointee(build_router(
         &config, &hub, &metrics, &drain,
@@ -255,6 +257,7 @@ pub(crate) fn build_route(
     let connect_timeout = upstream.connect_timeout;
     let options = Arc::new(upstream.clone());
     let heartbeat = stream.heartbeat;
+    let idle_timeout = upstream.idle_timeout;
     let max_event_bytes = config.limits.max_event_bytes;
     let start_metrics = metrics.clone();
     let route_name = name.clone();
@@ -303,6 +306,7 @@ pub(crate) fn build_route(
                 kind,
                 headers,
                 connect_timeout,
+                idle_timeout,
                 backoff,
                 max_event_bytes,
                 options: options.clone(),
@@ -321,6 +325,8 @@ pub(crate) fn build_route(
     let settings = Settings {
         buffer_events: stream.buffer.events,
         buffer_age: stream.buffer.age,
+        buffer_max_bytes: stream.buffer.max_bytes,
+        max_streams: stream.max_streams.unwrap_or(usize::MAX),
         client_queue: config.limits.client_queue,
         // A per-client stream serves one client session: it ends with it.
         idle_timeout: match stream.mode {

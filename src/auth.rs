@@ -1,6 +1,6 @@
 //! Browser-facing access rules of a stream route: the Origin rule — same-origin unless `origins` lists others or
-//! `"*"`, refused before any upgrade or auth check (cross-site WebSocket hijacking) — CORS for SSE and long-poll,
-//! and which client headers are forwarded to the application.
+//! `"*"`, refused before any upgrade or auth check (cross-site WebSocket hijacking) — CORS for SSE and long-poll (on
+//! refusals too, so a page can read why), and which client headers are forwarded to the application.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -114,16 +114,16 @@ pub fn add_cors(route: &StreamConfig, request: &HeaderMap, response: &mut Header
     );
 }
 
-/// Headers for a CORS preflight (`OPTIONS`) on a stream route.
-pub fn add_preflight(response: &mut HeaderMap) {
+/// Headers for a CORS preflight (`OPTIONS`) on a stream route: the request headers a page may send are the
+/// route's `cors.allow_headers`.
+pub fn add_preflight(route: &StreamConfig, response: &mut HeaderMap) {
     response.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, POST, OPTIONS"),
     );
-    response.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("last-event-id, content-type, authorization"),
-    );
+    if let Ok(allowed) = HeaderValue::from_str(&route.cors.allow_headers.join(", ")) {
+        response.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed);
+    }
     response.insert(
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("600"),

@@ -36,6 +36,8 @@ pub enum UpstreamError {
     ContentType(String),
     #[error("stream broke: {0}")]
     Body(String),
+    #[error("silent for {0:?} (no bytes, not even a comment): reconnecting")]
+    Silent(Duration),
 }
 
 impl UpstreamError {

@@ -1,6 +1,9 @@
 //! `Event`: one event of a hub stream, and its wire encodings — each made at most once, on first use, and then
-//! shared by every subscriber (`Bytes` clones), so per-subscriber work is a write, never an encode.
+//! shared by every subscriber (`Bytes` clones), so per-subscriber work is a write, never an encode. An event made by
+//! the hub charges its bytes (fields and every encoding, as they are made) to its stream's and the process's buffer
+//! budgets ([`BufferBytes`]) until it is dropped.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -24,7 +27,50 @@ pub struct Event {
     sse: OnceLock<Bytes>,
     envelope: OnceLock<Bytes>,
     data_bytes: OnceLock<Bytes>,
+    /// Where its bytes are counted, and how many it charged so far.
+    account: Option<Arc<BufferBytes>>,
+    charged: AtomicUsize,
 }
+
+/// Bytes held by the events of one stream, and by every stream of the process.
+#[derive(Debug, Default)]
+pub struct BufferBytes {
+    stream: AtomicUsize,
+    global: Arc<AtomicUsize>,
+}
+
+impl BufferBytes {
+    /// A stream's account, adding to `global` too.
+    pub fn new(global: Arc<AtomicUsize>) -> BufferBytes {
+        BufferBytes {
+            stream: AtomicUsize::new(0),
+            global,
+        }
+    }
+
+    /// Bytes held by this stream's events.
+    pub fn stream(&self) -> usize {
+        self.stream.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held by every stream's events.
+    pub fn global(&self) -> usize {
+        self.global.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        self.stream.fetch_add(n, Ordering::Relaxed);
+        self.global.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        self.stream.fetch_sub(n, Ordering::Relaxed);
+        self.global.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// What an event costs besides its fields and encodings (the struct, its `Arc`, the ring slot and id index entry).
+pub const EVENT_OVERHEAD: usize = 256;
 
 impl Event {
     pub fn new(seq: u64, id: Arc<str>, event: Option<Arc<str>>, data: Arc<str>) -> Self {
@@ -38,6 +84,31 @@ impl Event {
             sse: OnceLock::new(),
             envelope: OnceLock::new(),
             data_bytes: OnceLock::new(),
+            account: None,
+            charged: AtomicUsize::new(0),
+        }
+    }
+
+    /// Charges this event's bytes to `account` (now its fields, later each encoding as it is made).
+    pub fn with_account(mut self, account: Arc<BufferBytes>) -> Self {
+        self.account = Some(account);
+        let fields = self.id.len()
+            + self.event.as_deref().map_or(0, str::len)
+            + self.data.len()
+            + EVENT_OVERHEAD;
+        self.charge(fields);
+        self
+    }
+
+    /// Bytes this event holds (as charged so far).
+    pub fn bytes(&self) -> usize {
+        self.charged.load(Ordering::Relaxed)
+    }
+
+    fn charge(&self, n: usize) {
+        if let Some(account) = &self.account {
+            account.add(n);
+            self.charged.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -50,7 +121,10 @@ impl Event {
     pub fn sse_frame(&self) -> Bytes {
         self.sse
             .get_or_init(|| {
-                crate::sse::encode_event(Some(&self.id), self.event.as_deref(), &self.data)
+                let frame =
+                    crate::sse::encode_event(Some(&self.id), self.event.as_deref(), &self.data);
+                self.charge(frame.len());
+                frame
             })
             .clone()
     }
@@ -64,7 +138,9 @@ impl Event {
                     "event": self.event.as_deref().unwrap_or("message"),
                     "data": &*self.data,
                 });
-                Bytes::from(value.to_string())
+                let envelope = Bytes::from(value.to_string());
+                self.charge(envelope.len());
+                envelope
             })
             .clone()
     }
@@ -72,7 +148,18 @@ impl Event {
     /// The payload alone, for `ws.format: data`.
     pub fn data_frame(&self) -> Bytes {
         self.data_bytes
-            .get_or_init(|| Bytes::copy_from_slice(self.data.as_bytes()))
+            .get_or_init(|| {
+                self.charge(self.data.len());
+                Bytes::copy_from_slice(self.data.as_bytes())
+            })
             .clone()
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        if let Some(account) = &self.account {
+            account.sub(*self.charged.get_mut());
+        }
     }
 }

@@ -15,6 +15,7 @@ mod subscription;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +62,38 @@ pub struct Settings {
     pub client_queue: usize,
     /// How long a stream with no subscribers keeps its upstream connection (its ring stays until it ages out).
     pub idle_timeout: Duration,
+    /// Most bytes a stream's events may hold (fields and encodings).
+    pub buffer_max_bytes: usize,
+    /// Most streams of this route at once (`usize::MAX`: only the process-wide limit).
+    pub max_streams: usize,
+}
+
+/// Why a new stream was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamLimit {
+    /// `limits.max_streams` streams exist.
+    Global,
+    /// The route's `max_streams` streams exist.
+    Route,
+}
+
+impl StreamLimit {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamLimit::Global => "global",
+            StreamLimit::Route => "route",
+        }
+    }
+}
+
+/// The process-wide byte budget of all resume buffers.
+#[derive(Debug, Clone)]
+pub struct BufferBudget {
+    /// Bytes held by every stream's events.
+    pub bytes: Arc<AtomicUsize>,
+    /// The limit (`limits.max_buffer_bytes`).
+    pub max: Arc<AtomicUsize>,
 }
 
 /// Starts an upstream connection feeding a stream; called when the stream is created and again whenever a subscriber
@@ -72,6 +105,11 @@ pub type StartUpstream = Arc<dyn Fn(Arc<Stream>, CancellationToken, http::Header
 pub struct Hub {
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
     metrics: Arc<Metrics>,
+    budget: BufferBudget,
+    /// `limits.max_streams`.
+    max_streams: AtomicUsize,
+    /// When the last stream-limit WARN was logged.
+    limit_warned: Mutex<Option<std::time::Instant>>,
 }
 
 impl Hub {
@@ -79,7 +117,75 @@ impl Hub {
         Arc::new(Hub {
             streams: Mutex::new(HashMap::new()),
             metrics,
+            budget: BufferBudget {
+                bytes: Arc::default(),
+                max: Arc::new(AtomicUsize::new(usize::MAX)),
+            },
+            max_streams: AtomicUsize::new(usize::MAX),
+            limit_warned: Mutex::new(None),
         })
+    }
+
+    /// A WARN about refused streams, at most once a minute for the whole process.
+    fn warn_limit(&self, limit: StreamLimit, key: &StreamKey) {
+        let now = std::time::Instant::now();
+        let mut last = lock(&self.limit_warned);
+        if last.is_none_or(|at| now.duration_since(at) >= stream::REUSED_ID_WARN_PERIOD) {
+            *last = Some(now);
+            drop(last);
+            tracing::warn!(
+                route = %key.route, limit = limit.as_str(),
+                "Stream limit reached: new streams refused with 503 (logged at most once a minute)"
+            );
+        }
+    }
+
+    /// Sets the most streams the process keeps at once (`limits.max_streams`).
+    pub fn set_max_streams(&self, max: usize) {
+        self.max_streams.store(max, Ordering::Relaxed);
+    }
+
+    /// The stream `key`, creating it (and starting its upstream) unless that would pass `limits.max_streams` or
+    /// the route's `max_streams`; an existing stream is always served.
+    pub fn admit(
+        self: &Arc<Self>,
+        key: StreamKey,
+        settings: &Settings,
+        start: &StartUpstream,
+        headers: http::HeaderMap,
+    ) -> Result<Arc<Stream>, StreamLimit> {
+        let streams = lock(&self.streams);
+        if !streams.contains_key(&key) {
+            let refused = if streams.len() >= self.max_streams.load(Ordering::Relaxed) {
+                Some(StreamLimit::Global)
+            } else if settings.max_streams != usize::MAX
+                && streams.keys().filter(|k| k.route == key.route).count() >= settings.max_streams
+            {
+                Some(StreamLimit::Route)
+            } else {
+                None
+            };
+            if let Some(limit) = refused {
+                drop(streams);
+                self.warn_limit(limit, &key);
+                self.metrics
+                    .stream_refusals
+                    .with_label_values(&[limit.as_str()])
+                    .inc();
+                return Err(limit);
+            }
+        }
+        Ok(self.wake(streams, key, settings, start, headers))
+    }
+
+    /// Sets the byte budget of all resume buffers together (`limits.max_buffer_bytes`).
+    pub fn set_max_buffer_bytes(&self, max: usize) {
+        self.budget.max.store(max, Ordering::Relaxed);
+    }
+
+    /// Bytes held by every stream's events now.
+    pub fn buffer_bytes(&self) -> usize {
+        self.budget.bytes.load(Ordering::Relaxed)
     }
 
     /// Subscribe to the stream `key`, creating it (and starting its upstream) if it does not exist, and restarting
@@ -114,7 +220,18 @@ impl Hub {
         start: &StartUpstream,
         headers: http::HeaderMap,
     ) -> Arc<Stream> {
-        let streams = lock(&self.streams);
+        self.wake(lock(&self.streams), key, settings, start, headers)
+    }
+
+    /// Looks up or creates `key` under the held lock and (re)starts its upstream.
+    fn wake(
+        self: &Arc<Self>,
+        streams: std::sync::MutexGuard<'_, HashMap<StreamKey, Arc<Stream>>>,
+        key: StreamKey,
+        settings: &Settings,
+        start: &StartUpstream,
+        headers: http::HeaderMap,
+    ) -> Arc<Stream> {
         let (streams, stream) = self.lookup(streams, key, settings, start, headers);
         let wake = stream.wake_locked(&mut lock(&stream.inner));
         drop(streams);
@@ -147,6 +264,7 @@ impl Hub {
             self.metrics.clone(),
             start.clone(),
             headers,
+            &self.budget,
         );
         streams.insert(key, stream.clone());
         self.metrics.streams_open.set(streams.len() as i64);

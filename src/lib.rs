@@ -5,7 +5,8 @@
 //! - [`sse`]: WHATWG event-stream decoder and encoder (pure).
 //! - [`event`]: the hub's `Event` and its once-encoded, shared wire frames.
 //! - [`upstream`]: connector supervisor and one decoder per upstream kind (Redis Streams and the tee included).
-//! - [`hub`]: live streams: ids, ring buffer, fan-out, resume (deep resume from a durable log), idle teardown.
+//! - [`hub`]: streams: ids, ring buffer (count, age and byte bounds), fan-out, resume (deep resume from a durable
+//!   log), replay window, idle teardown.
 //! - [`negotiate`]: request + route policy → client transport (pure).
 //! - [`transports`]: one client transport per file (SSE, WebSocket, long-poll).
 //! - [`passthrough`]: reverse proxy for every other request (routes, h2c/ALPN, WebSocket relay); [`auth`]: Origin,

@@ -30,8 +30,16 @@ pub struct Metrics {
     pub events_received: IntCounterVec,
     /// Upstream events dropped as replays of held events.
     pub upstream_duplicates: IntCounter,
+    /// New streams refused for a stream limit, by limit (`global`: limits.max_streams, `route`: the route's).
+    pub stream_refusals: IntCounterVec,
+    /// Bytes held by every resume buffer (events and their encodings).
+    pub buffer_bytes: IntGauge,
+    /// Events evicted for a byte budget, by budget (`stream`: buffer.max_bytes, `global`: limits.max_buffer_bytes).
+    pub buffer_evictions: IntCounterVec,
     /// Upstream events whose id was already buffered (delivered as new events), by route.
     pub upstream_reused_ids: IntCounterVec,
+    /// Upstream connections dropped for silence (`upstream.idle_timeout`), by route.
+    pub upstream_silent: IntCounterVec,
     /// Upstream input skipped (over-size events, malformed data), by route.
     pub upstream_malformed: IntCounterVec,
     /// Events written to clients, by transport.
@@ -149,9 +157,32 @@ impl Metrics {
                 "pushbridge_upstream_duplicates_total",
                 "Upstream events dropped as replays of events already held.",
             )?,
+            stream_refusals: counter_vec(
+                "pushbridge_stream_refusals_total",
+                "New streams refused (503) for a stream limit.",
+                &["limit"],
+            )?,
+            buffer_bytes: {
+                let gauge = IntGauge::new(
+                    "pushbridge_buffer_bytes",
+                    "Bytes held by every resume buffer (events and their encodings).",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            buffer_evictions: counter_vec(
+                "pushbridge_buffer_byte_evictions_total",
+                "Buffered events evicted to keep within a byte budget.",
+                &["budget"],
+            )?,
             upstream_reused_ids: counter_vec(
                 "pushbridge_upstream_reused_ids_total",
                 "Upstream events whose id was already buffered (delivered as new events).",
+                &["route"],
+            )?,
+            upstream_silent: counter_vec(
+                "pushbridge_upstream_silent_total",
+                "Upstream connections reopened after upstream.idle_timeout without a byte.",
                 &["route"],
             )?,
             upstream_malformed: counter_vec(
@@ -319,6 +350,12 @@ impl Metrics {
         for result in ["hit", "log", "gap"] {
             self.resumes.with_label_values(&[result]);
         }
+        for budget in ["stream", "global"] {
+            self.buffer_evictions.with_label_values(&[budget]);
+        }
+        for limit in ["global", "route"] {
+            self.stream_refusals.with_label_values(&[limit]);
+        }
         for reason in ["timeout", "error"] {
             self.tls_failures.with_label_values(&[reason]);
         }
@@ -360,6 +397,7 @@ impl Metrics {
             self.events_received.with_label_values(&[route]);
             self.upstream_malformed.with_label_values(&[route]);
             self.upstream_reused_ids.with_label_values(&[route]);
+            self.upstream_silent.with_label_values(&[route]);
             self.upstream_up.with_label_values(&[route]);
             for result in ["ok", "error"] {
                 self.upstream_connects.with_label_values(&[route, result]);
@@ -376,6 +414,17 @@ impl Metrics {
     /// Counts one deep-resume read of a stream's log.
     pub fn log_reads(&self, ok: bool) {
         self.redis_op("history", ok);
+    }
+
+    /// Counts events evicted for the stream's and the process's byte budgets.
+    pub fn buffer_evicted(&self, stream: usize, global: usize) {
+        for (budget, n) in [("stream", stream), ("global", global)] {
+            if n > 0 {
+                self.buffer_evictions
+                    .with_label_values(&[budget])
+                    .inc_by(n as u64);
+            }
+        }
     }
 
     /// Counts an upstream event whose id was already buffered.

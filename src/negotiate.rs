@@ -18,7 +18,7 @@ pub struct Facts {
     pub explicit: Option<String>,
     /// An HTTP/1.1 Upgrade or HTTP/2 extended CONNECT WebSocket handshake.
     pub websocket: bool,
-    /// `Accept` lists `text/event-stream`.
+    /// `Accept` lists `text/event-stream` with a weight above zero.
     pub accepts_sse: bool,
     /// An HTTP/2 extended CONNECT: only a WebSocket may answer it, since any 2xx opens a tunnel (RFC 8441 §4).
     pub tunnel: bool,
@@ -63,11 +63,7 @@ impl Facts {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .any(|item| {
-                item.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
-            });
+            .any(accepts_event_stream);
         Facts {
             explicit,
             websocket,
@@ -75,6 +71,21 @@ impl Facts {
             tunnel,
         }
     }
+}
+
+/// Whether one `Accept` media range (RFC 9110 §12.5.1) takes `text/event-stream`: it names it, with a weight above
+/// zero (`q=0` means "not acceptable"; an unreadable weight counts as 1).
+fn accepts_event_stream(range: &str) -> bool {
+    let mut parts = range.split(';');
+    let named = parts
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"));
+    let weight = parts
+        .filter_map(|p| p.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+        .and_then(|(_, value)| value.trim().parse::<f32>().ok())
+        .unwrap_or(1.0);
+    named && weight > 0.0
 }
 
 /// Chooses the transport for a request on a route allowing `allowed`.

@@ -32,6 +32,9 @@ pub struct Router {
     pub drain: CancellationToken,
 }
 
+/// `Retry-After` (seconds) of a 503 for a stream limit.
+const STREAM_LIMIT_RETRY_AFTER: &str = "5";
+
 /// Session numbers of per-client streams.
 static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -132,7 +135,7 @@ async fn stream(
     let mut response = match *req.method() {
         Method::OPTIONS => {
             let mut response = plain(StatusCode::NO_CONTENT, "");
-            auth::add_preflight(response.headers_mut());
+            auth::add_preflight(&route.config, response.headers_mut());
             response
         }
         _ => client_message(router, &route, &key, req).await,
@@ -162,10 +165,12 @@ async fn read(
         protocol.as_deref(),
     );
     if req.method() != Method::GET && !facts.websocket {
-        return method_not_allowed(
+        let mut response = method_not_allowed(
             "method not allowed on a stream route\n",
             "GET, POST, OPTIONS",
         );
+        auth::add_cors(&route.config, req.headers(), response.headers_mut());
+        return response;
     }
     let (transport, downgraded_from) = match negotiate::decide(&facts, &route.config.transports) {
         Decision::Serve {
@@ -183,6 +188,7 @@ async fn read(
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            auth::add_cors(&route.config, req.headers(), response.headers_mut());
             return response;
         }
     };
@@ -209,6 +215,22 @@ async fn read(
             )
         }
     };
+    // A new stream (and its upstream connection) only within the stream limits.
+    if let Err(limit) = router.hub.admit(
+        key.clone(),
+        &route.settings,
+        &route.start,
+        upstream_headers.clone(),
+    ) {
+        tracing::debug!(stream = %key, limit = limit.as_str(), "Stream refused: limit reached");
+        let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "too many streams\n");
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_static(STREAM_LIMIT_RETRY_AFTER),
+        );
+        auth::add_cors(&route.config, &request_headers, response.headers_mut());
+        return response;
+    }
     let ctx = StreamContext {
         upstream_headers,
         key,

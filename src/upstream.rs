@@ -1,6 +1,7 @@
-//! Upstream connectors: the supervisor that keeps one stream's upstream connected (jittered exponential backoff,
-//! `Last-Event-ID` on every reconnect, the upstream's `retry:` honoured) and one decoder per upstream kind:
-//! `sse`, `ws`, `ndjson` and `poll` (the JSON kinds share `map`).
+//! Upstream connectors: the supervisor that keeps one stream's upstream connected (jittered exponential backoff that
+//! only resets after a stable session, `Last-Event-ID` on every reconnect, the upstream's `retry:` honoured no lower
+//! than `reconnect.initial`, rate-limited reconnect logs) and one decoder per upstream kind: `sse`, `ws`, `ndjson`,
+//! `poll` (the JSON kinds share `map`) and `redis` (with `tee`, the writer into a Redis stream).
 
 pub mod backoff;
 pub mod client;
@@ -38,6 +39,8 @@ pub struct UpstreamSpec {
     /// Extra request headers (forwarded client credentials in per-client mode).
     pub headers: HeaderMap,
     pub connect_timeout: Duration,
+    /// Longest silence before the connection counts as dead (`upstream.idle_timeout`).
+    pub idle_timeout: Duration,
     pub backoff: Backoff,
     pub max_event_bytes: usize,
     /// The route's upstream options (`map`, `resume`, `poll`, `subprotocol`, `binary`, `ca_file`).
@@ -54,6 +57,10 @@ pub(crate) enum SessionEnd {
     /// The upstream closed the stream after delivering events (or none).
     Closed { delivered: bool },
 }
+
+/// A session shorter than this does not reset the backoff: an upstream that answers and closes at once (one event
+/// per connection, `retry: 0`) is reconnected ever more slowly, up to `reconnect.max`.
+pub const STABLE_SESSION: Duration = Duration::from_secs(10);
 
 /// Keeps `stream` fed from its upstream until `stop` is cancelled.
 pub async fn supervise(
@@ -87,10 +94,13 @@ pub async fn supervise(
                 },
             }
         };
+        let started = tokio::time::Instant::now();
         let result = tokio::select! {
             () = stop.cancelled() => break,
             result = session => result,
         };
+        // Connected (the session set Up) and lasted: the upstream is healthy again.
+        let stable = stream.upstream() == UpstreamState::Up && started.elapsed() >= STABLE_SESSION;
         match result {
             Ok(SessionEnd::Closed { delivered }) => {
                 stream.set_upstream(UpstreamState::Connecting);
@@ -98,11 +108,8 @@ pub async fn supervise(
                     metrics.logs,
                     LogKind::UpstreamSession,
                     stream.key(),
-                    info!(stream = %stream.key(), "Upstream closed the stream; reconnecting")
+                    info!(stream = %stream.key(), delivered, "Upstream closed the stream; reconnecting")
                 );
-                if delivered {
-                    attempt = 0;
-                }
             }
             Err(error) => {
                 stream.set_upstream(UpstreamState::Down);
@@ -113,6 +120,9 @@ pub async fn supervise(
                     warn!(%error, stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream failed; backing off")
                 );
             }
+        }
+        if stable {
+            attempt = 0;
         }
         let backoff = state
             .retry

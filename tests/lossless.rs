@@ -1,6 +1,6 @@
 //! Nothing lost, nothing repeated (issue 7), end to end on the real binary with real clients and scripted
 //! third-party-style upstreams: the stream position at page load (`wait=0` and position tokens on every
-//! transport, here), idle teardown (`lossless/idle.rs`).
+//! transport, here), idle teardown (`lossless/idle.rs`), reused upstream ids (`lossless/ids.rs`), the long-poll gap reported once (`lossless/gaps.rs`), and the smaller edges (`lossless/edges.rs`).
 
 #[allow(dead_code)]
 #[path = "lossless/app.rs"]
@@ -13,8 +13,14 @@ mod clients;
 mod polls;
 mod support;
 
+#[path = "lossless/edges.rs"]
+mod edges;
+#[path = "lossless/gaps.rs"]
+mod gaps;
 #[path = "lossless/idle.rs"]
 mod idle;
+#[path = "lossless/ids.rs"]
+mod ids;
 
 use clients::{Proxy, next_envelopes};
 use support::client::{Proto, connect};

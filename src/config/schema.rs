@@ -24,12 +24,31 @@ pub const DEFAULT_TRANSPORTS: [TransportKind; 3] = [
 pub const DEFAULT_BUFFER_EVENTS: usize = 1000;
 /// Stream buffer: the oldest event kept for resume.
 pub const DEFAULT_BUFFER_AGE: Duration = Duration::from_secs(5 * 60);
+/// Stream buffer: the most bytes one stream's events may hold (fields and every encoding).
+pub const DEFAULT_BUFFER_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Limits: the most streams (route and path-parameter values, or per-client sessions) the process keeps at once.
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+/// Limits: the most bytes every stream's buffer may hold together.
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 /// Stream: SSE heartbeat comment / WebSocket ping interval.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// Stream: how long a shared stream with no subscribers stays open.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Stream: the event name that tells a client its resume point is gone.
 pub const DEFAULT_GAP_EVENT: &str = "pushbridge-gap";
+/// SSE: the `retry:` sent to clients while the application sent none.
+pub const DEFAULT_SSE_RETRY: Duration = Duration::from_secs(2);
+/// SSE: the largest `retry:` passed on to clients (the application's is clamped to it).
+pub const DEFAULT_SSE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// CORS: request headers a cross-origin page may send (preflight `Access-Control-Allow-Headers`); EventSource
+/// polyfills send `cache-control` and `x-requested-with`.
+pub const DEFAULT_CORS_ALLOW_HEADERS: [&str; 5] = [
+    "last-event-id",
+    "content-type",
+    "authorization",
+    "cache-control",
+    "x-requested-with",
+];
 /// Long-poll: how long a request is held when there is nothing new.
 pub const DEFAULT_LONG_POLL_TIMEOUT: Duration = Duration::from_secs(25);
 /// Long-poll: most events returned by one response.
@@ -38,6 +57,8 @@ pub const DEFAULT_LONG_POLL_MAX_BATCH: usize = 100;
 pub const DEFAULT_CLIENT_MESSAGE_MAX_BYTES: usize = 64 * 1024;
 /// Upstream: time allowed to connect to the application's stream.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upstream: longest silence (no bytes at all) before the connection counts as dead and is reopened.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// Upstream reconnect: first backoff delay.
 pub const DEFAULT_RECONNECT_INITIAL: Duration = Duration::from_millis(500);
 /// Upstream reconnect: largest backoff delay.
@@ -174,6 +195,16 @@ pub struct StreamConfig {
     /// WebSocket behaviour.
     #[serde(default)]
     pub ws: WsConfig,
+    /// SSE behaviour.
+    #[serde(default)]
+    pub sse: SseConfig,
+    /// CORS for pages on other origins.
+    #[serde(default)]
+    pub cors: CorsConfig,
+    /// Most streams of this route at once (one per path-parameter values, or per client session); further ones
+    /// are refused with 503; none: only `limits.max_streams`.
+    #[serde(default)]
+    pub max_streams: Option<usize>,
     /// Where client → application messages go; absent: they are refused.
     #[serde(default)]
     pub client_messages: Option<ClientMessagesConfig>,
@@ -231,6 +262,13 @@ pub struct UpstreamConfig {
     /// Reconnect backoff after the upstream fails or ends.
     #[serde(default)]
     pub reconnect: BackoffConfig,
+    /// Longest silence (no bytes, not even a comment) before the connection counts as dead and is reopened
+    /// with `Last-Event-ID`; more than zero. Applications should send a comment heartbeat well within it.
+    #[serde(
+        default = "d::upstream_idle_timeout",
+        deserialize_with = "units::duration"
+    )]
+    pub idle_timeout: Duration,
 }
 
 /// Jittered exponential backoff bounds.
@@ -263,6 +301,9 @@ pub struct BufferConfig {
     /// Oldest event kept; more than zero.
     #[serde(deserialize_with = "units::duration")]
     pub age: Duration,
+    /// Most bytes the events may hold (fields and every wire encoding); the oldest are evicted first; at least 1.
+    #[serde(deserialize_with = "units::size")]
+    pub max_bytes: usize,
 }
 
 impl Default for BufferConfig {
@@ -270,6 +311,7 @@ impl Default for BufferConfig {
         Self {
             events: DEFAULT_BUFFER_EVENTS,
             age: DEFAULT_BUFFER_AGE,
+            max_bytes: DEFAULT_BUFFER_MAX_BYTES,
         }
     }
 }
@@ -318,6 +360,45 @@ pub enum WsFormat {
     Envelope,
     /// The event's data alone.
     Data,
+}
+
+/// SSE behaviour: the `retry:` clients get (WHATWG HTML §9.2: how long a browser waits before reconnecting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SseConfig {
+    /// `retry:` while the application sent none; the application's own `retry:` replaces it. Both are kept
+    /// within `upstream.reconnect.initial` and `retry_max`.
+    #[serde(deserialize_with = "units::duration")]
+    pub retry: Duration,
+    /// Largest `retry:` sent to clients; at least `retry`.
+    #[serde(deserialize_with = "units::duration")]
+    pub retry_max: Duration,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            retry: DEFAULT_SSE_RETRY,
+            retry_max: DEFAULT_SSE_RETRY_MAX,
+        }
+    }
+}
+
+/// CORS for SSE and long-poll requests from pages on other origins (allowed by `origins`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Request headers a page may send (the preflight's `Access-Control-Allow-Headers`; lower-cased).
+    #[serde(deserialize_with = "units::header_name_list")]
+    pub allow_headers: Vec<String>,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allow_headers: DEFAULT_CORS_ALLOW_HEADERS.map(str::to_owned).to_vec(),
+        }
+    }
 }
 
 /// Client → application messages.
@@ -400,6 +481,12 @@ pub struct LimitsConfig {
     /// HTTP/2 PING interval on a silent connection; a PING unanswered within `handshake_timeout` closes it.
     #[serde(deserialize_with = "units::duration")]
     pub keepalive_interval: Duration,
+    /// Most bytes every stream's resume buffer may hold together; at least 1.
+    #[serde(deserialize_with = "units::size")]
+    pub max_buffer_bytes: usize,
+    /// Most streams at once (each opens its own upstream connection); further ones are refused with 503; at
+    /// least 1.
+    pub max_streams: usize,
 }
 
 impl Default for LimitsConfig {
@@ -411,6 +498,8 @@ impl Default for LimitsConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
+            max_streams: DEFAULT_MAX_STREAMS,
         }
     }
 }
@@ -543,6 +632,7 @@ impl UpstreamConfig {
             ca_file: None,
             connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
             reconnect: BackoffConfig::default(),
+            idle_timeout: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
         }
     }
 }
@@ -562,6 +652,9 @@ impl StreamConfig {
             gap_event: DEFAULT_GAP_EVENT.to_owned(),
             long_poll: LongPollConfig::default(),
             ws: WsConfig::default(),
+            sse: SseConfig::default(),
+            cors: CorsConfig::default(),
+            max_streams: None,
             client_messages: None,
             auth: None,
             origins: Vec::new(),
@@ -599,5 +692,8 @@ mod d {
     }
     pub fn ready_check_timeout() -> Duration {
         DEFAULT_READY_CHECK_TIMEOUT
+    }
+    pub fn upstream_idle_timeout() -> Duration {
+        DEFAULT_UPSTREAM_IDLE_TIMEOUT
     }
 }

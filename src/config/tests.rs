@@ -72,7 +72,8 @@ fn minimal_config_gets_every_default() {
         stream.buffer,
         BufferConfig {
             events: 1000,
-            age: Duration::from_secs(300)
+            age: Duration::from_secs(300),
+            max_bytes: 16 << 20,
         }
     );
     assert_eq!(stream.heartbeat, Duration::from_secs(15));

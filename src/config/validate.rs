@@ -186,6 +186,17 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
             "must be a non-empty event name without line breaks",
         );
     }
+    report.positive(&format!("{at}.sse.retry_max"), stream.sse.retry_max);
+    if stream.sse.retry > stream.sse.retry_max {
+        report.add(
+            &format!("{at}.sse.retry"),
+            format!("must be at most sse.retry_max ({:?})", stream.sse.retry_max),
+        );
+    }
+    report.at_least_one(&format!("{at}.buffer.max_bytes"), stream.buffer.max_bytes);
+    if let Some(max) = stream.max_streams {
+        report.at_least_one(&format!("{at}.max_streams"), max);
+    }
     report.positive(&format!("{at}.long_poll.timeout"), stream.long_poll.timeout);
     report.at_least_one(
         &format!("{at}.long_poll.max_batch"),
@@ -278,6 +289,10 @@ fn upstream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
     if let Some(ca) = &upstream.ca_file {
         report.readable(&format!("{at}.upstream.ca_file"), ca);
     }
+    report.positive(
+        &format!("{at}.upstream.idle_timeout"),
+        upstream.idle_timeout,
+    );
     report.positive(
         &format!("{at}.upstream.connect_timeout"),
         upstream.connect_timeout,

@@ -5,9 +5,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::event::Event;
+use crate::event::{BufferBytes, Event};
 
 /// Where a resuming client starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +23,31 @@ pub enum ResumeAt {
 #[derive(Debug, Clone)]
 pub enum Push {
     /// A new event. `reused_id`: the upstream gave an id the ring already held (the index now names this one).
-    Added { event: Arc<Event>, reused_id: bool },
+    /// `evicted`: older events dropped to keep within the stream's and the process's byte budgets.
+    Added {
+        event: Arc<Event>,
+        reused_id: bool,
+        evicted: Evicted,
+    },
     /// It repeats, in order, what the ring holds after the id the upstream resumed from: dropped.
     Replayed,
+}
+
+/// Events evicted by a push to keep within the byte budgets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evicted {
+    /// For the stream's `buffer.max_bytes`.
+    pub stream: usize,
+    /// For the process's `limits.max_buffer_bytes`.
+    pub global: usize,
+}
+
+/// A ring's byte budget: its account (stream and process totals) and both limits.
+#[derive(Debug)]
+pub struct Budget {
+    pub account: Arc<BufferBytes>,
+    pub max_bytes: usize,
+    pub global_max: Arc<AtomicUsize>,
 }
 
 /// How a position token starts (`pb:<epoch>:<seq>`, see [`Ring::position`]).
@@ -46,6 +69,7 @@ pub struct Ring {
     replay: Option<Range<u64>>,
     /// The resume id's own event, which an upstream may resend first (an inclusive resume).
     replay_own: Option<u64>,
+    budget: Option<Budget>,
 }
 
 impl Ring {
@@ -60,7 +84,15 @@ impl Ring {
             upstream_last_id: None,
             replay: None,
             replay_own: None,
+            budget: None,
         }
+    }
+
+    /// The same ring, also bounded by bytes: its events charge `budget.account`; a push evicts the oldest events
+    /// while the stream is over `max_bytes` or the process over `global_max` (never the event just pushed).
+    pub fn with_budget(mut self, budget: Budget) -> Ring {
+        self.budget = Some(budget);
+        self
     }
 
     /// A new upstream session resumed after `resumed_from` (`None`: it asked for no position). Opens the replay
@@ -113,6 +145,9 @@ impl Ring {
         let reused_id = !generated && self.ids.contains_key(&id);
         let mut new = Event::new(seq, id.clone(), event.map(Arc::from), data.into());
         new.generated_id = generated;
+        if let Some(budget) = &self.budget {
+            new = new.with_account(budget.account.clone());
+        }
         let new = Arc::new(new);
         self.next_seq += 1;
         self.ids.insert(id, seq);
@@ -121,10 +156,36 @@ impl Ring {
             self.pop_front();
         }
         self.evict_expired(now);
+        let evicted = self.enforce_budget();
         Push::Added {
             event: new,
             reused_id,
+            evicted,
         }
+    }
+
+    /// Evicts the oldest events (not the newest) while over a byte budget. An evicted event's bytes are released
+    /// when the last subscriber writing it lets go, so the excess is reduced by what each eviction will free.
+    pub fn enforce_budget(&mut self) -> Evicted {
+        let mut evicted = Evicted::default();
+        let Some(budget) = &self.budget else {
+            return evicted;
+        };
+        let global_max = budget.global_max.load(Ordering::Relaxed);
+        let mut over_stream = budget.account.stream().saturating_sub(budget.max_bytes);
+        let mut over_global = budget.account.global().saturating_sub(global_max);
+        while (over_stream > 0 || over_global > 0) && self.events.len() > 1 {
+            let bytes = self.events.front().map_or(0, |e| e.bytes());
+            if over_stream > 0 {
+                evicted.stream += 1;
+            } else {
+                evicted.global += 1;
+            }
+            over_stream = over_stream.saturating_sub(bytes);
+            over_global = over_global.saturating_sub(bytes);
+            self.pop_front();
+        }
+        evicted
     }
 
     /// Whether `(id, event, data)` is the next event of the replay window; closes the window when it is not, or

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::ring::{Push, ResumeAt, Ring};
+use super::ring::{Budget, Evicted, Push, ResumeAt, Ring};
 use super::subscription::SubShared;
 use super::{Hub, Settings, StartUpstream, StreamKey, Subscription, lock};
 use crate::metrics::Metrics;
 
-/// At most one WARN per stream in this period about an upstream reusing ids.
+/// At most one WARN per stream in this period about an upstream reusing ids, and one about byte-budget evictions.
 pub const REUSED_ID_WARN_PERIOD: Duration = Duration::from_secs(60);
 
 /// Where a new subscriber starts.
@@ -67,6 +67,8 @@ pub(super) struct Inner {
     pub(super) idle_since: tokio::time::Instant,
     /// When the last reused-id WARN was logged.
     reuse_warned: Option<Instant>,
+    /// When the last byte-budget eviction WARN was logged.
+    budget_warned: Option<Instant>,
 }
 
 pub struct Stream {
@@ -105,9 +107,15 @@ impl Stream {
         metrics: Arc<Metrics>,
         start: StartUpstream,
         headers: http::HeaderMap,
+        budget: &super::BufferBudget,
     ) -> Arc<Stream> {
         let epoch = format!("{:08x}", rand::random::<u32>());
-        let ring = Ring::new(settings.buffer_events, settings.buffer_age, &epoch);
+        let ring =
+            Ring::new(settings.buffer_events, settings.buffer_age, &epoch).with_budget(Budget {
+                account: Arc::new(crate::event::BufferBytes::new(budget.bytes.clone())),
+                max_bytes: settings.buffer_max_bytes,
+                global_max: budget.max.clone(),
+            });
         Arc::new(Stream {
             key,
             settings,
@@ -118,6 +126,7 @@ impl Stream {
                 upstream: None,
                 idle_since: tokio::time::Instant::now(),
                 reuse_warned: None,
+                budget_warned: None,
             }),
             head: watch::Sender::new(0),
             stop: CancellationToken::new(),
@@ -218,7 +227,7 @@ impl Stream {
             &event.data,
             now,
         );
-        let (head, reused_id) = match pushed {
+        let (head, reused_id, evicted) = match pushed {
             Push::Replayed => {
                 drop(inner);
                 self.metrics.upstream_duplicates.inc();
@@ -227,22 +236,29 @@ impl Stream {
             Push::Added {
                 event: added,
                 reused_id,
+                evicted,
             } => {
                 if let Some(observer) = self.observer.get() {
                     observer(&added);
                 }
-                (added.seq + 1, reused_id)
+                (added.seq + 1, reused_id, evicted)
             }
         };
-        let warn = reused_id
-            && inner
-                .reuse_warned
-                .is_none_or(|at| now.duration_since(at) >= REUSED_ID_WARN_PERIOD);
-        if warn {
-            inner.reuse_warned = Some(now);
-        }
+        let warn = reused_id && due(&mut inner.reuse_warned, now);
+        let budget_warn = evicted != Evicted::default() && due(&mut inner.budget_warned, now);
         drop(inner);
         self.head.send_replace(head);
+        self.metrics.buffer_evicted(evicted.stream, evicted.global);
+        self.metrics
+            .buffer_bytes
+            .set(i64::try_from(self.hub_bytes()).unwrap_or(i64::MAX));
+        if budget_warn {
+            tracing::warn!(
+                stream = %self.key, stream_budget = evicted.stream, global_budget = evicted.global,
+                max_bytes = self.settings.buffer_max_bytes,
+                "Resume buffer over its byte budget: oldest events evicted (logged at most once a minute per stream)"
+            );
+        }
         if reused_id {
             self.metrics.reused_id(&self.key.route);
             if warn {
@@ -254,6 +270,13 @@ impl Stream {
             }
         }
         true
+    }
+
+    /// Bytes held by the events of every stream.
+    fn hub_bytes(&self) -> usize {
+        self.hub
+            .upgrade()
+            .map_or(0, |hub| hub.budget.bytes.load(Ordering::Relaxed))
     }
 
     /// Registers a subscriber, restarting the upstream if the stream is dormant.
@@ -349,4 +372,13 @@ impl Stream {
         self.stop.cancel();
         self.head.send_modify(|_| {});
     }
+}
+
+/// Whether a rate-limited log line is due (at most one per [`REUSED_ID_WARN_PERIOD`]); records it if so.
+fn due(last: &mut Option<Instant>, now: Instant) -> bool {
+    let due = last.is_none_or(|at| now.duration_since(at) >= REUSED_ID_WARN_PERIOD);
+    if due {
+        *last = Some(now);
+    }
+    due
 }

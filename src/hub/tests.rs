@@ -9,6 +9,8 @@ fn settings(buffer_events: usize, client_queue: usize) -> Settings {
         buffer_age: Duration::from_secs(300),
         client_queue,
         idle_timeout: Duration::from_secs(30),
+        buffer_max_bytes: usize::MAX,
+        max_streams: usize::MAX,
     }
 }
 

@@ -119,6 +119,33 @@ fn cases() -> Vec<(&'static str, Shape, &'static [TransportKind], Want)> {
             Serve(Sse),
         ),
         (
+            "text/event-stream;q=0 is not acceptable: long-poll",
+            h1(&[("accept", "text/event-stream;q=0")], None),
+            ALL,
+            Serve(LongPoll),
+        ),
+        (
+            "q=0.000 with spaces and case, among other ranges: long-poll",
+            h2(
+                &[("accept", "application/json, text/event-stream ; Q = 0.000")],
+                None,
+            ),
+            ALL,
+            Serve(LongPoll),
+        ),
+        (
+            "q=0.001 is still acceptable",
+            h1(&[("accept", "text/event-stream;q=0.001")], None),
+            ALL,
+            Serve(Sse),
+        ),
+        (
+            "route [sse]: q=0 fits nothing",
+            h1(&[("accept", "text/event-stream;q=0")], None),
+            &[Sse],
+            NotAcceptable,
+        ),
+        (
             "old XHR (application/json) gets long-poll",
             h1(XHR, None),
             ALL,

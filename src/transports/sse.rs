@@ -1,10 +1,12 @@
 //! SSE client transport (WHATWG HTML §9.2): `text/event-stream` with an immediate first flush (a comment and
-//! `retry:`, so clients see the stream is live), heartbeat comments when a `heartbeat` passed without writes,
+//! `retry:`, so clients see the stream is live), the application's `retry:` passed on within the route's bounds (and
+//! again whenever it changes), heartbeat comments when a `heartbeat` passed without writes,
 //! resume from `Last-Event-ID`, the gap event, and a clean end on drain or when the client falls behind (the
 //! browser reconnects with `Last-Event-ID`).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -15,11 +17,9 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{OpenGauge, StreamContext};
-use crate::hub::{Next, Resume, Subscription};
+use crate::hub::{Next, Resume, Stream, Subscription};
 use crate::{Body, BoxError};
 
-/// How long a browser waits before reconnecting after the stream ends.
-pub const RETRY_MS: u64 = 2000;
 /// The heartbeat: an empty comment line.
 const HEARTBEAT: &[u8] = b":\n";
 /// Most events taken from the ring per wake-up.
@@ -41,8 +41,9 @@ pub fn serve(
     let heartbeat = ctx.route.config.heartbeat;
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let retry = client_retry(&ctx, subscription.stream());
     let mut preamble = crate::sse::encode_comment("pushbridge").to_vec();
-    preamble.extend_from_slice(&crate::sse::encode_retry(RETRY_MS));
+    preamble.extend_from_slice(&crate::sse::encode_retry(millis(retry)));
     if announce_open {
         preamble.extend_from_slice(&crate::sse::encode_event(None, Some(OPEN_EVENT), "{}"));
     }
@@ -54,6 +55,7 @@ pub fn serve(
         pending: VecDeque::from([Bytes::from(preamble)]),
         subscription,
         ticker,
+        retry,
         active: false,
         ctx,
         done: false,
@@ -77,12 +79,27 @@ struct State {
     ctx: StreamContext,
     subscription: Subscription,
     ticker: Interval,
+    /// The `retry:` the client has.
+    retry: Duration,
     /// Something was written since the last tick: no heartbeat needed (cheaper than resetting the timer per event).
     active: bool,
     pending: VecDeque<Bytes>,
     gap_event: String,
     _gauge: OpenGauge,
     done: bool,
+}
+
+impl State {
+    /// Queues a `retry:` line when the route's client retry changed since the client last got one.
+    fn refresh_retry(&mut self) {
+        let retry = client_retry(&self.ctx, self.subscription.stream());
+        if retry != self.retry {
+            self.retry = retry;
+            self.active = true;
+            self.pending
+                .push_back(crate::sse::encode_retry(millis(retry)));
+        }
+    }
 }
 
 async fn next_frame(mut state: State) -> Option<(Result<Frame<Bytes>, BoxError>, State)> {
@@ -100,6 +117,7 @@ async fn next_frame(mut state: State) -> Option<(Result<Frame<Bytes>, BoxError>,
             () = &mut state.kicked => Next::Closed,
             next = state.subscription.next(BATCH) => next,
             _ = state.ticker.tick() => {
+                state.refresh_retry();
                 if !std::mem::take(&mut state.active) {
                     state.pending.push_back(Bytes::from_static(HEARTBEAT));
                 }
@@ -108,6 +126,8 @@ async fn next_frame(mut state: State) -> Option<(Result<Frame<Bytes>, BoxError>,
         };
         match next {
             Next::Events(events) => {
+                // The upstream's retry: came before these events: the client gets it first too.
+                state.refresh_retry();
                 state.active = true;
                 for event in &events {
                     state.pending.push_back(event.sse_frame());
@@ -134,6 +154,22 @@ async fn next_frame(mut state: State) -> Option<(Result<Frame<Bytes>, BoxError>,
             Next::Closed => state.done = true,
         }
     }
+}
+
+/// The `retry:` for this route's clients: the application's latest (or `sse.retry` while it sent none), no lower
+/// than `upstream.reconnect.initial` and no higher than `sse.retry_max`.
+pub fn client_retry(ctx: &StreamContext, stream: &Stream) -> Duration {
+    let config = &ctx.route.config;
+    let ceiling = config.sse.retry_max;
+    let floor = config.upstream.reconnect.initial.min(ceiling);
+    stream
+        .retry()
+        .unwrap_or(config.sse.retry)
+        .clamp(floor, ceiling)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The gap notice: an event named by `gap_event` whose data names the id that could not be resumed from. It has no

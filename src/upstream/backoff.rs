@@ -21,9 +21,10 @@ impl Backoff {
         Ok(Backoff { initial, max })
     }
 
-    /// The same bounds with another base (an upstream's `retry:`), kept within `max`.
+    /// The same bounds with another base (an upstream's `retry:`), never below the configured `initial` (the
+    /// reconnect floor: `retry: 0` must not turn into a reconnect storm) nor above `max`.
     pub fn with_initial(self, initial: Duration) -> Backoff {
-        let initial = initial.clamp(Duration::from_millis(1), self.max);
+        let initial = initial.clamp(self.initial, self.max);
         Backoff {
             initial,
             max: self.max,
@@ -68,6 +69,15 @@ mod tests {
         assert_eq!(
             b.with_initial(Duration::from_secs(5)).ceiling(0),
             Duration::from_secs(1)
+        );
+        assert_eq!(
+            b.with_initial(Duration::ZERO).ceiling(0),
+            Duration::from_millis(100),
+            "retry: 0 cannot go below the floor"
+        );
+        assert_eq!(
+            b.with_initial(Duration::from_millis(300)).ceiling(1),
+            Duration::from_millis(600)
         );
     }
 

@@ -1,5 +1,6 @@
 //! SSE upstream: one `GET` with `Accept: text/event-stream` (and `Last-Event-ID: <the hub's newest id>` when it
-//! holds one), decoded with [`crate::sse::Decoder`] and published into the hub. A non-200 status or another content type is a failure.
+//! holds one), decoded with [`crate::sse::Decoder`] and published into the hub. A non-200 status or another content
+//! type is a failure; so is silence (no bytes, not even a comment) for `upstream.idle_timeout`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +70,15 @@ pub(super) async fn session(
     state.decoder.restart();
     let mut body = response.into_body();
     let mut delivered = false;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout(spec.idle_timeout, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                metrics.upstream_silent.with_label_values(&[route]).inc();
+                return Err(UpstreamError::Silent(spec.idle_timeout));
+            }
+        };
         let frame = frame.map_err(|e| UpstreamError::Body(e.to_string()))?;
         let Some(chunk) = frame.data_ref() else {
             continue;

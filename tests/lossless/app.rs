@@ -180,6 +180,16 @@ impl ReplayApp {
         self.tracker.last_event_ids(path)
     }
 
+    /// Connections made to every path whose name starts with `prefix`.
+    pub fn connections_under(&self, prefix: &str) -> usize {
+        let c = self.tracker.0.0.lock().unwrap();
+        c.made
+            .iter()
+            .filter(|(path, _)| path.starts_with(prefix))
+            .map(|(_, made)| made.len())
+            .sum()
+    }
+
     /// Waits until `path` has had `made` connections and has `open` open.
     pub async fn wait_connections(&self, path: &str, made: usize, open: usize) {
         self.tracker

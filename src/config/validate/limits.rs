@@ -9,6 +9,8 @@ use crate::config::schema::Config;
 
 /// Largest `limits.max_connections` / `limits.client_queue` / `buffer.events`.
 pub const MAX_COUNT: usize = 1_000_000;
+/// Largest `limits.max_buffer_bytes` and `buffer.max_bytes` (64 GiB).
+pub const MAX_BUFFER_BYTES: usize = 64 << 30;
 /// Largest `admin.max_connections`.
 pub const MAX_ADMIN_CONNECTIONS: usize = 1024;
 /// Largest `long_poll.max_batch`.
@@ -70,6 +72,12 @@ pub(super) fn check(config: &Config, report: &mut Report<'_>) {
     report.count("limits.max_connections", limits.max_connections, MAX_COUNT);
     report.count("limits.client_queue", limits.client_queue, MAX_COUNT);
     report.bytes("limits.max_event_bytes", limits.max_event_bytes);
+    report.count(
+        "limits.max_buffer_bytes",
+        limits.max_buffer_bytes,
+        MAX_BUFFER_BYTES,
+    );
+    report.count("limits.max_streams", limits.max_streams, MAX_COUNT);
     report.span(
         "limits.handshake_timeout",
         limits.handshake_timeout,

@@ -232,3 +232,44 @@ fn evicts_by_age() {
     assert_eq!(ring.resume("ep-0"), ResumeAt::Gap(1));
     assert_eq!(ring.position(1), "pb:ep:1");
 }
+
+#[test]
+fn a_byte_budget_evicts_the_oldest_and_every_byte_is_released() {
+    use crate::event::{BufferBytes, EVENT_OVERHEAD};
+    let global = Arc::new(AtomicUsize::new(0));
+    let account = Arc::new(BufferBytes::new(global.clone()));
+    let global_max = Arc::new(AtomicUsize::new(usize::MAX));
+    let per_event = 1 + 1000 + EVENT_OVERHEAD;
+    let mut ring = Ring::new(100, Duration::from_secs(60), "ep").with_budget(Budget {
+        account: account.clone(),
+        max_bytes: 3 * per_event,
+        global_max: global_max.clone(),
+    });
+    let big = "x".repeat(1000);
+    for i in 0..5 {
+        add(&mut ring, Some(&i.to_string()), &big);
+    }
+    assert_eq!(ids(&ring, 0), ["2", "3", "4"]);
+    assert_eq!(account.stream(), 3 * per_event);
+    // Encodings count once they are made.
+    let mut held = Vec::new();
+    ring.read(0, 10, &mut held);
+    held[0].sse_frame();
+    held[1].envelope();
+    assert!(account.stream() > 3 * per_event + 2000);
+    drop(held);
+    // Over the stream budget now: the next push evicts more than one.
+    let Push::Added { evicted, .. } = ring.push(Some("5"), None, &big, Instant::now()) else {
+        panic!("added")
+    };
+    assert!(evicted.stream >= 2, "{evicted:?}");
+    // The process-wide budget evicts too; never the event just pushed.
+    global_max.store(1, Ordering::Relaxed);
+    let Push::Added { evicted, .. } = ring.push(Some("6"), None, &big, Instant::now()) else {
+        panic!("added")
+    };
+    assert!(evicted.global >= 1, "{evicted:?}");
+    assert_eq!(ids(&ring, 0), ["6"]);
+    drop(ring);
+    assert_eq!(global.load(Ordering::Relaxed), 0, "every byte released");
+}
