@@ -246,11 +246,9 @@ async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
         metric(admin, read_errors).await >= 1.0
     })
     .await;
-    eventually(
-        "readiness reports the stream's upstream down",
-        || async move { get_text(admin, "/readyz").await.0 == 503 },
-    )
-    .await;
+    wait_up(admin, 0.0).await;
+    // Readiness never follows stream upstreams (issue 8): a shared Redis down must not empty every Service.
+    assert_eq!(get_text(admin, "/readyz").await.0, 200);
     redis.restart().await;
     assert_eq!(
         redis.entries("events:restart").await,
@@ -266,10 +264,6 @@ async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
         "nothing lost, nothing repeated"
     );
     wait_up(admin, 1.0).await;
-    eventually("ready again", || async move {
-        get_text(admin, "/readyz").await.0 == 200
-    })
-    .await;
     let polled = long_poll(addr, path, &before[2].0, 3).await;
     assert_eq!(polled, after);
 }

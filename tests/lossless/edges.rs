@@ -151,6 +151,7 @@ streams:
     auth: {{ check: "http://{check}/check" }}
   - path: /custom
     upstream: {{ url: "http://{up}/up/custom" }}
+    origins: ["https://app.example"]
     cors: {{ allow_headers: [X-Custom] }}
 "#,
         up = upstream.addr
