@@ -78,6 +78,11 @@ pub(super) fn check(config: &Config, report: &mut Report<'_>) {
         MAX_BUFFER_BYTES,
     );
     report.count("limits.max_streams", limits.max_streams, MAX_COUNT);
+    report.at_most_time(
+        "limits.negative_cache_ttl",
+        limits.negative_cache_ttl,
+        MAX_TIMEOUT,
+    );
     report.span(
         "limits.handshake_timeout",
         limits.handshake_timeout,
