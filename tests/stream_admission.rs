@@ -91,9 +91,11 @@ async fn poll_once(addr: std::net::SocketAddr, path: &str) -> (u16, Option<Strin
     (response.status().as_u16(), retry_after, started.elapsed())
 }
 
-/// 200 requests (10 clients at once) for a channel the application answers 404: the application sees a handful
-/// of requests (the first stream's attempts), the clients get 404 with `Retry-After` at once, counted as cache
-/// hits; after the TTL, once the channel exists, clients are served again.
+/// 200 requests (10 clients at once) for a channel the application answers 404, then 10 spaced wider than
+/// `idle_timeout` (each would otherwise open a new stream): the application sees a handful of requests (one per
+/// TTL), the clients get 404 with `Retry-After` at once, counted as cache hits; after the TTL, once the channel
+/// exists, clients are served again. Without the cache (`negative_cache_ttl: 0s`) the spaced requests reach the
+/// application every time: [`without_the_cache_each_new_stream_asks_the_app`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_for_a_channel_the_app_refuses_reaches_it_a_handful_of_times() {
     let app = CountingApp::start().await;
@@ -163,6 +165,23 @@ limits: {{ negative_cache_ttl: 2s }}
             .await
             >= refused as f64
     );
+    // Requests spaced wider than idle_timeout: without the cache each would open a new stream and ask the app.
+    let spaced = app.requests();
+    let mut cached = 0;
+    for _ in 0..10 {
+        // Once per TTL the key is forgotten and one request opens a stream again.
+        if poll_once(addr, "/events/nope").await.0 == 404 {
+            cached += 1;
+        }
+        // Pacing of the measurement, not a synchronisation: longer than idle_timeout.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let spaced = app.requests() - spaced;
+    println!(
+        "10 requests 300 ms apart: {cached} answered 404 from the cache, the app saw {spaced}"
+    );
+    assert!(cached >= 7, "{cached}");
+    assert!(spaced <= 3, "bounded by the 2 s TTL: {spaced}");
     // Another channel of the same route is unaffected.
     assert_eq!(poll_once(addr, "/events/other").await.0, 200);
     // The channel appears: once the TTL has passed (or the stream's upstream answered), clients are served again.
@@ -171,6 +190,36 @@ limits: {{ negative_cache_ttl: 2s }}
         poll_once(addr, "/events/nope").await.0 == 200
     })
     .await;
+}
+
+/// The figure before: with `negative_cache_ttl: 0s`, every request that opens a new stream asks the application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_cache_each_new_stream_asks_the_app() {
+    let app = CountingApp::start().await;
+    let proxy = Proxy::start(&format!(
+        r#"
+streams:
+  - path: /events/{{channel}}
+    upstream: {{ url: "http://{app}/missing/{{channel}}" }}
+    idle_timeout: 200ms
+limits: {{ negative_cache_ttl: 0s }}
+"#,
+        app = app.addr
+    ));
+    let addr = proxy.addr();
+    for _ in 0..10 {
+        assert_eq!(poll_once(addr, "/events/nope").await.0, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let seen = app.requests();
+    println!("cache off, 10 requests 300 ms apart: the app saw {seen}");
+    assert!(seen >= 8, "{seen}");
+    assert_eq!(
+        proxy
+            .metric("pushbridge_negative_cache_hits_total", "")
+            .await,
+        0.0
+    );
 }
 
 /// `params` rules refuse bad values with 404 before any stream, auth check or upstream request, counted as
