@@ -63,6 +63,7 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
     let hub = Hub::new(metrics.clone());
     hub.set_max_buffer_bytes(config.limits.max_buffer_bytes);
     hub.set_max_streams(config.limits.max_streams);
+    hub.set_negative_cache_ttl(config.limits.negative_cache_ttl);
     let drain = Drain::new();
     let router = Arc::new(ArcSwap::from_pointee(build_router(
         &config, &hub, &metrics, &drain,

@@ -5,11 +5,12 @@
 //! The reference table for users is `docs/config.md`; `config.example.yaml` is a complete example.
 //!
 //! Layout: `schema` (structs and `DEFAULT_*` consts; `passthrough` holds the `passthrough:` part), `units`
-//! (durations, sizes, `${ENV}`), `route` ([`RoutePattern`], [`UrlTemplate`]), `spans` (field path →
+//! (durations, sizes, `${ENV}`), `route` ([`RoutePattern`], [`UrlTemplate`]), `params` (per-parameter rules), `spans` (field path →
 //! line/column), `errors`, `validate`, `kinds` (upstream-kind options: JSON pointers, resume, poll).
 
 mod errors;
 mod kinds;
+mod params;
 mod passthrough;
 mod route;
 mod schema;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use errors::{ConfigError, Problem};
 pub use kinds::*;
+pub use params::{ParamPattern, ParamRule, ParamRules, params_admitted};
 pub use passthrough::*;
 pub use route::{RoutePattern, UrlTemplate, refuse_param};
 pub use schema::*;

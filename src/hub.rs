@@ -8,6 +8,7 @@
 
 mod history;
 mod keeper;
+mod negative;
 mod ring;
 mod stream;
 mod subscription;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use history::{HISTORY_BATCH, History, LogEntry, LogId, Until};
 pub use keeper::SWEEP_PERIOD;
+pub use negative::{NEGATIVE_CACHE_KEYS, is_negative};
 pub use ring::{POSITION_PREFIX, Push, Ring};
 pub use stream::{Kick, Observer, Published, Resume, Stream, UpstreamState};
 pub use subscription::{Next, Subscription};
@@ -110,6 +112,8 @@ pub struct Hub {
     max_streams: AtomicUsize,
     /// When the last stream-limit WARN was logged.
     limit_warned: Mutex<Option<std::time::Instant>>,
+    /// Keys the upstream answered 404/403/410 (`limits.negative_cache_ttl`).
+    negative: Mutex<negative::NegativeCache>,
 }
 
 impl Hub {
@@ -123,6 +127,7 @@ impl Hub {
             },
             max_streams: AtomicUsize::new(usize::MAX),
             limit_warned: Mutex::new(None),
+            negative: Mutex::default(),
         })
     }
 
@@ -143,6 +148,33 @@ impl Hub {
     /// Sets the most streams the process keeps at once (`limits.max_streams`).
     pub fn set_max_streams(&self, max: usize) {
         self.max_streams.store(max, Ordering::Relaxed);
+    }
+
+    /// How long keys the upstream refused are remembered (`limits.negative_cache_ttl`; zero: off).
+    pub fn set_negative_cache_ttl(&self, ttl: Duration) {
+        lock(&self.negative).set_ttl(ttl);
+    }
+
+    /// Remembers that the upstream of shared stream `key` answered `status` (404, 403 or 410).
+    pub fn remember_refusal(&self, key: &StreamKey, status: http::StatusCode) {
+        if key.session.is_none() && is_negative(status) {
+            lock(&self.negative).insert(key.clone(), status, tokio::time::Instant::now());
+        }
+    }
+
+    /// Forgets a refusal of `key` (its upstream answered after all).
+    pub fn forget_refusal(&self, key: &StreamKey) {
+        lock(&self.negative).remove(key);
+    }
+
+    /// The status the upstream recently refused `key` with, and for how much longer it is remembered; counted in
+    /// `pushbridge_negative_cache_hits_total`.
+    pub fn refused(&self, key: &StreamKey) -> Option<(http::StatusCode, Duration)> {
+        let hit = lock(&self.negative).get(key, tokio::time::Instant::now());
+        if hit.is_some() {
+            self.metrics.negative_cache_hits.inc();
+        }
+        hit
     }
 
     /// The stream `key`, creating it (and starting its upstream) unless that would pass `limits.max_streams` or

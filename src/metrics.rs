@@ -30,8 +30,10 @@ pub struct Metrics {
     pub events_received: IntCounterVec,
     /// Upstream events dropped as replays of held events.
     pub upstream_duplicates: IntCounter,
-    /// New streams refused for a stream limit, by limit (`global`: limits.max_streams, `route`: the route's).
+    /// New streams refused, by limit (`global`: limits.max_streams, `route`: the route's, `pattern`: `params` rules).
     pub stream_refusals: IntCounterVec,
+    /// Requests answered from the negative cache (a key the upstream answered 404/403/410 moments ago).
+    pub negative_cache_hits: IntCounter,
     /// Bytes held by every resume buffer (events and their encodings).
     pub buffer_bytes: IntGauge,
     /// Events evicted for a byte budget, by budget (`stream`: buffer.max_bytes, `global`: limits.max_buffer_bytes).
@@ -159,8 +161,12 @@ impl Metrics {
             )?,
             stream_refusals: counter_vec(
                 "pushbridge_stream_refusals_total",
-                "New streams refused (503) for a stream limit.",
+                "New streams refused: for a stream limit (global, route: 503) or a parameter rule (pattern: 404).",
                 &["limit"],
+            )?,
+            negative_cache_hits: counter(
+                "pushbridge_negative_cache_hits_total",
+                "Requests answered with the upstream's recent 404/403/410 without opening a stream.",
             )?,
             buffer_bytes: {
                 let gauge = IntGauge::new(
@@ -353,7 +359,7 @@ impl Metrics {
         for budget in ["stream", "global"] {
             self.buffer_evictions.with_label_values(&[budget]);
         }
-        for limit in ["global", "route"] {
+        for limit in ["global", "route", "pattern"] {
             self.stream_refusals.with_label_values(&[limit]);
         }
         for reason in ["timeout", "error"] {

@@ -66,6 +66,15 @@ pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo)
             {
                 return plain(StatusCode::BAD_REQUEST, reason);
             }
+            // A value the route never serves: no stream, no auth check, no upstream request.
+            if !crate::config::params_admitted(&route.config.params, &params) {
+                router
+                    .metrics
+                    .stream_refusals
+                    .with_label_values(&["pattern"])
+                    .inc();
+                return plain(StatusCode::NOT_FOUND, "not found\n");
+            }
             let route = route.clone();
             return stream(&router, route, params, req, conn).await;
         }
@@ -215,6 +224,16 @@ async fn read(
             )
         }
     };
+    // A key the upstream refused moments ago gets the same answer at once (existing subscribers stay).
+    if let Some((status, remaining)) = router.hub.refused(&key) {
+        let mut response = plain(status, "refused by the application\n");
+        let seconds = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        auth::add_cors(&route.config, &request_headers, response.headers_mut());
+        return response;
+    }
     // A new stream (and its upstream connection) only within the stream limits.
     if let Err(limit) = router.hub.admit(
         key.clone(),

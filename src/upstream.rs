@@ -113,6 +113,9 @@ pub async fn supervise(
             }
             Err(error) => {
                 stream.set_upstream(UpstreamState::Down);
+                if let crate::error::UpstreamError::Status(status) = &error {
+                    stream.upstream_refused(*status);
+                }
                 crate::log_limited!(
                     metrics.logs,
                     LogKind::UpstreamFailed,

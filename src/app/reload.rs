@@ -162,6 +162,11 @@ impl Running {
             metrics: self.metrics.clone(),
             drain: self.drain.token(),
         }));
+        self.hub.set_max_streams(config.limits.max_streams);
+        self.hub
+            .set_max_buffer_bytes(config.limits.max_buffer_bytes);
+        self.hub
+            .set_negative_cache_ttl(config.limits.negative_cache_ttl);
         let kept = outcome.kept.clone();
         self.hub
             .retain_routes(|route| kept.iter().any(|k| k == route));

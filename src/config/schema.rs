@@ -28,6 +28,10 @@ pub const DEFAULT_BUFFER_AGE: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_BUFFER_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Limits: the most streams (route and path-parameter values, or per-client sessions) the process keeps at once.
 pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+/// Limits: how long a key the upstream refused (404/403/410) is answered from memory.
+pub const DEFAULT_NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Limits: the most keys the negative cache remembers (oldest forgotten first).
+pub const NEGATIVE_CACHE_KEYS: usize = 10_000;
 /// Limits: the most bytes every stream's buffer may hold together.
 pub const DEFAULT_MAX_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 /// Stream: SSE heartbeat comment / WebSocket ping interval.
@@ -205,6 +209,10 @@ pub struct StreamConfig {
     /// are refused with 503; none: only `limits.max_streams`.
     #[serde(default)]
     pub max_streams: Option<usize>,
+    /// Rules per path parameter (`{pattern: REGEX}` and/or `{allow: [..]}`); a value that fails gets 404 before
+    /// auth and before any stream exists.
+    #[serde(default)]
+    pub params: super::params::ParamRules,
     /// Where client → application messages go; absent: they are refused.
     #[serde(default)]
     pub client_messages: Option<ClientMessagesConfig>,
@@ -487,6 +495,10 @@ pub struct LimitsConfig {
     /// Most streams at once (each opens its own upstream connection); further ones are refused with 503; at
     /// least 1.
     pub max_streams: usize,
+    /// How long a key the upstream answered 404, 403 or 410 is remembered: new requests for it get that status at
+    /// once, without a stream or an upstream request; 0: off; at most 5m.
+    #[serde(deserialize_with = "units::duration")]
+    pub negative_cache_ttl: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -500,6 +512,7 @@ impl Default for LimitsConfig {
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
             max_streams: DEFAULT_MAX_STREAMS,
+            negative_cache_ttl: DEFAULT_NEGATIVE_CACHE_TTL,
         }
     }
 }
@@ -655,6 +668,7 @@ impl StreamConfig {
             sse: SseConfig::default(),
             cors: CorsConfig::default(),
             max_streams: None,
+            params: Default::default(),
             client_messages: None,
             auth: None,
             origins: Vec::new(),

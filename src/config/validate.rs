@@ -197,6 +197,29 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
     if let Some(max) = stream.max_streams {
         report.at_least_one(&format!("{at}.max_streams"), max);
     }
+    for (name, rule) in &stream.params {
+        let here = format!("{at}.params.{name}");
+        if !stream.path.params().any(|p| p == name) {
+            report.add(
+                &here,
+                format!(
+                    "{{{name}}} is not a parameter of path {:?}",
+                    stream.path.as_str()
+                ),
+            );
+        }
+        match &rule.allow {
+            None if rule.pattern.is_none() => report.add(&here, "give pattern, allow or both"),
+            Some(allow) if allow.is_empty() => {
+                report.add(&format!("{here}.allow"), "must list at least one value");
+            }
+            Some(allow) if allow.len() > super::params::MAX_ALLOW => report.add(
+                &format!("{here}.allow"),
+                format!("must list at most {} values", super::params::MAX_ALLOW),
+            ),
+            _ => {}
+        }
+    }
     report.positive(&format!("{at}.long_poll.timeout"), stream.long_poll.timeout);
     report.at_least_one(
         &format!("{at}.long_poll.max_batch"),

@@ -158,7 +158,20 @@ impl Stream {
     }
 
     pub fn set_upstream(&self, state: UpstreamState) {
-        self.upstream.store(state as u8, Ordering::Release);
+        let was = self.upstream.swap(state as u8, Ordering::AcqRel);
+        if state == UpstreamState::Up
+            && was != UpstreamState::Up as u8
+            && let Some(hub) = self.hub.upgrade()
+        {
+            hub.forget_refusal(&self.key);
+        }
+    }
+
+    /// The upstream answered `status`: a 404, 403 or 410 of a shared stream goes to the hub's negative cache.
+    pub fn upstream_refused(&self, status: http::StatusCode) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.remember_refusal(&self.key, status);
+        }
     }
 
     pub fn upstream(&self) -> UpstreamState {

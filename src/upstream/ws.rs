@@ -179,6 +179,9 @@ async fn connect(
         .max_frame_size(Some(spec.max_event_bytes));
     let (ws, _) = tokio_tungstenite::client_async_with_config(request, io, Some(config))
         .await
-        .map_err(|e| UpstreamError::Connect(format!("WebSocket handshake: {e}")))?;
+        .map_err(|e| match e {
+            WsError::Http(response) => UpstreamError::Status(response.status()),
+            e => UpstreamError::Connect(format!("WebSocket handshake: {e}")),
+        })?;
     Ok(ws)
 }

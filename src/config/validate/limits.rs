@@ -19,9 +19,12 @@ pub const MAX_BATCH: usize = 10_000;
 pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Largest connection-level timeout (`handshake_timeout`, `admin.timeout`, connect and response timeouts).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// Largest interval or lifetime (`heartbeat`, `idle_timeout`, `idle_connection_timeout`, reconnect delays,
-/// `shutdown.grace`, long-poll timeout).
+/// Largest interval or lifetime (`heartbeat`, `idle_connection_timeout`, reconnect delays, `shutdown.grace`,
+/// long-poll timeout, `sse.retry_max`, `upstream.idle_timeout`, `poll.interval`, pass-through body and WebSocket
+/// idle timeouts).
 pub const MAX_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// Largest `upstream.tee.maxlen` (entries a Redis stream keeps).
+pub const MAX_TEE_MAXLEN: usize = 100_000_000;
 /// Largest `buffer.age` and a stream's `idle_timeout`.
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -78,6 +81,11 @@ pub(super) fn check(config: &Config, report: &mut Report<'_>) {
         MAX_BUFFER_BYTES,
     );
     report.count("limits.max_streams", limits.max_streams, MAX_COUNT);
+    report.at_most_time(
+        "limits.negative_cache_ttl",
+        limits.negative_cache_ttl,
+        MAX_TIMEOUT,
+    );
     report.span(
         "limits.handshake_timeout",
         limits.handshake_timeout,
@@ -122,6 +130,23 @@ pub(super) fn check(config: &Config, report: &mut Report<'_>) {
             pass.response_timeout,
             MAX_INTERVAL,
         );
+        report.at_most_time("passthrough.body_timeout", pass.body_timeout, MAX_INTERVAL);
+        let ws = &pass.websocket;
+        report.at_most_time(
+            "passthrough.websocket.idle_timeout",
+            ws.idle_timeout,
+            MAX_INTERVAL,
+        );
+        report.at_most(
+            "passthrough.websocket.max_message",
+            ws.max_message,
+            MAX_BYTES,
+        );
+        report.at_most(
+            "passthrough.websocket.max_sessions",
+            ws.max_sessions,
+            MAX_COUNT,
+        );
     }
     for (i, stream) in config.streams.iter().enumerate() {
         let at = |field: &str| format!("streams[{i}].{field}");
@@ -159,6 +184,28 @@ pub(super) fn check(config: &Config, report: &mut Report<'_>) {
             MAX_INTERVAL,
         );
         report.at_most_time(&at("upstream.reconnect.max"), reconnect.max, MAX_INTERVAL);
+        report.at_most_time(
+            &at("upstream.idle_timeout"),
+            upstream.idle_timeout,
+            MAX_INTERVAL,
+        );
+        if let Some(poll) = &upstream.poll {
+            report.at_most_time(&at("upstream.poll.interval"), poll.interval, MAX_INTERVAL);
+        }
+        if let Some(tee) = &upstream.tee {
+            report.at_most(&at("upstream.tee.maxlen"), tee.maxlen, MAX_TEE_MAXLEN);
+            report.at_most(&at("upstream.tee.queue"), tee.queue, MAX_COUNT);
+        }
+        // sse.retry is at most sse.retry_max (checked with the stream rules).
+        report.at_most_time(&at("sse.retry_max"), stream.sse.retry_max, MAX_INTERVAL);
+        report.at_most(
+            &at("buffer.max_bytes"),
+            stream.buffer.max_bytes,
+            MAX_BUFFER_BYTES,
+        );
+        if let Some(max) = stream.max_streams {
+            report.at_most(&at("max_streams"), max, MAX_COUNT);
+        }
     }
 }
 
@@ -259,6 +306,21 @@ mod tests {
                 "    long_poll: { max_batch: 20000 }\n",
                 "streams[0].long_poll.max_batch",
             ),
+            ("    sse: { retry_max: 2h }\n", "streams[0].sse.retry_max"),
+            ("    sse: { retry: 2h }\n", "streams[0].sse.retry"),
+            (
+                "    buffer: { max_bytes: 100GiB }\n",
+                "streams[0].buffer.max_bytes",
+            ),
+            ("    max_streams: 2000000\n", "streams[0].max_streams"),
+            (
+                "    auth: { pool_idle_timeout: 2h }\n",
+                "streams[0].auth.pool_idle_timeout",
+            ),
+            (
+                "    auth: { pool_max_idle: 100000 }\n",
+                "streams[0].auth.pool_max_idle",
+            ),
         ];
         for (extra, path) in stream_cases {
             let yaml = format!("{BASE}{stream}{extra}");
@@ -267,6 +329,65 @@ mod tests {
             assert_eq!(problems[0].path, path, "{yaml}");
             assert!(problems[0].message.contains("at most"), "{yaml}");
         }
+        // Keys inside `upstream:` (the base stream's upstream block is replaced).
+        let upstream_cases = [
+            ("idle_timeout: 2h", "streams[0].upstream.idle_timeout"),
+            (
+                "kind: poll, poll: { interval: 2h }",
+                "streams[0].upstream.poll.interval",
+            ),
+            (
+                "tee: { url: \"redis://127.0.0.1\", key: \"k\", maxlen: 200000000 }",
+                "streams[0].upstream.tee.maxlen",
+            ),
+            (
+                "tee: { url: \"redis://127.0.0.1\", key: \"k\", queue: 2000000 }",
+                "streams[0].upstream.tee.queue",
+            ),
+        ];
+        for (extra, path) in upstream_cases {
+            let yaml = format!(
+                "{BASE}streams:\n  - path: /e/{{c}}\n    upstream: {{ url: \"http://127.0.0.1:9/{{c}}\", {extra} }}\n"
+            );
+            let problems = Config::parse("t.yaml", &yaml).unwrap_err().problems;
+            assert_eq!(problems.len(), 1, "{yaml}: {problems:#?}");
+            assert_eq!(problems[0].path, path, "{yaml}");
+            assert!(problems[0].message.contains("at most"), "{yaml}");
+        }
+        let pass = "passthrough:\n  upstream: http://127.0.0.1:9\n";
+        let pass_cases = [
+            ("  body_timeout: 2h\n", "passthrough.body_timeout"),
+            (
+                "  websocket: { idle_timeout: 2h }\n",
+                "passthrough.websocket.idle_timeout",
+            ),
+            (
+                "  websocket: { max_message: 1GiB }\n",
+                "passthrough.websocket.max_message",
+            ),
+            (
+                "  websocket: { max_sessions: 2000000 }\n",
+                "passthrough.websocket.max_sessions",
+            ),
+        ];
+        for (extra, path) in pass_cases {
+            let yaml = format!("{BASE}{pass}{extra}");
+            let problems = Config::parse("t.yaml", &yaml).unwrap_err().problems;
+            assert_eq!(problems.len(), 1, "{yaml}: {problems:#?}");
+            assert_eq!(problems[0].path, path, "{yaml}");
+            assert!(problems[0].message.contains("at most"), "{yaml}");
+        }
+        let ttl = "limits: { negative_cache_ttl: 10m }\n";
+        let problems = Config::parse("t.yaml", &format!("{BASE}{ttl}"))
+            .unwrap_err()
+            .problems;
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].path, "limits.negative_cache_ttl");
+        let off = "limits: { negative_cache_ttl: 0s }\n";
+        assert!(
+            Config::parse("t.yaml", &format!("{BASE}{off}")).is_ok(),
+            "0 = off"
+        );
         let limits = "limits: { max_connections: 1000000, handshake_timeout: 5m, idle_connection_timeout: 1h }\n";
         assert!(
             Config::parse("t.yaml", &format!("{BASE}{limits}")).is_ok(),
