@@ -4,7 +4,8 @@
 //! line, column and field path ([`ConfigError`]). All YAML access in the crate lives in this module.
 //! The reference table for users is `docs/config.md`; `config.example.yaml` is a complete example.
 //!
-//! Layout: `schema` (structs and `DEFAULT_*` consts; `passthrough` holds the `passthrough:` part), `units`
+//! Layout: `schema` (structs and `DEFAULT_*` consts; `schema/stream` a route's behaviour blocks, `schema/process`
+//! limits, shutdown and log; `passthrough` holds the `passthrough:` part), `units`
 //! (durations, sizes, `${ENV}`), `route` ([`RoutePattern`], [`UrlTemplate`]), `params` (per-parameter rules), `spans` (field path →
 //! line/column), `errors`, `validate`, `kinds` (upstream-kind options: JSON pointers, resume, poll).
 

@@ -139,6 +139,35 @@ pub async fn supervise(
     }
 }
 
+/// Counts one connection attempt in `pushbridge_upstream_connects_total{route,result}`.
+pub(crate) fn count_attempt<T, E>(metrics: &Metrics, route: &str, attempt: &Result<T, E>) {
+    let result = if attempt.is_ok() { "ok" } else { "error" };
+    metrics
+        .upstream_connects
+        .with_label_values(&[route, result])
+        .inc();
+}
+
+/// A session is connected: the stream is up, its replay window opens at `resumed_from` (the position sent
+/// upstream, if any), and a rate-limited line is logged. The gauge counts the connection while it lives.
+pub(crate) fn connected<'a>(
+    spec: &'a UpstreamSpec,
+    stream: &Stream,
+    metrics: &'a Metrics,
+    resumed_from: Option<&str>,
+) -> UpGauge<'a> {
+    let up = UpGauge::new(metrics, &spec.route);
+    stream.set_upstream(UpstreamState::Up);
+    stream.upstream_connected(resumed_from);
+    crate::log_limited!(
+        metrics.logs,
+        LogKind::UpstreamSession,
+        stream.key(),
+        info!(stream = %stream.key(), kind = %spec.kind, url = %crate::error::redact(&spec.url), "Upstream connected")
+    );
+    up
+}
+
 /// Counts one connected upstream in `pushbridge_upstream_up{route}` for as long as it lives.
 pub(crate) struct UpGauge<'a> {
     metrics: &'a Metrics,

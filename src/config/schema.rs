@@ -14,6 +14,12 @@ use super::passthrough::PassthroughConfig;
 use super::route::{RoutePattern, UrlTemplate};
 use super::units;
 
+mod process;
+mod stream;
+
+pub use process::*;
+pub use stream::*;
+
 /// Stream: client transports offered, in order of preference.
 pub const DEFAULT_TRANSPORTS: [TransportKind; 3] = [
     TransportKind::Ws,
@@ -300,115 +306,6 @@ impl Default for BackoffConfig {
     }
 }
 
-/// The per-stream resume buffer: bounded by count and by age.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BufferConfig {
-    /// Most events kept; at least 1.
-    pub events: usize,
-    /// Oldest event kept; more than zero.
-    #[serde(deserialize_with = "units::duration")]
-    pub age: Duration,
-    /// Most bytes the events may hold (fields and every wire encoding); the oldest are evicted first; at least 1.
-    #[serde(deserialize_with = "units::size")]
-    pub max_bytes: usize,
-}
-
-impl Default for BufferConfig {
-    fn default() -> Self {
-        Self {
-            events: DEFAULT_BUFFER_EVENTS,
-            age: DEFAULT_BUFFER_AGE,
-            max_bytes: DEFAULT_BUFFER_MAX_BYTES,
-        }
-    }
-}
-
-/// Long-poll behaviour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LongPollConfig {
-    /// How long a request is held when there is nothing new; more than zero.
-    #[serde(deserialize_with = "units::duration")]
-    pub timeout: Duration,
-    /// Most events in one response; at least 1.
-    pub max_batch: usize,
-    /// Answer `callback=` requests with JSONP (for very old browsers).
-    pub jsonp: bool,
-    /// Acknowledges that JSONP bypasses `origins` (a `<script>` include sends no `Origin`); required for `jsonp`
-    /// on a route with an `origins` list other than `["*"]`.
-    pub jsonp_ignores_origins: bool,
-}
-
-impl Default for LongPollConfig {
-    fn default() -> Self {
-        Self {
-            timeout: DEFAULT_LONG_POLL_TIMEOUT,
-            max_batch: DEFAULT_LONG_POLL_MAX_BATCH,
-            jsonp: false,
-            jsonp_ignores_origins: false,
-        }
-    }
-}
-
-/// WebSocket behaviour.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WsConfig {
-    /// Text frame payload per event.
-    pub format: WsFormat,
-}
-
-/// WebSocket text frame payload.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WsFormat {
-    /// `{"id":"…","event":"…","data":"…"}`.
-    #[default]
-    Envelope,
-    /// The event's data alone.
-    Data,
-}
-
-/// SSE behaviour: the `retry:` clients get (WHATWG HTML §9.2: how long a browser waits before reconnecting).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SseConfig {
-    /// `retry:` while the application sent none; the application's own `retry:` replaces it. Both are kept
-    /// within `upstream.reconnect.initial` and `retry_max`.
-    #[serde(deserialize_with = "units::duration")]
-    pub retry: Duration,
-    /// Largest `retry:` sent to clients; at least `retry`.
-    #[serde(deserialize_with = "units::duration")]
-    pub retry_max: Duration,
-}
-
-impl Default for SseConfig {
-    fn default() -> Self {
-        Self {
-            retry: DEFAULT_SSE_RETRY,
-            retry_max: DEFAULT_SSE_RETRY_MAX,
-        }
-    }
-}
-
-/// CORS for SSE and long-poll requests from pages on other origins (allowed by `origins`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CorsConfig {
-    /// Request headers a page may send (the preflight's `Access-Control-Allow-Headers`; lower-cased).
-    #[serde(deserialize_with = "units::header_name_list")]
-    pub allow_headers: Vec<String>,
-}
-
-impl Default for CorsConfig {
-    fn default() -> Self {
-        Self {
-            allow_headers: DEFAULT_CORS_ALLOW_HEADERS.map(str::to_owned).to_vec(),
-        }
-    }
-}
-
 /// Client → application messages.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -466,103 +363,6 @@ impl Default for AuthConfig {
             pool_max_idle: DEFAULT_AUTH_POOL_MAX_IDLE,
         }
     }
-}
-
-/// Resource limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Simultaneous client connections; at least 1.
-    pub max_connections: usize,
-    /// Events a subscriber may fall behind before it is disconnected; at least 1.
-    pub client_queue: usize,
-    /// Largest upstream event accepted; at least 1.
-    #[serde(deserialize_with = "units::size")]
-    pub max_event_bytes: usize,
-    /// Time from accept to a connection's first request (TLS handshake included), for every later request
-    /// head, and for an HTTP/2 PING answer; more than zero.
-    #[serde(deserialize_with = "units::duration")]
-    pub handshake_timeout: Duration,
-    /// How long a keep-alive connection with no request in flight is kept (streams in progress are in flight).
-    #[serde(deserialize_with = "units::duration")]
-    pub idle_connection_timeout: Duration,
-    /// HTTP/2 PING interval on a silent connection; a PING unanswered within `handshake_timeout` closes it.
-    #[serde(deserialize_with = "units::duration")]
-    pub keepalive_interval: Duration,
-    /// Most bytes every stream's resume buffer may hold together; at least 1.
-    #[serde(deserialize_with = "units::size")]
-    pub max_buffer_bytes: usize,
-    /// Most streams at once (each opens its own upstream connection); further ones are refused with 503; at
-    /// least 1.
-    pub max_streams: usize,
-    /// How long a key the upstream answered 404, 403 or 410 is remembered: new requests for it get that status at
-    /// once, without a stream or an upstream request; 0: off; at most 5m.
-    #[serde(deserialize_with = "units::duration")]
-    pub negative_cache_ttl: Duration,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            client_queue: DEFAULT_CLIENT_QUEUE,
-            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,
-            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
-            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
-            max_streams: DEFAULT_MAX_STREAMS,
-            negative_cache_ttl: DEFAULT_NEGATIVE_CACHE_TTL,
-        }
-    }
-}
-
-/// Drain behaviour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ShutdownConfig {
-    /// Time allowed for connections to finish after SIGTERM before exit.
-    #[serde(deserialize_with = "units::duration")]
-    pub grace: Duration,
-}
-
-impl Default for ShutdownConfig {
-    fn default() -> Self {
-        Self {
-            grace: DEFAULT_SHUTDOWN_GRACE,
-        }
-    }
-}
-
-/// Logging.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// Output format.
-    pub format: LogFormat,
-    /// Tracing filter, e.g. `info` or `pushbridge=debug,info`.
-    #[serde(deserialize_with = "units::string")]
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::default(),
-            level: DEFAULT_LOG_LEVEL.to_owned(),
-        }
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Upstream sharing.

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Empty};
 use super::map::{self, Feed, Skip};
 use super::{HttpClient, SessionEnd, UpstreamSpec};
 use crate::error::UpstreamError;
-use crate::hub::{Stream, UpstreamState};
+use crate::hub::Stream;
 use crate::metrics::Metrics;
 
 const ACCEPT_NDJSON: &str = "application/x-ndjson, application/jsonl, application/json;q=0.9";
@@ -29,29 +29,10 @@ pub(super) async fn session(
     let resumed_from = position
         .as_deref()
         .filter(|_| spec.options.resume.is_some());
-    let response = match connect(spec, client, resumed_from).await {
-        Ok(response) => response,
-        Err(error) => {
-            metrics
-                .upstream_connects
-                .with_label_values(&[route, "error"])
-                .inc();
-            return Err(error);
-        }
-    };
-    metrics
-        .upstream_connects
-        .with_label_values(&[route, "ok"])
-        .inc();
-    let _up = super::UpGauge::new(metrics, route);
-    stream.upstream_connected(resumed_from);
-    stream.set_upstream(UpstreamState::Up);
-    crate::log_limited!(
-        metrics.logs,
-        crate::logs::LogKind::UpstreamSession,
-        stream.key(),
-        info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected")
-    );
+    let connected = connect(spec, client, resumed_from).await;
+    super::count_attempt(metrics, route, &connected);
+    let response = connected?;
+    let _up = super::connected(spec, stream, metrics, resumed_from);
 
     let mut lines = Lines::new(spec.max_event_bytes);
     let mut body = response.into_body();

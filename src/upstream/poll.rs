@@ -19,7 +19,7 @@ use super::map::{self, Feed, Skip};
 use super::{HttpClient, SessionEnd, UpstreamSpec};
 use crate::config::PollConfig;
 use crate::error::UpstreamError;
-use crate::hub::{Stream, UpstreamState};
+use crate::hub::Stream;
 use crate::metrics::Metrics;
 
 /// Longest wait for one poll response (a long-poll endpoint holds the request for less than this).
@@ -40,32 +40,18 @@ pub(super) async fn session(
         // The cursor of the previous response; without one (first request, or no `poll.cursor`) the newest id.
         let position = feed.cursor.clone().or_else(|| map::newest(stream));
         let resumed_from = position.filter(|_| spec.options.resume.is_some());
-        let response = match request(spec, client, resumed_from.as_deref(), feed).await {
-            Ok(response) => response,
-            Err(error) => {
-                if up.is_none() {
-                    metrics
-                        .upstream_connects
-                        .with_label_values(&[route, "error"])
-                        .inc();
-                }
-                return Err(error);
-            }
-        };
+        let polled = request(spec, client, resumed_from.as_deref(), feed).await;
         if up.is_none() {
-            metrics
-                .upstream_connects
-                .with_label_values(&[route, "ok"])
-                .inc();
-            up = Some(super::UpGauge::new(metrics, route));
-            stream.upstream_connected(resumed_from.as_deref());
-            stream.set_upstream(UpstreamState::Up);
-            crate::log_limited!(
-                metrics.logs,
-                crate::logs::LogKind::UpstreamSession,
-                stream.key(),
-                info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected (polling)")
-            );
+            super::count_attempt(metrics, route, &polled);
+        }
+        let response = polled?;
+        if up.is_none() {
+            up = Some(super::connected(
+                spec,
+                stream,
+                metrics,
+                resumed_from.as_deref(),
+            ));
         }
         match response {
             Polled::NotModified => {}

@@ -271,20 +271,9 @@ pub(super) async fn session(
         };
         Ok::<_, redis::RedisError>((connection, from))
     };
-    let (mut connection, mut from) = match connected.await {
-        Ok(connected) => connected,
-        Err(error) => {
-            metrics
-                .upstream_connects
-                .with_label_values(&[route, "error"])
-                .inc();
-            return Err(failed(error));
-        }
-    };
-    metrics
-        .upstream_connects
-        .with_label_values(&[route, "ok"])
-        .inc();
+    let connected = connected.await;
+    super::count_attempt(metrics, route, &connected);
+    let (mut connection, mut from) = connected.map_err(failed)?;
     let _up = super::UpGauge::new(metrics, route);
     stream.upstream_connected(Some(&from));
     log.frontier.send_replace(Some(from.as_str().into()));

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty};
 
 use super::{HttpClient, SessionEnd, UpstreamSpec};
 use crate::error::UpstreamError;
-use crate::hub::{Published, Stream, UpstreamState};
+use crate::hub::{Published, Stream};
 use crate::metrics::Metrics;
 use crate::sse::{Decoder, Item};
 
@@ -43,29 +43,9 @@ pub(super) async fn session(
     // The hub's newest id, not the decoder's: it outlives this connector (a dormant stream restarts with a new one).
     let resume_from = stream.newest_id();
     let connected = connect(spec, client, resume_from.as_deref().unwrap_or_default()).await;
-    let response = match connected {
-        Ok(response) => response,
-        Err(error) => {
-            metrics
-                .upstream_connects
-                .with_label_values(&[route, "error"])
-                .inc();
-            return Err(error);
-        }
-    };
-    metrics
-        .upstream_connects
-        .with_label_values(&[route, "ok"])
-        .inc();
-    let _up = super::UpGauge::new(metrics, route);
-    stream.set_upstream(UpstreamState::Up);
-    stream.upstream_connected(resume_from.as_deref());
-    crate::log_limited!(
-        metrics.logs,
-        crate::logs::LogKind::UpstreamSession,
-        stream.key(),
-        info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected")
-    );
+    super::count_attempt(metrics, route, &connected);
+    let response = connected?;
+    let _up = super::connected(spec, stream, metrics, resume_from.as_deref());
 
     state.decoder.restart();
     let mut body = response.into_body();

@@ -25,7 +25,7 @@ use super::map::{self, Feed, Skip};
 use super::{SessionEnd, UpstreamSpec};
 use crate::config::BinaryMode;
 use crate::error::UpstreamError;
-use crate::hub::{Stream, UpstreamState};
+use crate::hub::Stream;
 use crate::metrics::Metrics;
 
 /// Read and write buffers of the upstream connection: small; one connection per stream key.
@@ -48,29 +48,9 @@ pub(super) async fn session(
     let connected = tokio::time::timeout(spec.connect_timeout, connect(spec, resumed_from))
         .await
         .unwrap_or(Err(UpstreamError::Timeout(spec.connect_timeout)));
-    let mut ws = match connected {
-        Ok(ws) => ws,
-        Err(error) => {
-            metrics
-                .upstream_connects
-                .with_label_values(&[route, "error"])
-                .inc();
-            return Err(error);
-        }
-    };
-    metrics
-        .upstream_connects
-        .with_label_values(&[route, "ok"])
-        .inc();
-    let _up = super::UpGauge::new(metrics, route);
-    stream.upstream_connected(resumed_from);
-    stream.set_upstream(UpstreamState::Up);
-    crate::log_limited!(
-        metrics.logs,
-        crate::logs::LogKind::UpstreamSession,
-        stream.key(),
-        info!(stream = %stream.key(), url = %crate::error::redact(&spec.url), "Upstream connected")
-    );
+    super::count_attempt(metrics, route, &connected);
+    let mut ws = connected?;
+    let _up = super::connected(spec, stream, metrics, resumed_from);
 
     let heartbeat = spec.heartbeat;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
