@@ -224,8 +224,9 @@ pub(super) fn resume_target(
     Ok((uri, None))
 }
 
-/// The position a (re)connecting session asks for: the newest id the hub holds.
-pub(super) fn newest(stream: &Arc<Stream>) -> Option<String> {
+/// The position a (re)connecting session asks for: the newest id the hub holds, when the route has `resume`.
+pub(super) fn resume_position(spec: &UpstreamSpec, stream: &Arc<Stream>) -> Option<String> {
+    spec.options.resume.as_ref()?;
     stream.newest_id().map(|id| id.to_string())
 }
 

@@ -25,10 +25,8 @@ pub(super) async fn session(
     metrics: &Metrics,
 ) -> Result<SessionEnd, UpstreamError> {
     let route = &*spec.route;
-    let position = map::newest(stream);
-    let resumed_from = position
-        .as_deref()
-        .filter(|_| spec.options.resume.is_some());
+    let position = map::resume_position(spec, stream);
+    let resumed_from = position.as_deref();
     let connected = connect(spec, client, resumed_from).await;
     super::count_attempt(metrics, route, &connected);
     let response = connected?;

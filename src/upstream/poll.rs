@@ -38,8 +38,11 @@ pub(super) async fn session(
     let mut up = None;
     loop {
         // The cursor of the previous response; without one (first request, or no `poll.cursor`) the newest id.
-        let position = feed.cursor.clone().or_else(|| map::newest(stream));
-        let resumed_from = position.filter(|_| spec.options.resume.is_some());
+        let resumed_from = feed
+            .cursor
+            .clone()
+            .filter(|_| spec.options.resume.is_some())
+            .or_else(|| map::resume_position(spec, stream));
         let polled = request(spec, client, resumed_from.as_deref(), feed).await;
         if up.is_none() {
             super::count_attempt(metrics, route, &polled);

@@ -41,10 +41,8 @@ pub(super) async fn session(
     metrics: &Metrics,
 ) -> Result<SessionEnd, UpstreamError> {
     let route = &*spec.route;
-    let position = map::newest(stream);
-    let resumed_from = position
-        .as_deref()
-        .filter(|_| spec.options.resume.is_some());
+    let position = map::resume_position(spec, stream);
+    let resumed_from = position.as_deref();
     let connected = tokio::time::timeout(spec.connect_timeout, connect(spec, resumed_from))
         .await
         .unwrap_or(Err(UpstreamError::Timeout(spec.connect_timeout)));
