@@ -119,14 +119,16 @@ impl Event {
 
     /// The SSE block (`id:`, `event:`, `data:` lines and the blank line).
     pub fn sse_frame(&self) -> Bytes {
-        self.sse
-            .get_or_init(|| {
-                let frame =
-                    crate::sse::encode_event(Some(&self.id), self.event.as_deref(), &self.data);
-                self.charge(frame.len());
-                frame
-            })
-            .clone()
+        self.sse_bytes().clone()
+    }
+
+    /// [`Event::sse_frame`] without a reference count change (for copying it into a write).
+    pub fn sse_bytes(&self) -> &Bytes {
+        self.sse.get_or_init(|| {
+            let frame = crate::sse::encode_event(Some(&self.id), self.event.as_deref(), &self.data);
+            self.charge(frame.len());
+            frame
+        })
     }
 
     /// The JSON object `{"id":…,"event":…,"data":…}`: the WebSocket envelope and a long-poll batch item.

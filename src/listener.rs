@@ -5,6 +5,8 @@
 //! flight for `idle_connection_timeout` is closed (HTTP/1.1 keep-alive sooner: hyper's header read timeout,
 //! `handshake_timeout`, also runs while it waits for the next head); HTTP/2 PINGs find dead peers.
 
+mod direct;
+mod prefixed;
 pub mod watch;
 
 use std::convert::Infallible;
@@ -26,6 +28,8 @@ use crate::metrics::Metrics;
 use crate::route::{ConnGuard, ConnInfo};
 use crate::server::{self, Router};
 use crate::tls::ServerTls;
+use direct::Handoff;
+use prefixed::Prefixed;
 use watch::{Acceptor, Activity, Close};
 
 /// Shared by every connection of every listener.
@@ -85,48 +89,51 @@ async fn connection(
     guard: ConnGuard,
 ) {
     let first_by = accepted_at + shared.limits.handshake_timeout;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let info = ConnInfo {
+        peer,
+        scheme,
+        kick: CancellationToken::new(),
+        guard,
+    };
     match tls {
-        None => {
-            let info = ConnInfo {
-                peer,
-                scheme: "http",
-                kick: CancellationToken::new(),
-                guard,
-            };
-            serve_http(tcp, info, first_by, shared).await;
-        }
-        Some(tls) => {
-            let handshake = tokio::time::timeout_at(first_by, tls.acceptor().accept(tcp)).await;
-            let stream = match handshake {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    shared
-                        .metrics
-                        .tls_failures
-                        .with_label_values(&["error"])
-                        .inc();
-                    tracing::debug!(%error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    shared
-                        .metrics
-                        .tls_failures
-                        .with_label_values(&["timeout"])
-                        .inc();
-                    closed(&shared.metrics, "client", Close::HandshakeTimeout);
-                    return;
-                }
-            };
-            let info = ConnInfo {
-                peer,
-                scheme: "https",
-                kick: CancellationToken::new(),
-                guard,
-            };
-            serve_http(stream, info, first_by, shared).await;
-        }
+        None => serve_http(tcp, info, first_by, shared, false).await,
+        // Boxed: a plaintext connection's task does not carry the TLS state's size.
+        Some(tls) => Box::pin(serve_tls(tcp, tls, info, first_by, shared)).await,
     }
+}
+
+async fn serve_tls(
+    tcp: TcpStream,
+    tls: Arc<ServerTls>,
+    info: ConnInfo,
+    first_by: Instant,
+    shared: Shared,
+) {
+    let handshake = tokio::time::timeout_at(first_by, tls.acceptor().accept(tcp)).await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            shared
+                .metrics
+                .tls_failures
+                .with_label_values(&["error"])
+                .inc();
+            tracing::debug!(%error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            shared
+                .metrics
+                .tls_failures
+                .with_label_values(&["timeout"])
+                .inc();
+            closed(&shared.metrics, "client", Close::HandshakeTimeout);
+            return;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_http(stream, info, first_by, shared, h2).await;
 }
 
 /// Counts and logs a connection closed by the watch.
@@ -146,7 +153,26 @@ pub(crate) fn closed(metrics: &Metrics, listener: &'static str, reason: Close) {
     }
 }
 
-async fn serve_http<IO>(io: IO, info: ConnInfo, first_by: Instant, shared: Shared)
+/// Serves HTTP on a connection: the direct HTTP/1.1 path first (unless ALPN chose `h2`), hyper for what it
+/// hands over.
+async fn serve_http<IO>(io: IO, info: ConnInfo, first_by: Instant, shared: Shared, h2: bool)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (io, first_by) = if h2 {
+        (Prefixed::new(bytes::BytesMut::new(), io), first_by)
+    } else {
+        match direct::serve(io, &info, first_by, &shared).await {
+            Handoff::Done => return,
+            Handoff::Hyper(io, next_by) => (io, next_by),
+        }
+    };
+    // Boxed: connections the direct path serves do not carry hyper's connection state.
+    Box::pin(serve_hyper(io, info, first_by, shared)).await;
+}
+
+/// Serves a connection with hyper (HTTP/1.1 and HTTP/2) until it ends, is kicked, idles out, or drains.
+async fn serve_hyper<IO>(io: IO, info: ConnInfo, first_by: Instant, shared: Shared)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -17,7 +17,7 @@ use crate::negotiate::{self, Decision, Facts};
 use crate::passthrough::Passthrough;
 use crate::route::{ConnInfo, Route, plain};
 use crate::transports::messages::MessageError;
-use crate::transports::{self, StreamContext};
+use crate::transports::{self, Served, StreamContext};
 use crate::{Body, full_body};
 
 /// Header naming the transport chosen for a stream response.
@@ -58,26 +58,20 @@ pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo)
         );
         return response;
     }
-    for route in &router.routes {
-        if let Some(params) = route.config.path.matches(path) {
-            if let Some(reason) = params
-                .iter()
-                .find_map(|(_, v)| crate::config::refuse_param(v))
-            {
-                return plain(StatusCode::BAD_REQUEST, reason);
+    match stream_route(&router, path) {
+        Some(Ok((route, params))) => {
+            if matches!(*req.method(), Method::OPTIONS | Method::POST) {
+                return stream(&router, route, params, req, conn).await;
             }
-            // A value the route never serves: no stream, no auth check, no upstream request.
-            if !crate::config::params_admitted(&route.config.params, &params) {
-                router
-                    .metrics
-                    .stream_refusals
-                    .with_label_values(&["pattern"])
-                    .inc();
-                return plain(StatusCode::NOT_FOUND, "not found\n");
-            }
-            let route = route.clone();
-            return stream(&router, route, params, req, conn).await;
+            // A reader needs no body: the request head alone, and hyper's pending upgrade for a WebSocket.
+            let (mut parts, _body) = req.into_parts();
+            let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+            let guard = conn.guard.clone();
+            let served = reader(&router, route, params, Request::from_parts(parts, ()), conn).await;
+            return served.into_hyper(upgrade, &guard).await;
         }
+        Some(Err(refusal)) => return refusal,
+        None => {}
     }
     match &router.passthrough {
         Some(passthrough) => {
@@ -100,15 +94,44 @@ pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo)
     }
 }
 
-async fn stream(
-    router: &Router,
-    route: Arc<Route>,
-    params: Vec<(String, String)>,
-    req: Request<Incoming>,
-    conn: ConnInfo,
-) -> Response<Body> {
-    if !auth::origin_allowed(&route.config, req.headers()) && !auth::same_origin(&req, conn.scheme)
+/// A stream route and the path parameters a request gave it.
+pub type RouteMatch = (Arc<Route>, Vec<(String, String)>);
+
+/// The stream route serving `path`, with its path parameters; `Err` is the refusal of a parameter value the route
+/// never serves (no stream, no auth check, no upstream request).
+pub fn stream_route(router: &Router, path: &str) -> Option<Result<RouteMatch, Response<Body>>> {
+    let route = router.routes.iter().find_map(|route| {
+        let params = route.config.path.matches(path)?;
+        Some((route, params))
+    });
+    let (route, params) = route?;
+    if let Some(reason) = params
+        .iter()
+        .find_map(|(_, v)| crate::config::refuse_param(v))
     {
+        return Some(Err(plain(StatusCode::BAD_REQUEST, reason)));
+    }
+    if !crate::config::params_admitted(&route.config.params, &params) {
+        router
+            .metrics
+            .stream_refusals
+            .with_label_values(&["pattern"])
+            .inc();
+        return Some(Err(plain(StatusCode::NOT_FOUND, "not found\n")));
+    }
+    Some(Ok((route.clone(), params)))
+}
+
+/// The checks every request to a stream route passes first: the origin, then the authorization check (not for a
+/// preflight). `Ok` is the stream's key.
+async fn gate<B>(
+    router: &Router,
+    route: &Route,
+    params: Vec<(String, String)>,
+    req: &Request<B>,
+    scheme: &str,
+) -> Result<StreamKey, Response<Body>> {
+    if !auth::origin_allowed(&route.config, req.headers()) && !auth::same_origin(req, scheme) {
         let origin = req.headers().get(http::header::ORIGIN).map(|o| {
             let text = crate::error::redact_text(&String::from_utf8_lossy(o.as_bytes()));
             text.chars().take(100).collect::<String>()
@@ -119,7 +142,7 @@ async fn stream(
             route.name,
             info!(route = %route.name, origin = origin.as_deref().unwrap_or(""), "Cross-origin request refused (not same-origin, not in origins)")
         );
-        return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
+        return Err(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
     }
     let key = StreamKey {
         route: route.name.clone(),
@@ -134,13 +157,25 @@ async fn stream(
         if let Err(denied) = check.check(&key, forwarded, req.method(), target).await {
             let mut response = denied_response(&router.metrics, &key, denied);
             auth::add_cors(&route.config, req.headers(), response.headers_mut());
-            return response;
+            return Err(response);
         }
     }
-    let request_headers = match *req.method() {
-        Method::OPTIONS | Method::POST => req.headers().clone(),
-        _ => return read(router, route, key, req, conn).await,
+    Ok(key)
+}
+
+/// A preflight or a client message (`POST`) to a stream route.
+async fn stream(
+    router: &Router,
+    route: Arc<Route>,
+    params: Vec<(String, String)>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Response<Body> {
+    let key = match gate(router, &route, params, &req, conn.scheme).await {
+        Ok(key) => key,
+        Err(refusal) => return refusal,
     };
+    let request_headers = req.headers().clone();
     let mut response = match *req.method() {
         Method::OPTIONS => {
             let mut response = plain(StatusCode::NO_CONTENT, "");
@@ -153,14 +188,29 @@ async fn stream(
     response
 }
 
+/// A reader of a stream route (any method but `OPTIONS` and `POST`; only its head is needed): the gate, then
+/// negotiation and the chosen transport. Both connection paths serve readers through this.
+pub async fn reader(
+    router: &Router,
+    route: Arc<Route>,
+    params: Vec<(String, String)>,
+    req: Request<()>,
+    conn: ConnInfo,
+) -> Served {
+    match gate(router, &route, params, &req, conn.scheme).await {
+        Ok(key) => read(router, route, key, req, conn),
+        Err(refusal) => Served::Now(refusal),
+    }
+}
+
 /// Serves a reader: negotiate, then the chosen transport.
-async fn read(
+fn read(
     router: &Router,
     route: Arc<Route>,
     key: StreamKey,
-    req: Request<Incoming>,
+    req: Request<()>,
     conn: ConnInfo,
-) -> Response<Body> {
+) -> Served {
     let protocol = req
         .extensions()
         .get::<hyper::ext::Protocol>()
@@ -179,7 +229,7 @@ async fn read(
             "GET, POST, OPTIONS",
         );
         auth::add_cors(&route.config, req.headers(), response.headers_mut());
-        return response;
+        return Served::Now(response);
     }
     let (transport, downgraded_from) = match negotiate::decide(&facts, &route.config.transports) {
         Decision::Serve {
@@ -198,7 +248,7 @@ async fn read(
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             auth::add_cors(&route.config, req.headers(), response.headers_mut());
-            return response;
+            return Served::Now(response);
         }
     };
     if let Some(from) = downgraded_from {
@@ -232,7 +282,7 @@ async fn read(
             .headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         auth::add_cors(&route.config, &request_headers, response.headers_mut());
-        return response;
+        return Served::Now(response);
     }
     // A new stream (and its upstream connection) only within the stream limits.
     if let Err(limit) = router.hub.admit(
@@ -248,7 +298,7 @@ async fn read(
             HeaderValue::from_static(STREAM_LIMIT_RETRY_AFTER),
         );
         auth::add_cors(&route.config, &request_headers, response.headers_mut());
-        return response;
+        return Served::Now(response);
     }
     let ctx = StreamContext {
         upstream_headers,
@@ -265,27 +315,30 @@ async fn read(
             "http1"
         },
     };
-    let mut response = match transport {
+    let served = match transport {
         TransportKind::Sse => {
             let announce = query
                 .as_deref()
                 .and_then(|q| negotiate::query_param(q, "open"))
                 .is_some_and(|v| v == "1");
-            transports::sse::serve(ctx, last_event_id.as_deref(), announce)
+            Served::Sse(transports::sse::serve(
+                ctx,
+                last_event_id.as_deref(),
+                announce,
+            ))
         }
-        TransportKind::Ws => transports::ws::serve(ctx, req, last_event_id),
+        TransportKind::Ws => transports::ws::serve(ctx, &req, last_event_id),
         TransportKind::LongPoll => {
-            // A held poll keeps only its cursor: the request itself is not needed any more.
-            drop(req);
-            transports::longpoll::serve(ctx, query, last_event_id).await
+            transports::longpoll::serve(ctx, query.as_deref(), last_event_id.as_deref())
         }
     };
-    response.headers_mut().insert(
+    let mut extra = http::HeaderMap::new();
+    extra.insert(
         TRANSPORT_HEADER,
         HeaderValue::from_static(transport.as_str()),
     );
-    auth::add_cors(&route.config, &request_headers, response.headers_mut());
-    response
+    auth::add_cors(&route.config, &request_headers, &mut extra);
+    served.with_headers(extra)
 }
 
 /// A `POST` to the stream path: a client → application message (SSE and long-poll clients).

@@ -1,18 +1,92 @@
 //! Client transports: one file per transport, each the same shape — a negotiated request and its stream context
-//! in, a response (or an upgraded session) out. This file holds only the shared context and the dispatch.
+//! in, a [`Served`] out. This file holds only the shared context and that answer type, which either connection
+//! path (hyper, or the direct HTTP/1.1 path of `listener::direct`) turns into bytes on the wire.
 
 pub mod longpoll;
 pub mod messages;
 pub mod sse;
 pub mod ws;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use http::Response;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, Kick, Resume, StartUpstream, StreamKey, Subscription};
 use crate::metrics::Metrics;
 use crate::route::{ConnGuard, Route};
+use crate::{Body, full_body};
+
+/// A stream route's answer to a reader.
+pub enum Served {
+    /// A complete response (a refusal, an immediate long-poll answer).
+    Now(Response<Body>),
+    /// SSE: the head now, then the feed's bytes.
+    Sse(Response<sse::Feed>),
+    /// A held long-poll: its response once answered (boxed, so a waiting poll costs only its own state).
+    Held(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
+    /// WebSocket: the handshake answer, then the session on the connection.
+    Ws(Response<ws::Upgrade>),
+}
+
+impl Served {
+    /// Adds `extra` to the response's headers (for a held poll: once it is answered).
+    pub fn with_headers(self, extra: http::HeaderMap) -> Served {
+        if extra.is_empty() {
+            return self;
+        }
+        match self {
+            Served::Now(mut r) => {
+                r.headers_mut().extend(extra);
+                Served::Now(r)
+            }
+            Served::Sse(mut r) => {
+                r.headers_mut().extend(extra);
+                Served::Sse(r)
+            }
+            Served::Ws(mut r) => {
+                r.headers_mut().extend(extra);
+                Served::Ws(r)
+            }
+            Served::Held(held) => Served::Held(Box::pin(async move {
+                let mut r = held.await;
+                r.headers_mut().extend(extra);
+                r
+            })),
+        }
+    }
+
+    /// The answer as a hyper response. A WebSocket session starts on `upgrade` (hyper's pending upgrade of the
+    /// request) as a task of the connection.
+    pub async fn into_hyper(
+        self,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
+        guard: &ConnGuard,
+    ) -> Response<Body> {
+        match self {
+            Served::Now(r) => r,
+            Served::Sse(r) => r.map(sse::Feed::into_body),
+            Served::Held(held) => held.await,
+            Served::Ws(r) => {
+                let (head, session) = r.into_parts();
+                match upgrade {
+                    Some(upgrade) => guard.spawn(async move {
+                        match upgrade.await {
+                            Ok(upgraded) => {
+                                session.run(hyper_util::rt::TokioIo::new(upgraded)).await
+                            }
+                            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+                        }
+                    }),
+                    None => tracing::debug!("WebSocket answer without a pending upgrade"),
+                }
+                Response::from_parts(head, full_body(""))
+            }
+        }
+    }
+}
 
 /// What every transport needs to serve one client of one stream.
 pub struct StreamContext {

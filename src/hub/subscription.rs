@@ -141,12 +141,13 @@ impl Subscription {
         lock(&self.stream.inner).ring.position(self.cursor)
     }
 
-    /// What is available now without waiting; `None` when nothing is.
+    /// What is available now from the ring without waiting; `None` when nothing is, or while a gap notice or a
+    /// deep resume comes first (only [`Subscription::next`] serves those).
     pub fn try_next(&mut self, max: usize) -> Option<Next> {
         if self.stream.is_closed() {
             return Some(Next::Closed);
         }
-        if self.deep.is_some() {
+        if self.deep.is_some() || self.gap.is_some() {
             return None;
         }
         let inner = lock(&self.stream.inner);

@@ -17,7 +17,7 @@ use futures_util::FutureExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
-use super::{OpenGauge, StreamContext};
+use super::{OpenGauge, Served, StreamContext};
 use crate::config::LongPollConfig;
 use crate::event::Event;
 use crate::hub::{Next, Resume, Subscription};
@@ -27,37 +27,41 @@ use crate::{Body, full_body};
 const TRANSPORT: &str = "long-poll";
 
 /// Answers one poll. `query` is the request's query string (for `callback=`); `last_event_id` is the cursor (the
-/// `last_event_id` query parameter or the `Last-Event-ID` header).
-pub async fn serve(
-    ctx: StreamContext,
-    query: Option<String>,
-    last_event_id: Option<String>,
-) -> Response<Body> {
+/// `last_event_id` query parameter or the `Last-Event-ID` header). A poll that has to wait is [`Served::Held`]:
+/// only its cursor, timer and context stay while it waits.
+pub fn serve(ctx: StreamContext, query: Option<&str>, last_event_id: Option<&str>) -> Served {
     let config = ctx.route.config.long_poll;
-    let callback = match callback(query.as_deref(), config.jsonp) {
+    let callback = match callback(query, config.jsonp) {
         Ok(callback) => callback,
-        Err(reason) => {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                "text/plain; charset=utf-8",
-                Bytes::from_static(reason.as_bytes()),
-            );
-        }
+        Err(reason) => return Served::Now(refuse(reason)),
     };
-    let wait = match wait(query.as_deref(), config.timeout) {
+    let wait = match wait(query, config.timeout) {
         Ok(wait) => wait,
-        Err(reason) => {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                "text/plain; charset=utf-8",
-                Bytes::from_static(reason.as_bytes()),
-            );
-        }
+        Err(reason) => return Served::Now(refuse(reason)),
     };
     let gauge = OpenGauge::new(&ctx.metrics, TRANSPORT, ctx.http_version);
-    let resume = last_event_id.as_deref().map_or(Resume::Live, Resume::After);
+    let resume = last_event_id.map_or(Resume::Live, Resume::After);
     let mut subscription = ctx.subscribe(resume, TRANSPORT);
-    let (events, gap) = collect(&ctx, &mut subscription, &config, wait).await;
+    if wait.is_zero() {
+        let mut gap = false;
+        let events = ready_now(&mut subscription, config.max_batch, &mut gap);
+        return Served::Now(respond(&ctx, subscription, gauge, events, gap, callback));
+    }
+    Served::Held(Box::pin(async move {
+        let (events, gap) = collect(&ctx, &mut subscription, &config, wait).await;
+        respond(&ctx, subscription, gauge, events, gap, callback)
+    }))
+}
+
+/// The answer to a poll: the events (counted as delivered), the next cursor and the gap flag.
+fn respond(
+    ctx: &StreamContext,
+    subscription: Subscription,
+    gauge: OpenGauge,
+    events: Vec<Arc<Event>>,
+    gap: bool,
+    callback: Option<String>,
+) -> Response<Body> {
     let cursor = subscription.position();
     for event in &events {
         if subscription.is_live(event) {
@@ -79,6 +83,14 @@ pub async fn serve(
     }
 }
 
+fn refuse(reason: &'static str) -> Response<Body> {
+    answer(
+        StatusCode::BAD_REQUEST,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(reason.as_bytes()),
+    )
+}
+
 /// Waits for the batch: events (with `gap` when the cursor was not buffered), or nothing by the timeout, drain,
 /// a kick or the stream's end — then whatever is there at that moment. Never waits past the timeout.
 async fn collect(
@@ -88,9 +100,6 @@ async fn collect(
     wait: Duration,
 ) -> (Vec<Arc<Event>>, bool) {
     let mut gap = false;
-    if wait.is_zero() {
-        return (ready_now(subscription, config.max_batch, &mut gap), gap);
-    }
     let deadline = tokio::time::sleep(wait);
     tokio::pin!(deadline);
     loop {

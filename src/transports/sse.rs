@@ -3,8 +3,11 @@
 //! again whenever it changes), heartbeat comments when a `heartbeat` passed without writes,
 //! resume from `Last-Event-ID`, the gap event, and a clean end on drain or when the client falls behind (the
 //! browser reconnects with `Last-Event-ID`).
+//!
+//! The body is a [`Feed`]: each wake-up appends everything the subscriber can take at that moment (up to
+//! [`MAX_WRITE`] bytes) to one buffer, so a client that fell behind catches up in few large writes and the cost per
+//! event falls as the load rises. The direct HTTP/1.1 path writes the buffer itself; hyper gets it as one frame.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -22,20 +25,22 @@ use crate::{Body, BoxError};
 
 /// The heartbeat: an empty comment line.
 const HEARTBEAT: &[u8] = b":\n";
-/// Most events taken from the ring per wake-up.
+/// Most events taken from the ring per read of it.
 const BATCH: usize = 64;
+/// Bytes gathered for one write at most (a client far behind catches up in writes of this size).
+pub const MAX_WRITE: usize = 64 * 1024;
 
 /// The event that `?open=1` asks for at the start of the stream: a visible sign (EventSource does not show
 /// comments) that the stream is not being held back by a buffering proxy.
 pub const OPEN_EVENT: &str = "pushbridge-open";
 
 /// Serves one SSE client. `last_event_id` comes from the `Last-Event-ID` header (or the query); `announce_open`
-/// adds the [`OPEN_EVENT`] to the first flush.
+/// adds the [`OPEN_EVENT`] to the first flush. The response's body is the [`Feed`].
 pub fn serve(
     ctx: StreamContext,
     last_event_id: Option<&str>,
     announce_open: bool,
-) -> http::Response<Body> {
+) -> http::Response<Feed> {
     let resume = last_event_id.map_or(Resume::Live, Resume::After);
     let subscription = ctx.subscribe(resume, "sse");
     let heartbeat = ctx.route.config.heartbeat;
@@ -47,12 +52,11 @@ pub fn serve(
     if announce_open {
         preamble.extend_from_slice(&crate::sse::encode_event(None, Some(OPEN_EVENT), "{}"));
     }
-    let state = State {
+    let feed = Feed {
         drained: Box::pin(ctx.drain.clone().cancelled_owned()),
         kicked: Box::pin(ctx.kick.clone().cancelled_owned()),
         _gauge: OpenGauge::new(&ctx.metrics, "sse", ctx.http_version),
-        gap_event: ctx.route.config.gap_event.clone(),
-        pending: VecDeque::from([Bytes::from(preamble)]),
+        preamble: Some(Bytes::from(preamble)),
         subscription,
         ticker,
         retry,
@@ -60,8 +64,7 @@ pub fn serve(
         ctx,
         done: false,
     };
-    let body = StreamBody::new(stream::unfold(state, next_frame)).boxed_unsync();
-    let mut response = http::Response::new(body);
+    let mut response = http::Response::new(feed);
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
@@ -72,7 +75,8 @@ pub fn serve(
     response
 }
 
-struct State {
+/// One SSE client's stream of bytes.
+pub struct Feed {
     /// Registered once for the whole stream (not per event: a cancellation token's waiters share a lock).
     drained: Pin<Box<WaitForCancellationFutureOwned>>,
     kicked: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -83,76 +87,103 @@ struct State {
     retry: Duration,
     /// Something was written since the last tick: no heartbeat needed (cheaper than resetting the timer per event).
     active: bool,
-    pending: VecDeque<Bytes>,
-    gap_event: String,
+    /// The first flush, until it is taken.
+    preamble: Option<Bytes>,
     _gauge: OpenGauge,
     done: bool,
 }
 
-impl State {
-    /// Queues a `retry:` line when the route's client retry changed since the client last got one.
-    fn refresh_retry(&mut self) {
-        let retry = client_retry(&self.ctx, self.subscription.stream());
-        if retry != self.retry {
-            self.retry = retry;
-            self.active = true;
-            self.pending
-                .push_back(crate::sse::encode_retry(millis(retry)));
+impl Feed {
+    /// Waits until there is something to send, then appends all that is ready (up to [`MAX_WRITE`] bytes in all)
+    /// to `out`. `false` when the stream has ended (`out` may still have received its last bytes). Cancel-safe: it
+    /// waits only while it has appended nothing.
+    pub async fn fill(&mut self, out: &mut Vec<u8>) -> bool {
+        let start = out.len();
+        if let Some(preamble) = self.preamble.take() {
+            out.extend_from_slice(&preamble);
         }
-    }
-}
-
-async fn next_frame(mut state: State) -> Option<(Result<Frame<Bytes>, BoxError>, State)> {
-    loop {
-        if let Some(bytes) = state.pending.pop_front() {
-            return Some((Ok(Frame::data(bytes)), state));
-        }
-        if state.done {
-            return None;
-        }
-        let next = tokio::select! {
-            biased;
-            () = &mut state.drained => Next::Closed,
-            // A kicked connection is being dropped; the sweeper counted it.
-            () = &mut state.kicked => Next::Closed,
-            next = state.subscription.next(BATCH) => next,
-            _ = state.ticker.tick() => {
-                state.refresh_retry();
-                if !std::mem::take(&mut state.active) {
-                    state.pending.push_back(Bytes::from_static(HEARTBEAT));
+        while out.len() == start && !self.done {
+            let next = tokio::select! {
+                biased;
+                () = &mut self.drained => Next::Closed,
+                // A kicked connection is being dropped; the sweeper counted it.
+                () = &mut self.kicked => Next::Closed,
+                next = self.subscription.next(BATCH) => next,
+                _ = self.ticker.tick() => {
+                    self.refresh_retry(out);
+                    if !std::mem::take(&mut self.active) {
+                        out.extend_from_slice(HEARTBEAT);
+                    }
+                    continue;
                 }
-                continue;
+            };
+            self.take(next, out);
+        }
+        // Whatever else is ready goes out in the same write.
+        while !self.done && out.len() - start < MAX_WRITE {
+            match self.subscription.try_next(BATCH) {
+                Some(next) => self.take(next, out),
+                None => break,
             }
-        };
+        }
+        !self.done
+    }
+
+    fn take(&mut self, next: Next, out: &mut Vec<u8>) {
         match next {
             Next::Events(events) => {
                 // The upstream's retry: came before these events: the client gets it first too.
-                state.refresh_retry();
-                state.active = true;
+                self.refresh_retry(out);
+                self.active = true;
+                out.reserve(events.iter().map(|e| e.sse_bytes().len()).sum());
                 for event in &events {
-                    state.pending.push_back(event.sse_frame());
-                    if state.subscription.is_live(event) {
-                        state.ctx.metrics.delivered("sse", event);
+                    out.extend_from_slice(event.sse_bytes());
+                    if self.subscription.is_live(event) {
+                        self.ctx.metrics.delivered("sse", event);
                     } else {
-                        state.ctx.metrics.delivered_replayed("sse");
+                        self.ctx.metrics.delivered_replayed("sse");
                     }
                 }
             }
-            Next::Gap { last_event_id } => state
-                .pending
-                .push_back(gap_frame(&state.gap_event, &last_event_id)),
+            Next::Gap { last_event_id } => {
+                out.extend_from_slice(&gap_frame(&self.ctx.route.config.gap_event, &last_event_id))
+            }
             Next::Lagged => {
-                state
-                    .ctx
+                self.ctx
                     .metrics
                     .slow_consumers
                     .with_label_values(&["sse"])
                     .inc();
-                tracing::debug!(stream = %state.ctx.key, "SSE subscriber fell behind: ending its stream");
-                state.done = true;
+                tracing::debug!(stream = %self.ctx.key, "SSE subscriber fell behind: ending its stream");
+                self.done = true;
             }
-            Next::Closed => state.done = true,
+            Next::Closed => self.done = true,
         }
+    }
+
+    /// Appends a `retry:` line when the route's client retry changed since the client last got one.
+    fn refresh_retry(&mut self, out: &mut Vec<u8>) {
+        let retry = client_retry(&self.ctx, self.subscription.stream());
+        if retry != self.retry {
+            self.retry = retry;
+            self.active = true;
+            out.extend_from_slice(&crate::sse::encode_retry(millis(retry)));
+        }
+    }
+
+    /// The feed as a hyper body: one data frame per wake-up.
+    pub fn into_body(self) -> Body {
+        let frames = stream::unfold(Some(self), |feed| async move {
+            let mut feed = feed?;
+            let mut out = Vec::new();
+            let more = feed.fill(&mut out).await;
+            if out.is_empty() {
+                return None;
+            }
+            let frame = Ok::<_, BoxError>(Frame::data(Bytes::from(out)));
+            Some((frame, more.then_some(feed)))
+        });
+        StreamBody::new(frames).boxed_unsync()
     }
 }
 

@@ -1,41 +1,56 @@
 //! WebSocket client transport: the opening handshake over HTTP/1.1 `Upgrade` (RFC 6455 §4.2) or HTTP/2 extended
 //! CONNECT (RFC 8441 §5), then one session task per client on the upgraded connection (see `ws/session.rs`).
 //!
-//! The response (101, or 200 on HTTP/2) is returned before the upgrade is awaited, as hyper requires; the session
-//! subscribes here, so nothing published between the answer and the upgrade is missed.
+//! The answer carries the session ([`Upgrade`]): hyper's path runs it on the upgraded connection in a task of the
+//! connection, the direct HTTP/1.1 path runs it on the socket itself.
 
 mod handshake;
 mod session;
 
 use http::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_VERSION, UPGRADE};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::{OpenGauge, StreamContext};
+use super::{OpenGauge, Served, StreamContext};
+use crate::Body;
 use crate::hub::Resume;
-use crate::{Body, full_body};
 
 use handshake::Refusal;
 pub use session::{CLOSE_TIMEOUT, MISSED_PONGS, gap_envelope};
 
 /// Largest client message when the route has no `client_messages` (such messages are refused anyway).
 pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
-/// Per-connection read buffer: small, as most clients send little (tungstenite's default is 128 KiB, zero-filled).
+/// Read buffer of a relayed (pass-through) WebSocket (tungstenite's default is 128 KiB, zero-filled).
 pub const READ_BUFFER: usize = 4 * 1024;
+/// Read buffer of a client session: clients send little (pongs, small messages); a larger message is read in
+/// several reads. Idle sessions keep this much each.
+pub const SESSION_READ_BUFFER: usize = 1024;
 /// Bytes gathered before a write to the socket (a batch of events is flushed whole anyway).
 pub const WRITE_BUFFER: usize = 4 * 1024;
 /// Cap of the write buffer. The sink flushes before taking another message, so it holds at most
 /// [`WRITE_BUFFER`] plus one frame; this only refuses a pathological frame.
 pub const MAX_WRITE_BUFFER: usize = 64 << 20;
 
-/// Answers the handshake and serves the upgraded connection in a task. `last_event_id` is the resume position.
-pub fn serve(
-    ctx: StreamContext,
-    mut req: Request<Incoming>,
-    last_event_id: Option<String>,
-) -> Response<Body> {
+/// The session a WebSocket answer starts once the connection is handed over.
+pub struct Upgrade {
+    session: session::Session,
+    config: WebSocketConfig,
+}
+
+impl Upgrade {
+    /// Serves the session on the connection until it ends.
+    pub async fn run<IO>(self, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.session.run(io, self.config).await;
+    }
+}
+
+/// Answers the handshake (101, or 200 on HTTP/2) with the session to run on the connection; the session subscribes
+/// here, so nothing published between the answer and the upgrade is missed. `last_event_id` is the resume position.
+pub fn serve(ctx: StreamContext, req: &Request<()>, last_event_id: Option<String>) -> Served {
     let protocol = req
         .extensions()
         .get::<hyper::ext::Protocol>()
@@ -47,12 +62,9 @@ pub fn serve(
         protocol.as_deref(),
     ) {
         Ok(accepted) => accepted,
-        Err(refusal) => return refuse(refusal),
+        Err(refusal) => return Served::Now(refuse(refusal)),
     };
     let forwarded = crate::auth::forwarded_headers(&ctx.route.config, req.headers());
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    drop(req);
-
     let max_message = ctx
         .route
         .config
@@ -60,7 +72,7 @@ pub fn serve(
         .as_ref()
         .map_or(DEFAULT_MAX_MESSAGE, |m| m.max_bytes);
     let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
+        .read_buffer_size(SESSION_READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(max_message))
@@ -70,16 +82,8 @@ pub fn serve(
         "ws",
     );
     let gauge = OpenGauge::new(&ctx.metrics, "ws", ctx.http_version);
-    let guard = ctx.guard.clone();
     let session = session::Session::new(ctx, subscription, forwarded, gauge);
-    guard.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => session.run(TokioIo::new(upgraded), config).await,
-            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
-        }
-    });
-
-    let mut response = Response::new(full_body(""));
+    let mut response = Response::new(Upgrade { session, config });
     match accepted {
         handshake::Accepted::Http1 { accept_key } => {
             *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -91,7 +95,7 @@ pub fn serve(
         // RFC 8441 §5: a 2xx answer to the extended CONNECT opens the tunnel.
         handshake::Accepted::Http2 => *response.status_mut() = StatusCode::OK,
     }
-    response
+    Served::Ws(response)
 }
 
 /// A 400 for a malformed handshake (naming the version we speak when that was the problem, RFC 6455 §4.4).

@@ -1,0 +1,286 @@
+//! The direct HTTP/1.1 path: a connection's request heads are read and parsed here, and a reader of a stream route
+//! (a `GET` without a body: SSE, long-poll or a WebSocket handshake) is served on the socket itself — no hyper
+//! connection state, a few hundred bytes of head buffer only while a head is read, and every SSE wake-up written
+//! in one `write`. Anything else (pass-through, client messages, the client script, HTTP/2, a head the path does
+//! not parse) hands the connection, with the bytes already read, to hyper for the rest of its life.
+//!
+//! Deadlines match hyper's: the first head by the handshake deadline, each later one within
+//! `min(handshake_timeout, idle_connection_timeout)` of the previous response.
+
+mod head;
+mod write;
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use http::Response;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::prefixed::Prefixed;
+use super::watch::Close;
+use super::{Shared, closed};
+use crate::Body;
+use crate::route::ConnInfo;
+use crate::server;
+use crate::transports::Served;
+use crate::transports::sse::Feed;
+use head::{MAX_HEAD, Parsed};
+use write::Framing;
+
+/// How a connection left the direct path.
+pub enum Handoff<IO> {
+    /// Served and closed.
+    Done,
+    /// hyper serves the rest (the bytes read so far come first), its next request head due by the deadline.
+    Hyper(Prefixed<IO>, Instant),
+}
+
+/// Bytes a client may send while its SSE stream is open (they are read and discarded); more closes it.
+const MAX_IGNORED: usize = 64 * 1024;
+/// How long closing the connection (flush, TLS close_notify, FIN) may take.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What follows a response.
+enum Then {
+    KeepAlive,
+    Close,
+    /// The peer is gone or kicked: drop the connection without a goodbye.
+    Drop,
+}
+
+/// Serves the connection's requests until it closes or has to go to hyper.
+pub async fn serve<IO>(
+    mut io: IO,
+    info: &ConnInfo,
+    first_by: Instant,
+    shared: &Shared,
+) -> Handoff<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buf = BytesMut::new();
+    let mut deadline = (first_by, Close::HandshakeTimeout);
+    loop {
+        let (req, len) = match next_head(&mut io, &mut buf, deadline.0, &shared.drain).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return Handoff::Hyper(Prefixed::new(buf, io), deadline.0),
+            Err(timed_out) => {
+                if timed_out {
+                    closed(&shared.metrics, "client", deadline.1);
+                }
+                return Handoff::Done;
+            }
+        };
+        let router = shared.router.load_full();
+        let route = match head::bodiless_get(&req) {
+            true => server::stream_route(&router, req.uri().path()),
+            false => None,
+        };
+        let Some(route) = route else {
+            return Handoff::Hyper(Prefixed::new(buf, io), deadline.0);
+        };
+        buf.advance(len);
+        if buf.is_empty() {
+            buf = BytesMut::new();
+        }
+        let keep_alive = head::keep_alive(&req);
+        let chunked = req.version() == http::Version::HTTP_11;
+        let served = match route {
+            Err(refusal) => Served::Now(refusal),
+            Ok((route, params)) => {
+                Box::pin(server::reader(&router, route, params, req, info.clone())).await
+            }
+        };
+        drop(router);
+        let then = match served {
+            Served::Now(response) => respond(&mut io, response, keep_alive, &shared.drain).await,
+            Served::Held(held) => {
+                let response = tokio::select! {
+                    response = held => response,
+                    () = peer_gone(&mut io, &mut buf) => return Handoff::Done,
+                };
+                respond(&mut io, response, keep_alive, &shared.drain).await
+            }
+            Served::Sse(response) => sse(&mut io, response, chunked, &info.kick).await,
+            Served::Ws(response) => {
+                let (parts, upgrade) = response.into_parts();
+                let mut out = Vec::new();
+                write::head(&mut out, &parts, Framing::Upgrade, false);
+                if io.write_all(&out).await.is_err() {
+                    return Handoff::Done;
+                }
+                drop(out);
+                upgrade
+                    .run(Prefixed::new(std::mem::take(&mut buf), io))
+                    .await;
+                return Handoff::Done;
+            }
+        };
+        match then {
+            Then::KeepAlive => {}
+            Then::Close => {
+                let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, io.shutdown()).await;
+                return Handoff::Done;
+            }
+            Then::Drop => return Handoff::Done,
+        }
+        let limits = &shared.limits;
+        deadline = if limits.handshake_timeout <= limits.idle_connection_timeout {
+            (
+                Instant::now() + limits.handshake_timeout,
+                Close::HandshakeTimeout,
+            )
+        } else {
+            (Instant::now() + limits.idle_connection_timeout, Close::Idle)
+        };
+    }
+}
+
+/// Reads until `buf` holds a whole request head the direct path takes: `Ok(Some((request, head length)))`, or
+/// `Ok(None)` for hyper. `Err(true)`: the deadline passed; `Err(false)`: the peer closed or the server drains
+/// while no request was under way.
+async fn next_head<IO>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    deadline: Instant,
+    drain: &CancellationToken,
+) -> Result<Option<(http::Request<()>, usize)>, bool>
+where
+    IO: AsyncRead + Unpin,
+{
+    loop {
+        if !buf.is_empty() {
+            match head::parse(buf) {
+                Parsed::Request(req, len) => return Ok(Some((*req, len))),
+                Parsed::Other => return Ok(None),
+                Parsed::Partial => {}
+            }
+        }
+        if buf.capacity() - buf.len() < 256 {
+            buf.reserve(1024.min(MAX_HEAD + 1 - buf.len()).max(256));
+        }
+        let read = tokio::select! {
+            biased;
+            () = drain.cancelled(), if buf.is_empty() => return Err(false),
+            read = tokio::time::timeout_at(deadline, io.read_buf(buf)) => read,
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(false),
+            Ok(Ok(_)) => {}
+            Err(_) => return Err(true),
+        }
+    }
+}
+
+/// Resolves when the peer closed its side (or the connection failed). Bytes it sends meanwhile (a pipelined next
+/// request) are kept in `buf` up to [`MAX_HEAD`]; after that it stops reading.
+async fn peer_gone<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) {
+    loop {
+        if buf.len() > MAX_HEAD {
+            return std::future::pending().await;
+        }
+        buf.reserve(256);
+        match io.read_buf(buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Writes a whole response (its body collected: refusals and long-poll answers are small and bounded).
+async fn respond<IO>(
+    io: &mut IO,
+    response: Response<Body>,
+    keep_alive: bool,
+    drain: &CancellationToken,
+) -> Then
+where
+    IO: AsyncWrite + Unpin,
+{
+    let (parts, body) = response.into_parts();
+    let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
+        return Then::Drop;
+    };
+    let keep_alive = keep_alive && !drain.is_cancelled();
+    let mut out = Vec::with_capacity(256 + body.len());
+    write::head(&mut out, &parts, Framing::Length(body.len()), !keep_alive);
+    out.extend_from_slice(&body);
+    if io.write_all(&out).await.is_err() {
+        return Then::Drop;
+    }
+    if keep_alive {
+        Then::KeepAlive
+    } else {
+        Then::Close
+    }
+}
+
+/// Streams an SSE response: chunked (HTTP/1.1) or until the close (HTTP/1.0). Each wake-up of the feed is one
+/// write; a write blocked on a client that stopped reading ends when the hub kicks it.
+async fn sse<IO>(
+    io: &mut IO,
+    response: Response<Feed>,
+    chunked: bool,
+    kick: &CancellationToken,
+) -> Then
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let (parts, mut feed) = response.into_parts();
+    let mut out = Vec::with_capacity(512);
+    let framing = if chunked {
+        Framing::Chunked
+    } else {
+        Framing::Close
+    };
+    write::head(&mut out, &parts, framing, !chunked);
+    let mut ignored = 0usize;
+    let mut scratch = [0u8; 64];
+    loop {
+        let at = if chunked {
+            write::begin_chunk(&mut out)
+        } else {
+            out.len()
+        };
+        let more = loop {
+            tokio::select! {
+                biased;
+                more = feed.fill(&mut out) => break more,
+                read = io.read(&mut scratch) => match read {
+                    Ok(0) | Err(_) => return Then::Drop,
+                    Ok(n) => {
+                        ignored += n;
+                        if ignored > MAX_IGNORED {
+                            return Then::Drop;
+                        }
+                    }
+                },
+            }
+        };
+        let from = if chunked {
+            write::end_chunk(&mut out, at)
+        } else {
+            0
+        };
+        if !more && chunked {
+            out.extend_from_slice(write::LAST_CHUNK);
+        }
+        if out.len() > from {
+            tokio::select! {
+                biased;
+                written = io.write_all(&out[from..]) => if written.is_err() {
+                    return Then::Drop;
+                },
+                () = kick.cancelled() => return Then::Drop,
+            }
+        }
+        if !more {
+            return Then::Close;
+        }
+        // Nothing is kept between writes: an idle stream holds no buffer.
+        out = Vec::new();
+    }
+}

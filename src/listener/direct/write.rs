@@ -1,0 +1,170 @@
+//! Bytes of HTTP/1.1 responses for the direct path: the status line and headers (with `date`, the body's framing
+//! and `connection: close` when the connection ends after it), and chunk framing written around a payload in place.
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::StatusCode;
+use http::header::DATE;
+use http::response::Parts;
+
+/// How a response's body is delimited.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Framing {
+    Length(usize),
+    Chunked,
+    /// Until the connection closes (HTTP/1.0 streams).
+    Close,
+    /// No body: `101 Switching Protocols`.
+    Upgrade,
+}
+
+/// Appends the response head.
+pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: Framing, close: bool) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(DATE) {
+        out.extend_from_slice(b"date: ");
+        date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) if bodyless(parts.status) => debug_assert_eq!(n, 0),
+        Framing::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Close | Framing::Upgrade => {}
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Statuses that never carry a body or `content-length` (RFC 9110 §6.4.1, §8.6).
+fn bodyless(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// Room for a chunk-size line: up to 8 hex digits and CRLF.
+const CHUNK_ROOM: usize = 10;
+
+/// Starts a chunk: reserves room for its size line. Returns where the chunk starts.
+pub fn begin_chunk(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0; CHUNK_ROOM]);
+    at
+}
+
+/// Ends the chunk begun at `at`: writes its size line right before the payload and the CRLF after it (an empty
+/// payload leaves no chunk, as an empty chunk would end the body). Returns the offset in `out` the bytes to send
+/// start from.
+pub fn end_chunk(out: &mut Vec<u8>, at: usize) -> usize {
+    let len = out.len() - at - CHUNK_ROOM;
+    if len == 0 {
+        out.truncate(at);
+        return 0;
+    }
+    let mut line = [0u8; CHUNK_ROOM];
+    let mut cursor = std::io::Cursor::new(&mut line[..]);
+    // At most 8 hex digits: a chunk is never 4 GiB.
+    let _ = write!(cursor, "{len:x}\r\n");
+    let n = usize::try_from(cursor.position()).unwrap_or(CHUNK_ROOM);
+    let start = at + CHUNK_ROOM - n;
+    out[start..at + CHUNK_ROOM].copy_from_slice(&line[..n]);
+    out.extend_from_slice(b"\r\n");
+    if at == 0 {
+        return start;
+    }
+    // Something (a head) precedes the chunk: close the room's unused part.
+    out.drain(at..start);
+    0
+}
+
+/// The last chunk of a chunked body.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Appends the current `date` value (formatted once a second per thread).
+fn date(out: &mut Vec<u8>) {
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(cached.1.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(status: StatusCode) -> Parts {
+        let mut response = http::Response::new(());
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert("content-type", "text/plain".parse().unwrap());
+        response.into_parts().0
+    }
+
+    #[test]
+    fn a_head_carries_date_framing_and_close() {
+        let mut out = Vec::new();
+        head(&mut out, &parts(StatusCode::OK), Framing::Length(12), true);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: "));
+        assert!(text.ends_with("content-length: 12\r\nconnection: close\r\n\r\n"));
+        let mut out = Vec::new();
+        head(
+            &mut out,
+            &parts(StatusCode::NO_CONTENT),
+            Framing::Length(0),
+            false,
+        );
+        assert!(!String::from_utf8(out).unwrap().contains("content-length"));
+    }
+
+    #[test]
+    fn chunks_are_framed_in_place() {
+        let mut out = Vec::new();
+        let at = begin_chunk(&mut out);
+        out.extend_from_slice(&[b'x'; 300]);
+        let from = end_chunk(&mut out, at);
+        assert_eq!(&out[from..from + 5], b"12c\r\n");
+        assert!(out.ends_with(b"x\r\n"));
+        assert_eq!(out.len() - from, 5 + 300 + 2);
+
+        let mut out = b"HEAD".to_vec();
+        let at = begin_chunk(&mut out);
+        out.extend_from_slice(b"abc");
+        assert_eq!(end_chunk(&mut out, at), 0);
+        assert_eq!(out, b"HEAD3\r\nabc\r\n");
+
+        let mut out = b"HEAD".to_vec();
+        let at = begin_chunk(&mut out);
+        assert_eq!(end_chunk(&mut out, at), 0);
+        assert_eq!(out, b"HEAD");
+    }
+}
