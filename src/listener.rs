@@ -10,9 +10,12 @@ mod prefixed;
 pub mod watch;
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use futures_util::future::Either;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -28,7 +31,6 @@ use crate::metrics::Metrics;
 use crate::route::{ConnGuard, ConnInfo};
 use crate::server::{self, Router};
 use crate::tls::ServerTls;
-use direct::Handoff;
 use prefixed::Prefixed;
 use watch::{Acceptor, Activity, Close};
 
@@ -46,6 +48,7 @@ pub struct Shared {
 
 /// Accepts until the drain starts.
 pub async fn serve(listener: TcpListener, tls: Option<Arc<ServerTls>>, shared: Shared) {
+    let shared = Arc::new(shared);
     let mut acceptor = Acceptor::new(
         listener,
         shared.permits.clone(),
@@ -60,47 +63,43 @@ pub async fn serve(listener: TcpListener, tls: Option<Arc<ServerTls>>, shared: S
                 None => break,
             },
         };
-        let accepted_at = Instant::now();
+        let first_by = Instant::now() + shared.limits.handshake_timeout;
         shared.metrics.tcp_accepted.inc();
         let _ = tcp.set_nodelay(true);
-        let shared = shared.clone();
-        let tls = tls.clone();
-        let span = tracing::debug_span!("conn", %peer);
-        let connections = shared.connections.clone();
-        connections.spawn(tracing::Instrument::instrument(
-            async move {
-                let guard = ConnGuard {
-                    permit: Arc::new(permit),
-                    tasks: shared.connections.clone(),
-                };
-                connection(tcp, peer, accepted_at, tls, shared, guard).await;
+        let info = ConnInfo {
+            peer,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            kick: CancellationToken::new(),
+            guard: ConnGuard {
+                permit: Arc::new(permit),
+                tasks: shared.connections.clone(),
             },
-            span,
-        ));
+        };
+        // One task per connection, as small as its wait for a request head: the TLS state and hyper's connection
+        // state are boxed, for the connections that need them.
+        let task = match &tls {
+            None => Either::Left(direct::serve(tcp, info, first_by, shared.clone())),
+            Some(tls) => Either::Right(boxed(serve_tls(
+                tcp,
+                tls.clone(),
+                info,
+                first_by,
+                shared.clone(),
+            ))),
+        };
+        let span = tracing::debug_span!("conn", %peer);
+        shared
+            .connections
+            .spawn(tracing::Instrument::instrument(task, span));
     }
 }
 
-async fn connection(
-    tcp: TcpStream,
-    peer: std::net::SocketAddr,
-    accepted_at: Instant,
-    tls: Option<Arc<ServerTls>>,
-    shared: Shared,
-    guard: ConnGuard,
-) {
-    let first_by = accepted_at + shared.limits.handshake_timeout;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let info = ConnInfo {
-        peer,
-        scheme,
-        kick: CancellationToken::new(),
-        guard,
-    };
-    match tls {
-        None => serve_http(tcp, info, first_by, shared, false).await,
-        // Boxed: a plaintext connection's task does not carry the TLS state's size.
-        Some(tls) => Box::pin(serve_tls(tcp, tls, info, first_by, shared)).await,
-    }
+/// `future` in a box of its own, built outside the caller's state (so the caller's future reserves no room for it).
+fn boxed<'a, F>(future: F) -> Pin<Box<dyn Future<Output = F::Output> + Send + 'a>>
+where
+    F: Future + Send + 'a,
+{
+    Box::pin(future)
 }
 
 async fn serve_tls(
@@ -108,7 +107,7 @@ async fn serve_tls(
     tls: Arc<ServerTls>,
     info: ConnInfo,
     first_by: Instant,
-    shared: Shared,
+    shared: Arc<Shared>,
 ) {
     let handshake = tokio::time::timeout_at(first_by, tls.acceptor().accept(tcp)).await;
     let stream = match handshake {
@@ -132,8 +131,12 @@ async fn serve_tls(
             return;
         }
     };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve_http(stream, info, first_by, shared, h2).await;
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let io = Prefixed::new(bytes::BytesMut::new(), stream);
+        serve_hyper(io, info, first_by, shared).await;
+    } else {
+        direct::serve(stream, info, first_by, shared).await;
+    }
 }
 
 /// Counts and logs a connection closed by the watch.
@@ -153,26 +156,9 @@ pub(crate) fn closed(metrics: &Metrics, listener: &'static str, reason: Close) {
     }
 }
 
-/// Serves HTTP on a connection: the direct HTTP/1.1 path first (unless ALPN chose `h2`), hyper for what it
-/// hands over.
-async fn serve_http<IO>(io: IO, info: ConnInfo, first_by: Instant, shared: Shared, h2: bool)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (io, first_by) = if h2 {
-        (Prefixed::new(bytes::BytesMut::new(), io), first_by)
-    } else {
-        match direct::serve(io, &info, first_by, &shared).await {
-            Handoff::Done => return,
-            Handoff::Hyper(io, next_by) => (io, next_by),
-        }
-    };
-    // Boxed: connections the direct path serves do not carry hyper's connection state.
-    Box::pin(serve_hyper(io, info, first_by, shared)).await;
-}
-
-/// Serves a connection with hyper (HTTP/1.1 and HTTP/2) until it ends, is kicked, idles out, or drains.
-async fn serve_hyper<IO>(io: IO, info: ConnInfo, first_by: Instant, shared: Shared)
+/// Serves a connection with hyper (HTTP/1.1 and HTTP/2) until it ends, is kicked, idles out, or drains: HTTP/2
+/// (ALPN `h2`, or the prior-knowledge preface) and whatever the direct path hands over.
+async fn serve_hyper<IO>(io: Prefixed<IO>, info: ConnInfo, first_by: Instant, shared: Arc<Shared>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -321,11 +321,11 @@ fn read(
                 .as_deref()
                 .and_then(|q| negotiate::query_param(q, "open"))
                 .is_some_and(|v| v == "1");
-            Served::Sse(transports::sse::serve(
+            Served::Sse(Box::new(transports::sse::serve(
                 ctx,
                 last_event_id.as_deref(),
                 announce,
-            ))
+            )))
         }
         TransportKind::Ws => transports::ws::serve(ctx, &req, last_event_id),
         TransportKind::LongPoll => {

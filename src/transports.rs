@@ -23,12 +23,12 @@ use crate::{Body, full_body};
 pub enum Served {
     /// A complete response (a refusal, an immediate long-poll answer).
     Now(Response<Body>),
-    /// SSE: the head now, then the feed's bytes.
-    Sse(Response<sse::Feed>),
+    /// SSE: the head now, then the feed's bytes (boxed, as the WebSocket: the enum stays small).
+    Sse(Box<Response<sse::Feed>>),
     /// A held long-poll: its response once answered (boxed, so a waiting poll costs only its own state).
     Held(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
     /// WebSocket: the handshake answer, then the session on the connection.
-    Ws(Response<ws::Upgrade>),
+    Ws(Box<Response<ws::Upgrade>>),
 }
 
 impl Served {

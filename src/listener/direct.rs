@@ -10,6 +10,7 @@
 mod head;
 mod write;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -30,14 +31,6 @@ use crate::transports::sse::Feed;
 use head::{MAX_HEAD, Parsed};
 use write::Framing;
 
-/// How a connection left the direct path.
-pub enum Handoff<IO> {
-    /// Served and closed.
-    Done,
-    /// hyper serves the rest (the bytes read so far come first), its next request head due by the deadline.
-    Hyper(Prefixed<IO>, Instant),
-}
-
 /// Bytes a client may send while its SSE stream is open (they are read and discarded); more closes it.
 const MAX_IGNORED: usize = 64 * 1024;
 /// How long closing the connection (flush, TLS close_notify, FIN) may take.
@@ -51,13 +44,8 @@ enum Then {
     Drop,
 }
 
-/// Serves the connection's requests until it closes or has to go to hyper.
-pub async fn serve<IO>(
-    mut io: IO,
-    info: &ConnInfo,
-    first_by: Instant,
-    shared: &Shared,
-) -> Handoff<IO>
+/// Serves the connection's requests until it closes; hands it to hyper when a request needs it.
+pub async fn serve<IO>(mut io: IO, info: ConnInfo, first_by: Instant, shared: Arc<Shared>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -66,12 +54,12 @@ where
     loop {
         let (req, len) = match next_head(&mut io, &mut buf, deadline.0, &shared.drain).await {
             Ok(Some(head)) => head,
-            Ok(None) => return Handoff::Hyper(Prefixed::new(buf, io), deadline.0),
+            Ok(None) => return to_hyper(Prefixed::new(buf, io), info, deadline.0, shared).await,
             Err(timed_out) => {
                 if timed_out {
                     closed(&shared.metrics, "client", deadline.1);
                 }
-                return Handoff::Done;
+                return;
             }
         };
         let router = shared.router.load_full();
@@ -80,52 +68,25 @@ where
             false => None,
         };
         let Some(route) = route else {
-            return Handoff::Hyper(Prefixed::new(buf, io), deadline.0);
+            return to_hyper(Prefixed::new(buf, io), info, deadline.0, shared).await;
         };
         buf.advance(len);
         if buf.is_empty() {
             buf = BytesMut::new();
         }
-        let keep_alive = head::keep_alive(&req);
-        let chunked = req.version() == http::Version::HTTP_11;
-        let served = match route {
-            Err(refusal) => Served::Now(refusal),
-            Ok((route, params)) => {
-                Box::pin(server::reader(&router, route, params, req, info.clone())).await
-            }
-        };
-        drop(router);
-        let then = match served {
-            Served::Now(response) => respond(&mut io, response, keep_alive, &shared.drain).await,
-            Served::Held(held) => {
-                let response = tokio::select! {
-                    response = held => response,
-                    () = peer_gone(&mut io, &mut buf) => return Handoff::Done,
-                };
-                respond(&mut io, response, keep_alive, &shared.drain).await
-            }
-            Served::Sse(response) => sse(&mut io, response, chunked, &info.kick).await,
-            Served::Ws(response) => {
-                let (parts, upgrade) = response.into_parts();
-                let mut out = Vec::new();
-                write::head(&mut out, &parts, Framing::Upgrade, false);
-                if io.write_all(&out).await.is_err() {
-                    return Handoff::Done;
-                }
-                drop(out);
-                upgrade
-                    .run(Prefixed::new(std::mem::take(&mut buf), io))
-                    .await;
-                return Handoff::Done;
-            }
-        };
+        // Boxed: the connection's own state stays as small as a wait for the next head; each request's state
+        // (a held poll, an SSE stream, a WebSocket session) lives in a box of its own size.
+        let then = super::boxed(request(
+            &mut io, &mut buf, req, route, router, &info, &shared,
+        ))
+        .await;
         match then {
             Then::KeepAlive => {}
             Then::Close => {
                 let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, io.shutdown()).await;
-                return Handoff::Done;
+                return;
             }
-            Then::Drop => return Handoff::Done,
+            Then::Drop => return,
         }
         let limits = &shared.limits;
         deadline = if limits.handshake_timeout <= limits.idle_connection_timeout {
@@ -136,6 +97,66 @@ where
         } else {
             (Instant::now() + limits.idle_connection_timeout, Close::Idle)
         };
+    }
+}
+
+/// hyper serves the rest of the connection (the bytes read so far come first), its next head due by `next_by`.
+fn to_hyper<IO>(
+    io: Prefixed<IO>,
+    info: ConnInfo,
+    next_by: Instant,
+    shared: Arc<Shared>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    super::boxed(super::serve_hyper(io, info, next_by, shared))
+}
+
+/// Serves one request the direct path took.
+async fn request<IO>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    req: http::Request<()>,
+    route: Result<server::RouteMatch, Response<Body>>,
+    router: std::sync::Arc<server::Router>,
+    info: &ConnInfo,
+    shared: &Shared,
+) -> Then
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let keep_alive = head::keep_alive(&req);
+    let chunked = req.version() == http::Version::HTTP_11;
+    let served = match route {
+        Err(refusal) => Served::Now(refusal),
+        Ok((route, params)) => {
+            super::boxed(server::reader(&router, route, params, req, info.clone())).await
+        }
+    };
+    drop(router);
+    match served {
+        Served::Now(response) => respond(io, response, keep_alive, &shared.drain).await,
+        Served::Held(held) => {
+            let response = tokio::select! {
+                response = held => response,
+                () = peer_gone(io, buf) => return Then::Drop,
+            };
+            respond(io, response, keep_alive, &shared.drain).await
+        }
+        Served::Sse(response) => super::boxed(sse(io, *response, chunked, &info.kick)).await,
+        Served::Ws(response) => {
+            let (parts, upgrade) = response.into_parts();
+            let mut out = Vec::new();
+            write::head(&mut out, &parts, Framing::Upgrade, false);
+            drop(parts);
+            if io.write_all(&out).await.is_err() {
+                return Then::Drop;
+            }
+            drop(out);
+            super::boxed(upgrade.run(Prefixed::new(std::mem::take(buf), &mut *io))).await;
+            Then::Drop
+        }
     }
 }
 

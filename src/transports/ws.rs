@@ -25,7 +25,7 @@ pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 pub const READ_BUFFER: usize = 4 * 1024;
 /// Read buffer of a client session: clients send little (pongs, small messages); a larger message is read in
 /// several reads. Idle sessions keep this much each.
-pub const SESSION_READ_BUFFER: usize = 1024;
+pub const SESSION_READ_BUFFER: usize = 512;
 /// Bytes gathered before a write to the socket (a batch of events is flushed whole anyway).
 pub const WRITE_BUFFER: usize = 4 * 1024;
 /// Cap of the write buffer. The sink flushes before taking another message, so it holds at most
@@ -42,7 +42,7 @@ impl Upgrade {
     /// Serves the session on the connection until it ends.
     pub async fn run<IO>(self, io: IO)
     where
-        IO: AsyncRead + AsyncWrite + Unpin,
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
         self.session.run(io, self.config).await;
     }
@@ -95,7 +95,7 @@ pub fn serve(ctx: StreamContext, req: &Request<()>, last_event_id: Option<String
         // RFC 8441 §5: a 2xx answer to the extended CONNECT opens the tunnel.
         handshake::Accepted::Http2 => *response.status_mut() = StatusCode::OK,
     }
-    Served::Ws(response)
+    Served::Ws(Box::new(response))
 }
 
 /// A 400 for a malformed handshake (naming the version we speak when that was the problem, RFC 6455 §4.4).

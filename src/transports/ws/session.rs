@@ -90,7 +90,7 @@ impl Session {
     /// Serves the session until it ends, then closes the connection.
     pub async fn run<IO>(self, io: IO, config: WebSocketConfig)
     where
-        IO: AsyncRead + AsyncWrite + Unpin,
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let Session {
             ctx,
@@ -112,7 +112,10 @@ impl Session {
         drop(subscription);
         tracing::debug!(stream = %ctx.key, ?end, "WebSocket session ended");
         if let Ok(ws) = sink.reunite(stream) {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close(ws, end)).await;
+            // Boxed: a session does not carry the closing handshake's room while it runs.
+            let closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+                Box::pin(close(ws, end));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
         }
     }
 }
@@ -215,9 +218,15 @@ where
         let content_type = HeaderValue::from_static(content_type);
         // Pongs are not read while a message is forwarded: the peer gets a fresh allowance afterwards.
         liveness.forwarding.store(true, Ordering::Relaxed);
-        let result = forwarder
-            .forward(&ctx.key, "ws", forwarded.clone(), Some(content_type), body)
-            .await;
+        // Boxed: an idle session does not carry the room of an HTTP request to the application.
+        let result = Box::pin(forwarder.forward(
+            &ctx.key,
+            "ws",
+            forwarded.clone(),
+            Some(content_type),
+            body,
+        ))
+        .await;
         liveness.unanswered.store(0, Ordering::Relaxed);
         liveness.forwarding.store(false, Ordering::Relaxed);
         let outcome = match result {
@@ -272,7 +281,7 @@ fn hung_up(error: &WsError) -> End {
 /// Ends the connection as `end` says, then shuts the transport down (TCP FIN, or END_STREAM on HTTP/2).
 async fn close<IO>(mut ws: WebSocketStream<IO>, end: End)
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (code, reason, wait) = match end {
         End::Drop => return,
