@@ -1,7 +1,8 @@
 //! The event source: either an SSE upstream that pushbridge connects to (`--upstream ADDR`: every `GET` gets the
 //! same live `text/event-stream`, WHATWG HTML §9.2.5), or a publisher that `POST`s each event's data to a URL
-//! (`--publish URL`, for brokers such as Nginx + Nchan). Each event's data is `ts=<unix µs> ` padded with `x` to
-//! `--size` bytes; the time is taken when the event is sent.
+//! (`--publish URL`, for brokers such as Nginx + Nchan). Each event's data is `seq=<n> ts=<unix µs> ` padded with
+//! `x` to `--size` bytes: `n` counts 1, 2, … per tick of the source (an SSE upstream also sends it as the `id:`),
+//! and the time is taken when the event is sent.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,13 +18,13 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{TS_MARKER, now_micros};
+use crate::stats::{SEQ_MARKER, TS_MARKER, now_micros};
 
 type BoxError = pushbridge::BoxError;
 
-/// Event data of `size` bytes carrying the current time.
-fn data(size: usize) -> String {
-    let mut data = format!("{TS_MARKER}{} ", now_micros());
+/// Event data of `size` bytes carrying `seq` and the current time.
+fn data(seq: u64, size: usize) -> String {
+    let mut data = format!("{SEQ_MARKER}{seq} {TS_MARKER}{} ", now_micros());
     if data.len() < size {
         data.extend(std::iter::repeat_n('x', size - data.len()));
     }
@@ -80,7 +81,7 @@ pub async fn serve(listener: TcpListener, rate: u32, size: usize, stop: Cancella
                 let frame = pushbridge::sse::encode_event(
                     Some(&seq.to_string()),
                     Some("tick"),
-                    &data(size),
+                    &data(seq, size),
                 );
                 // No receiver yet is fine: nobody is connected.
                 let _ = events.send(frame);
@@ -139,8 +140,8 @@ pub async fn publish(
     let mut sender = None;
     let mut failures = 0;
     let mut ticker = Ticker::new(rate, stop);
-    while ticker.next().await.is_some() {
-        if let Err(error) = post(&mut sender, &url, addr, data(size)).await {
+    while let Some(seq) = ticker.next().await {
+        if let Err(error) = post(&mut sender, &url, addr, data(seq, size)).await {
             failures += 1;
             sender = None;
             eprintln!("publish failed: {error}");
