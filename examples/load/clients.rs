@@ -62,12 +62,14 @@ pub struct Target {
     pub h2: Option<H2Pool>,
 }
 
+type H2Sender = http2::SendRequest<Empty<Bytes>>;
+
 /// The shared HTTP/2 connections of `--h2`: client `i` uses slot `i / streams_per_conn`; a slot reconnects when
 /// its connection has closed.
 #[derive(Clone)]
 pub struct H2Pool {
     pub streams_per_conn: u32,
-    slots: Arc<[Mutex<Option<http2::SendRequest<Empty<Bytes>>>>]>,
+    slots: Arc<[Mutex<Option<H2Sender>>]>,
 }
 
 impl H2Pool {
@@ -86,11 +88,7 @@ impl H2Pool {
         self.slots.len()
     }
 
-    async fn sender(
-        &self,
-        client: u32,
-        addr: SocketAddr,
-    ) -> Result<http2::SendRequest<Empty<Bytes>>, BoxError> {
+    async fn sender(&self, client: u32, addr: SocketAddr) -> Result<H2Sender, BoxError> {
         let slot = &self.slots[(client / self.streams_per_conn) as usize];
         let mut slot = slot.lock().await;
         if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {

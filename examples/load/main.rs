@@ -357,10 +357,10 @@ async fn drive(args: &Args, target: Target) -> Report {
         }
         _ => None,
     };
-    let cpu_seconds = match cpu_start.0.zip(cpu_end.0) {
-        Some((start, end)) => Some(end.saturating_sub(start).as_secs_f64()),
-        None => None,
-    };
+    let cpu_seconds = cpu_start
+        .0
+        .zip(cpu_end.0)
+        .map(|(start, end)| end.saturating_sub(start).as_secs_f64());
     Report {
         transport: args.transport.name().to_owned(),
         protocol,
@@ -400,10 +400,10 @@ async fn drive(args: &Args, target: Target) -> Report {
 fn print_report(r: &Report) {
     let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
     let kib = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
-    println!("transport         {}", r.transport);
+    println!("transport         {} over {}", r.transport, r.protocol);
     println!(
-        "clients           {} connected of {} (in {:.1}s)",
-        r.connected, r.clients, r.connect_seconds
+        "clients           {} connected of {} (in {:.1}s) over {} TCP connections",
+        r.connected, r.clients, r.connect_seconds, r.connections
     );
     println!(
         "events            {} in {:.1}s = {:.0}/s total, {:.2}/s per client",
