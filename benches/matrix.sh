@@ -41,6 +41,7 @@ CONFIG=benches/pushbridge-bench.yaml
 TLS_CONFIG=benches/pushbridge-bench-tls.yaml
 LOAD=target/release/examples/load
 LOGS=target/bench-matrix-logs
+SEQ_LOG=$LOGS/seq.log
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 
 if [[ " $SERVERS " == *" nchan "* && ! -f $NCHAN_MODULE ]]; then
@@ -76,6 +77,7 @@ one_run() {
   local scenario=$1 server=$2 kind=$3 clients=$4 rate=$5 duration=$6
   local server_pid source="" pids target warm=() flags=() transport=$kind dir=""
   [[ $kind == tls || $kind == h2 ]] && transport=sse
+  : > "$SEQ_LOG"   # what this run's source publishes: one "seq ts" line per event
   if [[ $server == nchan ]]; then
     dir=$(mktemp -d)
     sed -e "s|{{DIR}}|$dir|g" -e "s|{{WORKERS}}|$NCHAN_WORKERS|g" benches/nchan.conf.in > "$dir/nginx.conf"
@@ -85,11 +87,12 @@ one_run() {
     pids=$(pgrep -P "$server_pid" | paste -sd,)   # the workers
     target=http://127.0.0.1:28180/sub/bench
     if [[ $rate != 0 ]]; then
-      "$LOAD" --publish http://127.0.0.1:28180/pub --rate "$rate" --size "$SIZE" --serve-for 30m 2>>"$LOGS/publisher.log" &
+      "$LOAD" --publish http://127.0.0.1:28180/pub --rate "$rate" --size "$SIZE" --seq-log "$SEQ_LOG" \
+        --serve-for 30m 2>>"$LOGS/publisher.log" &
       source=$!
     fi
   else
-    "$LOAD" --upstream 127.0.0.1:28081 --rate "$rate" --size "$SIZE" --serve-for 30m 2>/dev/null &
+    "$LOAD" --upstream 127.0.0.1:28081 --rate "$rate" --size "$SIZE" --seq-log "$SEQ_LOG" --serve-for 30m 2>/dev/null &
     source=$!; wait_port 28081
     local config=$CONFIG port=28080 scheme=http
     [[ $kind == tls ]] && { config=$TLS_CONFIG port=28443 scheme=https; }
@@ -105,7 +108,7 @@ one_run() {
   # One client first, so the stream (and pushbridge's upstream connection) exists before the "before" RSS sample.
   "$LOAD" --target "$target" --transport sse "${warm[@]}" --clients 1 --duration 1s --settle 0s >/dev/null 2>&1 || true
   "$LOAD" --target "$target" --transport "$transport" "${flags[@]}" --clients "$clients" --duration "$duration" \
-    --settle 2s --grace "$GRACE" --pid "$pids" --json 2>>"$LOGS/load.log" \
+    --settle 2s --grace "$GRACE" --pid "$pids" --seq-log "$SEQ_LOG" --json 2>>"$LOGS/load.log" \
     | sed "s/^{/{\"invocation\":\"$INVOCATION\",\"scenario\":\"$scenario\",\"server\":\"$server\",\"kind\":\"$kind\",\"rate\":$rate,/" \
     | tee -a "$OUT" | cut -c1-200 >&2
   stop "$source" "$server_pid"

@@ -93,6 +93,10 @@ struct Args {
     /// Bytes of data per event.
     #[arg(long, default_value_t = 200)]
     size: usize,
+    /// The source writes one `<seq> <ts>` line per event it publishes to this file; the clients read it at the
+    /// window's end to know which events every client owes (without it: the span as the clients saw it).
+    #[arg(long)]
+    seq_log: Option<std::path::PathBuf>,
     /// Without --target: how long to serve the upstream (or publish) before exiting.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     serve_for: Duration,
@@ -201,6 +205,13 @@ async fn start_source(
     stop: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, BoxError> {
     let (rate, size) = (args.rate, args.size);
+    let log = match (
+        &args.seq_log,
+        args.upstream.is_some() || args.publish.is_some(),
+    ) {
+        (Some(path), true) => Some(upstream::SeqLog::create(path)?),
+        _ => None,
+    };
     if let Some(addr) = args.upstream {
         loopback(addr.ip())?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -209,7 +220,7 @@ async fn start_source(
             listener.local_addr()?
         );
         return Ok(Some(tokio::spawn(upstream::serve(
-            listener, rate, size, stop,
+            listener, rate, size, log, stop,
         ))));
     }
     if let Some(url) = &args.publish {
@@ -217,7 +228,7 @@ async fn start_source(
         let url = url.clone();
         eprintln!("publisher: POSTing to {url} ({rate} events/s of {size} B)");
         return Ok(Some(tokio::spawn(async move {
-            let failures = upstream::publish(url, addr, rate, size, stop).await;
+            let failures = upstream::publish(url, addr, rate, size, log, stop).await;
             if failures > 0 {
                 eprintln!("publisher: {failures} failed posts");
             }
@@ -338,7 +349,17 @@ async fn drive(args: &Args, target: Target) -> Report {
             Err(_) => errors += 1,
         }
     }
-    let (missing, owed_per_client) = stats::missing(tallies.iter());
+    let published = match &args.seq_log {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(log) => Some(window.owed_range(&log)),
+            Err(error) => {
+                eprintln!("load: {}: {error}", path.display());
+                None
+            }
+        },
+        None => None,
+    };
+    let (missing, owed_per_client) = stats::missing(tallies.iter(), published);
     let duplicated = tallies.iter().map(|t| t.duplicated).sum();
     let mut events = 0;
     let mut latencies = Vec::with_capacity(tallies.iter().map(|t| t.latencies.len()).sum());

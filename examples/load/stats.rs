@@ -190,14 +190,17 @@ impl Tally {
     }
 }
 
-/// Missing events over all clients: each owes every seq in `low..=high` (the span as all clients saw it).
-pub fn missing<'a>(tallies: impl Iterator<Item = &'a Tally> + Clone) -> (u64, u64) {
-    let low = tallies
-        .clone()
-        .map(|t| t.span_low)
-        .min()
-        .unwrap_or(u64::MAX);
-    let high = tallies.clone().map(|t| t.span_high).max().unwrap_or(0);
+/// Missing events over all clients, and the events each owes: every seq in `published` (the source's own record,
+/// `Window::owed_range`) or else in the span as all clients together saw it.
+pub fn missing<'a>(
+    tallies: impl Iterator<Item = &'a Tally> + Clone,
+    published: Option<(u64, u64)>,
+) -> (u64, u64) {
+    let (low, high) = published.unwrap_or_else(|| {
+        let low = tallies.clone().map(|t| t.span_low).min();
+        let high = tallies.clone().map(|t| t.span_high).max();
+        (low.unwrap_or(u64::MAX), high.unwrap_or(0))
+    });
     let owed = if high >= low { high - low + 1 } else { 0 };
     let missing = tallies.map(|t| owed.saturating_sub(t.in_span)).sum();
     (missing, owed)
@@ -237,6 +240,20 @@ impl Window {
         self.0.span_from.store(now, Ordering::Relaxed);
         self.0.span_to.store(now + span, Ordering::Relaxed);
         self.0.open.store(true, Ordering::Release);
+    }
+
+    /// The lowest and highest seq of the source's log (`<seq> <ts>` lines) stamped inside the span
+    /// (`(u64::MAX, 0)`, owing nothing, when none is).
+    pub fn owed_range(&self, log: &str) -> (u64, u64) {
+        log.lines()
+            .filter_map(|line| {
+                let (seq, ts) = line.split_once(' ')?;
+                Some((seq.parse::<u64>().ok()?, ts.trim().parse::<u64>().ok()?))
+            })
+            .filter(|&(_, ts)| self.in_span(ts))
+            .fold((u64::MAX, 0), |(low, high), (seq, _)| {
+                (low.min(seq), high.max(seq))
+            })
     }
 
     pub fn close(&self) {
@@ -400,7 +417,17 @@ mod tests {
         b.record(&window, at(11, to + 1)); // after the close: not counted at all
         assert_eq!((a.duplicated, b.duplicated), (2, 0));
         assert_eq!((a.in_span, b.in_span), (9, 8));
-        assert_eq!(missing([&a, &b].into_iter()), (1, 9));
+        assert_eq!(missing([&a, &b].into_iter(), None), (1, 9));
+        // The source's log says seq 11 was stamped inside the span too: both owe it.
+        let log = format!(
+            "1 1\n2 {}\n10 {}\n11 {}\n12 {}\n",
+            from + 2,
+            from + 10,
+            to,
+            to + 1
+        );
+        assert_eq!(window.owed_range(&log), (2, 11));
+        assert_eq!(missing([&a, &b].into_iter(), Some((2, 11))), (3, 10));
         assert_eq!(a.events, 10);
     }
 
@@ -414,7 +441,13 @@ mod tests {
             a.record(&window, at(seq, from + seq));
         }
         let silent = Tally::default();
-        assert_eq!(missing([&a, &silent].into_iter()), (3, 3));
+        assert_eq!(missing([&a, &silent].into_iter(), None), (3, 3));
+        // Nobody received anything (a server seconds behind): only the source's log knows what was owed.
+        let log = format!("1 {}\n2 {}\n", from + 1, from + 2);
+        let range = window.owed_range(&log);
+        assert_eq!(range, (1, 2));
+        let nothing = [Tally::default(), Tally::default()];
+        assert_eq!(missing(nothing.iter(), Some(range)), (4, 2));
     }
 
     #[test]
