@@ -69,6 +69,19 @@ wait_port() { # until something accepts on 127.0.0.1:$1
   for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
   echo "matrix: nothing listening on $1" >&2; return 1
 }
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# The fixed ports of benches/*.yaml and nchan.conf.in: another benchmark (benches/load.sh, a second matrix) using
+# them would be measured instead of this run's server, so wait for them to be free, then give up.
+ports_free() {
+  for _ in $(seq 120); do
+    local busy=""
+    for port in "$@"; do port_busy "$port" && busy+=" $port"; done
+    [[ -z $busy ]] && return 0
+    echo "matrix: port(s)$busy in use (another benchmark?); waiting" >&2; sleep 5
+  done
+  echo "matrix: ports $* still in use; giving up" >&2; exit 1
+}
+alive() { kill -0 "$1" 2>/dev/null || { echo "matrix: $2 exited at start (see $LOGS)" >&2; exit 1; }; }
 stop() { for pid in "$@"; do [[ -z $pid ]] || { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }; done; }
 
 # one_run SCENARIO SERVER KIND CLIENTS RATE DURATION: a fresh server (and source), one warm-up client, then the
@@ -79,10 +92,11 @@ one_run() {
   [[ $kind == tls || $kind == h2 ]] && transport=sse
   : > "$SEQ_LOG"   # what this run's source publishes: one "seq ts" line per event
   if [[ $server == nchan ]]; then
+    ports_free 28180
     dir=$(mktemp -d)
     sed -e "s|{{DIR}}|$dir|g" -e "s|{{WORKERS}}|$NCHAN_WORKERS|g" benches/nchan.conf.in > "$dir/nginx.conf"
     nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;' &
-    server_pid=$!; wait_port 28180
+    server_pid=$!; wait_port 28180; alive "$server_pid" nginx
     for _ in $(seq 50); do (( $(pgrep -c -P "$server_pid" || true) >= NCHAN_WORKERS )) && break; sleep 0.1; done
     pids=$(pgrep -P "$server_pid" | paste -sd,)   # the workers
     target=http://127.0.0.1:28180/sub/bench
@@ -92,12 +106,13 @@ one_run() {
       source=$!
     fi
   else
+    ports_free 28080 28081 28090 28443
     "$LOAD" --upstream 127.0.0.1:28081 --rate "$rate" --size "$SIZE" --seq-log "$SEQ_LOG" --serve-for 30m 2>/dev/null &
     source=$!; wait_port 28081
     local config=$CONFIG port=28080 scheme=http
     [[ $kind == tls ]] && { config=$TLS_CONFIG port=28443 scheme=https; }
     "$PUSHBRIDGE" run -c "$config" >>"$LOGS/pushbridge.log" 2>&1 &
-    server_pid=$!; wait_port "$port"
+    server_pid=$!; wait_port "$port"; sleep 0.2; alive "$server_pid" "$PUSHBRIDGE"
     pids=$server_pid
     target=$scheme://127.0.0.1:$port/events/bench
   fi
