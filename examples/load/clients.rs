@@ -1,6 +1,6 @@
-//! One simulated client per task, for each transport: SSE (hyper HTTP/1.1 client, over TLS with `--tls`, or
-//! HTTP/2 streams sharing prior-knowledge h2c connections with `--h2`; event blocks found with
-//! [`SseScanner`], only `seq=`/`ts=` read), WebSocket (tokio-tungstenite with small buffers, RFC 6455) and
+//! One simulated client per task, for each transport: SSE (the lean HTTP/1.1 client of [`h1sse`], over TLS with
+//! `--tls`, or hyper's HTTP/2 client with streams sharing prior-knowledge h2c connections with `--h2`; event
+//! blocks found with [`SseScanner`], only `seq=`/`ts=` read), WebSocket (tokio-tungstenite with small buffers, RFC 6455) and
 //! long-poll (hyper, kept-alive, `last_event_id` carried between polls as docs/protocol.md describes). Each
 //! reports when it is connected, tallies events, and reconnects after a failure until `stop`.
 
@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::h1sse;
 use crate::stats::{SseScanner, Tally, Window, stamp};
 
 type BoxError = pushbridge::BoxError;
@@ -151,6 +152,7 @@ async fn session(
     }
     match connection {
         Connection::Sse(body) => read_sse(body, &shared.window, tally).await,
+        Connection::H1Sse(stream) => h1sse::read(stream, &shared.window, tally).await,
         Connection::Ws(socket) => read_ws(socket, &shared.window, tally).await,
         Connection::LongPoll(sender) => {
             poll_loop(sender, &shared.target, &shared.window, tally).await
@@ -159,7 +161,10 @@ async fn session(
 }
 
 enum Connection {
+    /// SSE over HTTP/2 (hyper).
     Sse(hyper::body::Incoming),
+    /// SSE over HTTP/1.1, plaintext or TLS.
+    H1Sse(h1sse::Stream),
     Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
     LongPoll(SendRequest<Empty<Bytes>>),
 }
@@ -191,17 +196,15 @@ async fn open(target: &Target, index: u32) -> Result<Connection, BoxError> {
             Ok(Connection::Ws(Box::new(socket)))
         }
         Transport::Sse => {
-            let mut sender = match &target.tls {
+            let host = target.addr.to_string();
+            let stream = match &target.tls {
                 Some(tls) => {
                     let name = ServerName::from(target.addr.ip());
-                    handshake(tls.connect(name, tcp).await?).await?
+                    h1sse::open(tls.connect(name, tcp).await?, &host, &target.path).await?
                 }
-                None => handshake(tcp).await?,
+                None => h1sse::open(tcp, &host, &target.path).await?,
             };
-            let request = get(target, &target.path)
-                .header("accept", "text/event-stream")
-                .body(Empty::new())?;
-            sse_body(sender.send_request(request).await?)
+            Ok(Connection::H1Sse(stream))
         }
         Transport::LongPoll => Ok(Connection::LongPoll(handshake(tcp).await?)),
     }

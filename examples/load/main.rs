@@ -16,6 +16,7 @@
 //! server) or share HTTP/2 connections (`--h2 --streams-per-conn K`). See docs/BENCHMARKS.md.
 
 mod clients;
+mod h1sse;
 mod stats;
 mod upstream;
 
