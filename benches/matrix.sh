@@ -65,9 +65,13 @@ echo "matrix: $INVOCATION, pushbridge $PUSHBRIDGE, JSON lines appended to $OUT, 
 cleanup() { local jobs; jobs=$(jobs -p); [[ -z "$jobs" ]] || kill $jobs 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-wait_port() { # until something accepts on 127.0.0.1:$1
-  for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "matrix: nothing listening on $1" >&2; return 1
+wait_port() { # PORT [PID]: until something accepts on 127.0.0.1:PORT (while PID lives), at most 60 s
+  for _ in $(seq 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    [[ -z ${2:-} ]] || kill -0 "$2" 2>/dev/null || { echo "matrix: pid $2 exited before listening on $1 (see $LOGS)" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "matrix: nothing listening on $1 after 60 s" >&2; exit 1
 }
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # The fixed ports of benches/*.yaml and nchan.conf.in: another benchmark (benches/load.sh, a second matrix) using
@@ -96,7 +100,7 @@ one_run() {
     dir=$(mktemp -d)
     sed -e "s|{{DIR}}|$dir|g" -e "s|{{WORKERS}}|$NCHAN_WORKERS|g" benches/nchan.conf.in > "$dir/nginx.conf"
     nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;' &
-    server_pid=$!; wait_port 28180; alive "$server_pid" nginx
+    server_pid=$!; wait_port 28180 "$server_pid"; alive "$server_pid" nginx
     for _ in $(seq 50); do (( $(pgrep -c -P "$server_pid" || true) >= NCHAN_WORKERS )) && break; sleep 0.1; done
     pids=$(pgrep -P "$server_pid" | paste -sd,)   # the workers
     target=http://127.0.0.1:28180/sub/bench
@@ -108,11 +112,11 @@ one_run() {
   else
     ports_free 28080 28081 28090 28443
     "$LOAD" --upstream 127.0.0.1:28081 --rate "$rate" --size "$SIZE" --seq-log "$SEQ_LOG" --serve-for 30m 2>/dev/null &
-    source=$!; wait_port 28081
+    source=$!; wait_port 28081 "$source"
     local config=$CONFIG port=28080 scheme=http
     [[ $kind == tls ]] && { config=$TLS_CONFIG port=28443 scheme=https; }
     "$PUSHBRIDGE" run -c "$config" >>"$LOGS/pushbridge.log" 2>&1 &
-    server_pid=$!; wait_port "$port"; sleep 0.2; alive "$server_pid" "$PUSHBRIDGE"
+    server_pid=$!; wait_port "$port" "$server_pid"; sleep 0.2; alive "$server_pid" "$PUSHBRIDGE"
     pids=$server_pid
     target=$scheme://127.0.0.1:$port/events/bench
   fi
