@@ -212,6 +212,46 @@ mod tests {
         assert!(d.feed(b"fffffffffffffffff\r\n", &mut |_| Ok(())).is_err());
     }
 
+    /// A real socket: a server answering one chunked SSE response, events split across writes, a replayed
+    /// event and the last chunk.
+    #[tokio::test]
+    async fn reads_a_chunked_stream_from_a_socket() {
+        use std::time::Duration;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while memchr::memmem::find(&head, b"\r\n\r\n").is_none() {
+                assert!(socket.read_buf(&mut head).await.unwrap() > 0);
+            }
+            assert!(head.starts_with(b"GET /events/bench HTTP/1.1\r\n"));
+            let events = [
+                "data: seq=1 ts=1\n\n",
+                "data: seq=2 ts=2\n\n",
+                "data: seq=2 ts=2\n\n",
+            ];
+            let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            for event in events {
+                out.extend_from_slice(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes());
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            for part in out.chunks(7) {
+                socket.write_all(part).await.unwrap();
+                socket.flush().await.unwrap();
+            }
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let stream = open(tcp, &addr.to_string(), "/events/bench").await.unwrap();
+        let window = Window::default();
+        window.open(Duration::from_secs(60), Duration::from_secs(0));
+        let mut tally = Tally::default();
+        let ended = read(stream, &window, &mut tally).await;
+        assert_eq!(ended.unwrap_err().to_string(), "stream ended");
+        assert_eq!((tally.events, tally.duplicated), (3, 1));
+        server.await.unwrap();
+    }
+
     #[test]
     fn reads_the_head() {
         let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
