@@ -46,7 +46,7 @@ one_run() { # server transport clients duration
   local server=$1 transport=$2 clients=$3 duration=$4 pid target publisher="" dir=""
   if [[ $server == nchan ]]; then
     dir=$(mktemp -d)
-    sed "s|{{DIR}}|$dir|g" benches/nchan.conf.in > "$dir/nginx.conf"
+    sed -e "s|{{DIR}}|$dir|g" -e "s|{{WORKERS}}|1|g" benches/nchan.conf.in > "$dir/nginx.conf"
     nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;' &
     local server_pid=$!; wait_port 28180
     pid=$(pgrep -P "$server_pid")   # the one worker

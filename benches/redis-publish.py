@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Appends RATE events/s of SIZE bytes to a Redis stream for benches/redis-load.sh, each one's data
-`ts=<unix µs> ` padded with `x` (what the load tool measures latency from), until killed.
+`seq=<n> ts=<unix µs> ` padded with `x` (what the load tool counts missing and duplicated events and measures
+latency from), until killed.
 
     python3 benches/redis-publish.py HOST PORT KEY RATE SIZE
 """
@@ -23,8 +24,10 @@ conn = socket.create_connection((host, port))
 reader = conn.makefile("rb")
 period = 1.0 / rate
 next_at = time.monotonic()
+seq = 0
 while True:
-    data = ("ts=%d " % int(time.time() * 1e6)).ljust(size, "x")
+    seq += 1
+    data = ("seq=%d ts=%d " % (seq, int(time.time() * 1e6))).ljust(size, "x")
     conn.sendall(command("XADD", key, "MAXLEN", "~", 10000, "*", "data", data))
     reader.readline()  # the entry id
     next_at += period

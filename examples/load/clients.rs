@@ -1,24 +1,30 @@
-//! One simulated client per task, for each transport: SSE (hyper HTTP/1.1 client, decoded with
-//! `pushbridge::sse::Decoder`), WebSocket (tokio-tungstenite with small buffers, RFC 6455) and long-poll
-//! (hyper, kept-alive, `last_event_id` carried between polls as docs/protocol.md describes). Each reports when it
-//! is connected, tallies events while the window is open, and reconnects after a failure until `stop`.
+//! One simulated client per task, for each transport: SSE (the lean HTTP/1.1 client of [`h1sse`], over TLS with
+//! `--tls`, or hyper's HTTP/2 client with streams sharing prior-knowledge h2c connections with `--h2`; event
+//! blocks found with [`SseScanner`], only `seq=`/`ts=` read), WebSocket (tokio-tungstenite with small buffers, RFC 6455) and
+//! long-poll (hyper, kept-alive, `last_event_id` carried between polls as docs/protocol.md describes). Each
+//! reports when it is connected, tallies events, and reconnects after a failure until `stop`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use pushbridge::sse::{Decoder, Item};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{Tally, Window, timestamps};
+use crate::h1sse;
+use crate::stats::{SseScanner, Tally, Window, stamp};
 
 type BoxError = pushbridge::BoxError;
 
@@ -45,12 +51,56 @@ impl Transport {
 }
 
 /// Where and how every client connects.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     /// Path and query of the stream.
     pub path: String,
     pub transport: Transport,
+    /// SSE over TLS (HTTP/1.1 by ALPN) with this connector.
+    pub tls: Option<TlsConnector>,
+    /// SSE as HTTP/2 streams: one shared h2c connection per slot, `streams_per_conn` clients per slot.
+    pub h2: Option<H2Pool>,
+}
+
+type H2Sender = http2::SendRequest<Empty<Bytes>>;
+
+/// The shared HTTP/2 connections of `--h2`: client `i` uses slot `i / streams_per_conn`; a slot reconnects when
+/// its connection has closed.
+#[derive(Clone)]
+pub struct H2Pool {
+    pub streams_per_conn: u32,
+    slots: Arc<[Mutex<Option<H2Sender>>]>,
+}
+
+impl H2Pool {
+    pub fn new(clients: u32, streams_per_conn: u32) -> H2Pool {
+        let streams_per_conn = streams_per_conn.max(1);
+        let slots = (0..clients.div_ceil(streams_per_conn))
+            .map(|_| Mutex::new(None))
+            .collect();
+        H2Pool {
+            streams_per_conn,
+            slots,
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.slots.len()
+    }
+
+    async fn sender(&self, client: u32, addr: SocketAddr) -> Result<H2Sender, BoxError> {
+        let slot = &self.slots[(client / self.streams_per_conn) as usize];
+        let mut slot = slot.lock().await;
+        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(sender.clone());
+        }
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        Ok(slot.insert(sender).clone())
+    }
 }
 
 /// What each client task shares.
@@ -65,14 +115,14 @@ pub struct Shared {
     pub connected: mpsc::UnboundedSender<()>,
 }
 
-/// Runs one client until `stop`.
-pub async fn run(shared: Shared) -> Tally {
+/// Runs client number `index` until `stop`.
+pub async fn run(shared: Shared, index: u32) -> Tally {
     let mut tally = Tally::default();
     let mut announced = false;
     while !shared.stop.is_cancelled() {
         let result = tokio::select! {
             () = shared.stop.cancelled() => break,
-            result = session(&shared, &mut tally, &mut announced) => result,
+            result = session(&shared, index, &mut tally, &mut announced) => result,
         };
         if result.is_err() {
             tally.error(&shared.window);
@@ -86,9 +136,14 @@ pub async fn run(shared: Shared) -> Tally {
 }
 
 /// One connection, until it fails or ends.
-async fn session(shared: &Shared, tally: &mut Tally, announced: &mut bool) -> Result<(), BoxError> {
+async fn session(
+    shared: &Shared,
+    index: u32,
+    tally: &mut Tally,
+    announced: &mut bool,
+) -> Result<(), BoxError> {
     let permit = shared.connecting.acquire().await?;
-    let opened = tokio::time::timeout(CONNECT_TIMEOUT, open(&shared.target)).await;
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, open(&shared.target, index)).await;
     drop(permit);
     let connection = opened.map_err(|_| "connect timed out")??;
     if !*announced {
@@ -97,6 +152,7 @@ async fn session(shared: &Shared, tally: &mut Tally, announced: &mut bool) -> Re
     }
     match connection {
         Connection::Sse(body) => read_sse(body, &shared.window, tally).await,
+        Connection::H1Sse(stream) => h1sse::read(stream, &shared.window, tally).await,
         Connection::Ws(socket) => read_ws(socket, &shared.window, tally).await,
         Connection::LongPoll(sender) => {
             poll_loop(sender, &shared.target, &shared.window, tally).await
@@ -105,13 +161,26 @@ async fn session(shared: &Shared, tally: &mut Tally, announced: &mut bool) -> Re
 }
 
 enum Connection {
+    /// SSE over HTTP/2 (hyper).
     Sse(hyper::body::Incoming),
+    /// SSE over HTTP/1.1, plaintext or TLS.
+    H1Sse(h1sse::Stream),
     Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
     LongPoll(SendRequest<Empty<Bytes>>),
 }
 
 /// Connects and, for SSE and WebSocket, waits for the response head (the stream is then live).
-async fn open(target: &Target) -> Result<Connection, BoxError> {
+async fn open(target: &Target, index: u32) -> Result<Connection, BoxError> {
+    if let Some(pool) = &target.h2 {
+        let mut sender = pool.sender(index, target.addr).await?;
+        let uri = format!("http://{}{}", target.addr, target.path);
+        let request = http::Request::get(uri)
+            .header("accept", "text/event-stream")
+            .body(Empty::new())?;
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        return sse_body(response);
+    }
     let tcp = TcpStream::connect(target.addr).await?;
     tcp.set_nodelay(true)?;
     match target.transport {
@@ -127,22 +196,32 @@ async fn open(target: &Target) -> Result<Connection, BoxError> {
             Ok(Connection::Ws(Box::new(socket)))
         }
         Transport::Sse => {
-            let mut sender = handshake(tcp).await?;
-            let request = get(target, &target.path)
-                .header("accept", "text/event-stream")
-                .body(Empty::new())?;
-            let response = sender.send_request(request).await?;
-            if !response.status().is_success() {
-                return Err(format!("status {}", response.status()).into());
-            }
-            Ok(Connection::Sse(response.into_body()))
+            let host = target.addr.to_string();
+            let stream = match &target.tls {
+                Some(tls) => {
+                    let name = ServerName::from(target.addr.ip());
+                    h1sse::open(tls.connect(name, tcp).await?, &host, &target.path).await?
+                }
+                None => h1sse::open(tcp, &host, &target.path).await?,
+            };
+            Ok(Connection::H1Sse(stream))
         }
         Transport::LongPoll => Ok(Connection::LongPoll(handshake(tcp).await?)),
     }
 }
 
-async fn handshake(tcp: TcpStream) -> Result<SendRequest<Empty<Bytes>>, BoxError> {
-    let (sender, conn) = http1::handshake(TokioIo::new(tcp)).await?;
+fn sse_body(response: http::Response<hyper::body::Incoming>) -> Result<Connection, BoxError> {
+    if !response.status().is_success() {
+        return Err(format!("status {}", response.status()).into());
+    }
+    Ok(Connection::Sse(response.into_body()))
+}
+
+async fn handshake<IO>(io: IO) -> Result<SendRequest<Empty<Bytes>>, BoxError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(conn);
     Ok(sender)
 }
@@ -156,18 +235,16 @@ async fn read_sse(
     window: &Window,
     tally: &mut Tally,
 ) -> Result<(), BoxError> {
-    let mut decoder = Decoder::new(1 << 20);
-    let mut items = Vec::new();
+    let mut scanner = SseScanner::default();
     while let Some(frame) = body.frame().await {
         let Ok(chunk) = frame?.into_data() else {
             continue;
         };
-        decoder.feed(&chunk, &mut items);
-        for item in items.drain(..) {
-            if let Item::Event(event) = item {
-                tally.record(window, timestamps(&event.data));
+        scanner.feed(&chunk, |block| {
+            if let Some(stamp) = stamp(block) {
+                tally.record(window, stamp);
             }
-        }
+        })?;
     }
     Err("stream ended".into())
 }
@@ -179,9 +256,15 @@ async fn read_ws(
 ) -> Result<(), BoxError> {
     while let Some(message) = socket.next().await {
         match message? {
-            Message::Text(text) => tally.record(window, timestamps(text.as_str())),
+            Message::Text(text) => {
+                if let Some(stamp) = stamp(text.as_bytes()) {
+                    tally.record(window, stamp);
+                }
+            }
             Message::Binary(bytes) => {
-                tally.record(window, timestamps(&String::from_utf8_lossy(&bytes)))
+                if let Some(stamp) = stamp(&bytes) {
+                    tally.record(window, stamp);
+                }
             }
             Message::Close(frame) => {
                 let _ = socket.close().await;
@@ -221,11 +304,13 @@ async fn poll_loop(
         }
         let answer: serde_json::Value = serde_json::from_slice(&body)?;
         if let Some(events) = answer["events"].as_array() {
-            let sent = events
+            let stamps = events
                 .iter()
                 .filter_map(|e| e["data"].as_str())
-                .flat_map(timestamps);
-            tally.record(window, sent.collect::<Vec<_>>().into_iter());
+                .filter_map(|data| stamp(data.as_bytes()));
+            for stamp in stamps {
+                tally.record(window, stamp);
+            }
         }
         if let Some(id) = answer["last_event_id"].as_str() {
             cursor = Some(id.to_owned());

@@ -9,10 +9,14 @@
 //!
 //! Clients connect (at most `--connect-concurrency` at a time), then, once all are connected and `--settle` has
 //! passed, events are counted for `--duration`: events/s delivered in total, delivery latency (the `ts=` the source
-//! wrote into each event's data to the client's receipt) and errors. With `--pid`, that process's RSS before the
-//! clients connect and after, and its CPU use over the window, are reported too. See docs/BENCHMARKS.md.
+//! wrote into each event's data to the client's receipt), errors, and missing and duplicated events (from the
+//! `seq=` the source numbers events with; see `stats`). With `--pid` (one or more, comma-separated), those
+//! processes' summed RSS before the clients connect and after, and their CPU time over the window, are reported
+//! too. SSE clients can also use TLS (`--tls --ca FILE`; `--write-cert DIR` makes a dev certificate for the
+//! server) or share HTTP/2 connections (`--h2 --streams-per-conn K`). See docs/BENCHMARKS.md.
 
 mod clients;
+mod h1sse;
 mod stats;
 mod upstream;
 
@@ -24,7 +28,7 @@ use clap::Parser;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use clients::{Shared, Target, Transport};
+use clients::{H2Pool, Shared, Target, Transport};
 use stats::{Percentiles, Window};
 
 type BoxError = pushbridge::BoxError;
@@ -57,9 +61,27 @@ struct Args {
     /// Give up waiting for all clients to connect after this long (the window then opens anyway).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
-    /// Process to sample (RSS from /proc/PID/status, CPU from /proc/PID/stat), e.g. pushbridge.
+    /// Processes to sample, summed (RSS from /proc/PID/status, CPU from /proc/PID/stat): pushbridge, or Nginx's
+    /// workers. Repeat the flag or give a comma-separated list.
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
+    /// Events the source stamped in the window's last `--grace` are not owed (they may still be in flight).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+    /// SSE over TLS (an https:// target; HTTP/1.1 by ALPN), trusting the webpki roots and `--ca`.
     #[arg(long)]
-    pid: Option<u32>,
+    tls: bool,
+    /// Extra CA certificate (PEM) for `--tls`, e.g. the one `--write-cert` wrote.
+    #[arg(long, requires = "tls")]
+    ca: Option<std::path::PathBuf>,
+    /// SSE as HTTP/2 streams over prior-knowledge h2c connections shared by `--streams-per-conn` clients each.
+    #[arg(long, conflicts_with = "tls")]
+    h2: bool,
+    #[arg(long, default_value_t = 100, requires = "h2", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    streams_per_conn: u32,
+    /// Write a self-signed certificate for localhost and 127.0.0.1 (cert.pem, key.pem) into this directory, exit.
+    #[arg(long)]
+    write_cert: Option<std::path::PathBuf>,
     /// Serve an SSE upstream on this address (any path gets the same live stream).
     #[arg(long)]
     upstream: Option<SocketAddr>,
@@ -72,6 +94,10 @@ struct Args {
     /// Bytes of data per event.
     #[arg(long, default_value_t = 200)]
     size: usize,
+    /// The source writes one `<seq> <ts>` line per event it publishes to this file; the clients read it at the
+    /// window's end to know which events every client owes (without it: the span as the clients saw it).
+    #[arg(long)]
+    seq_log: Option<std::path::PathBuf>,
     /// Without --target: how long to serve the upstream (or publish) before exiting.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     serve_for: Duration,
@@ -84,7 +110,11 @@ struct Args {
 #[derive(Debug, serde::Serialize)]
 struct Report {
     transport: String,
+    /// `h1`, `tls` or `h2`.
+    protocol: &'static str,
     clients: u32,
+    /// TCP connections the clients use (fewer than clients with `--h2`).
+    connections: u64,
     connected: u64,
     connect_seconds: f64,
     window_seconds: f64,
@@ -94,11 +124,24 @@ struct Report {
     per_client_rate: f64,
     latency_ms: Percentiles,
     errors: u64,
+    /// Events owed to every client: those the source stamped between the window's opening and its end − grace.
+    owed_per_client: u64,
+    /// The source's rate in that span (owed_per_client / span seconds): below --rate when it was throttled.
+    published_per_second: f64,
+    /// Owed events that a client did not receive before the window closed, over all clients.
+    missing: u64,
+    /// Events received again (seq not above the client's last), over all clients, from connect to close.
+    duplicated: u64,
+    grace_seconds: f64,
     target_rss_kib_before: Option<u64>,
     target_rss_kib_connected: Option<u64>,
     target_rss_kib_end: Option<u64>,
     kib_per_connection: Option<f64>,
+    /// RSS growth per TCP connection (differs from kib_per_connection, which is per client, only with --h2).
+    kib_per_tcp_connection: Option<f64>,
     target_cpu_percent: Option<f64>,
+    /// The sampled processes' CPU time over the window per event delivered in it.
+    target_cpu_us_per_event: Option<f64>,
     load_tool_cpu_percent: Option<f64>,
 }
 
@@ -123,6 +166,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if args.duration > MAX_DURATION || args.serve_for > MAX_DURATION {
         return Err(format!("durations are capped at {MAX_DURATION:?}").into());
     }
+    if let Some(dir) = &args.write_cert {
+        let (cert, key) = pushbridge::tls::self_signed(&["localhost", "127.0.0.1"])?;
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("cert.pem"), cert)?;
+        std::fs::write(dir.join("key.pem"), key)?;
+        return Ok(());
+    }
     let stop_source = CancellationToken::new();
     let source = start_source(&args, stop_source.clone()).await?;
     let Some(target) = &args.target else {
@@ -136,7 +186,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         stop_source.cancel();
         return Ok(());
     };
-    let target = parse_target(target, args.transport)?;
+    let target = parse_target(target, &args)?;
     let report = drive(&args, target).await;
     stop_source.cancel();
     if let Some(source) = source {
@@ -156,6 +206,13 @@ async fn start_source(
     stop: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, BoxError> {
     let (rate, size) = (args.rate, args.size);
+    let log = match (
+        &args.seq_log,
+        args.upstream.is_some() || args.publish.is_some(),
+    ) {
+        (Some(path), true) => Some(upstream::SeqLog::create(path)?),
+        _ => None,
+    };
     if let Some(addr) = args.upstream {
         loopback(addr.ip())?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -164,7 +221,7 @@ async fn start_source(
             listener.local_addr()?
         );
         return Ok(Some(tokio::spawn(upstream::serve(
-            listener, rate, size, stop,
+            listener, rate, size, log, stop,
         ))));
     }
     if let Some(url) = &args.publish {
@@ -172,7 +229,7 @@ async fn start_source(
         let url = url.clone();
         eprintln!("publisher: POSTing to {url} ({rate} events/s of {size} B)");
         return Ok(Some(tokio::spawn(async move {
-            let failures = upstream::publish(url, addr, rate, size, stop).await;
+            let failures = upstream::publish(url, addr, rate, size, log, stop).await;
             if failures > 0 {
                 eprintln!("publisher: {failures} failed posts");
             }
@@ -181,27 +238,52 @@ async fn start_source(
     Ok(None)
 }
 
-fn parse_target(uri: &http::Uri, transport: Transport) -> Result<Target, BoxError> {
+fn parse_target(uri: &http::Uri, args: &Args) -> Result<Target, BoxError> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    if (args.tls || args.h2) && args.transport != Transport::Sse {
+        return Err("--tls and --h2 are for --transport sse".into());
+    }
+    if args.tls != (uri.scheme_str() == Some("https")) {
+        return Err(format!("{uri}: --tls goes with an https:// target, and only with one").into());
+    }
+    let tls = if args.tls {
+        let mut config = pushbridge::tls::client_config(args.ca.as_deref())?;
+        config.alpn_protocols = vec![pushbridge::tls::ALPN_HTTP11.to_vec()];
+        Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    } else {
+        None
+    };
     Ok(Target {
         addr: authority(uri)?,
         path,
-        transport,
+        transport: args.transport,
+        tls,
+        h2: args
+            .h2
+            .then(|| H2Pool::new(args.clients, args.streams_per_conn)),
     })
 }
 
-/// The loopback socket address of an `http://` URL.
+/// The loopback socket address of an `http://` (or `https://`) URL.
 fn authority(uri: &http::Uri) -> Result<SocketAddr, BoxError> {
-    if uri.scheme_str().is_some_and(|s| s != "http" && s != "ws") {
-        return Err(format!("{uri}: only http:// (or ws://) on loopback").into());
+    if uri
+        .scheme_str()
+        .is_some_and(|s| !matches!(s, "http" | "ws" | "https"))
+    {
+        return Err(format!("{uri}: only http:// (ws://, https://) on loopback").into());
     }
+    let default_port = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
     let host = uri.host().ok_or_else(|| format!("{uri}: no host"))?;
     let ip: IpAddr = match host {
         "localhost" => IpAddr::from([127, 0, 0, 1]),
         _ => host.trim_matches(['[', ']']).parse()?,
     };
     loopback(ip)?;
-    Ok(SocketAddr::new(ip, uri.port_u16().unwrap_or(80)))
+    Ok(SocketAddr::new(ip, uri.port_u16().unwrap_or(default_port)))
 }
 
 fn loopback(ip: IpAddr) -> Result<(), BoxError> {
@@ -216,6 +298,11 @@ fn loopback(ip: IpAddr) -> Result<(), BoxError> {
 async fn drive(args: &Args, target: Target) -> Report {
     let window = Window::default();
     let stop = CancellationToken::new();
+    let (protocol, connections) = match &target.h2 {
+        Some(pool) => ("h2", pool.connections() as u64),
+        None if target.tls.is_some() => ("tls", u64::from(args.clients)),
+        None => ("h1", u64::from(args.clients)),
+    };
     let (connected_tx, mut connected_rx) = mpsc::unbounded_channel();
     let shared = Shared {
         target,
@@ -224,10 +311,10 @@ async fn drive(args: &Args, target: Target) -> Report {
         connecting: Arc::new(Semaphore::new(args.connect_concurrency.max(1))),
         connected: connected_tx,
     };
-    let rss_before = args.pid.and_then(stats::rss_kib);
+    let rss_before = stats::rss_kib_sum(&args.pid);
     let started = Instant::now();
     let tasks: Vec<_> = (0..args.clients)
-        .map(|_| tokio::spawn(clients::run(shared.clone())))
+        .map(|index| tokio::spawn(clients::run(shared.clone(), index)))
         .collect();
     drop(shared);
     let mut connected = 0u64;
@@ -245,36 +332,44 @@ async fn drive(args: &Args, target: Target) -> Report {
         args.clients
     );
     tokio::time::sleep(args.settle).await;
-    let rss_connected = args.pid.and_then(stats::rss_kib);
-    let pid = args.pid.map(|p| p.to_string());
-    let cpu_start = (
-        pid.as_deref().and_then(stats::cpu_time),
-        stats::cpu_time("self"),
-    );
-    window.set(true);
+    let rss_connected = stats::rss_kib_sum(&args.pid);
+    let cpu_start = (stats::cpu_time_sum(&args.pid), stats::cpu_time("self"));
+    window.open(args.duration, args.grace);
     let opened = Instant::now();
     tokio::time::sleep(args.duration).await;
-    window.set(false);
+    window.close();
     let window_seconds = opened.elapsed().as_secs_f64();
-    let cpu_end = (
-        pid.as_deref().and_then(stats::cpu_time),
-        stats::cpu_time("self"),
-    );
-    let rss_end = args.pid.and_then(stats::rss_kib);
+    let cpu_end = (stats::cpu_time_sum(&args.pid), stats::cpu_time("self"));
+    let rss_end = stats::rss_kib_sum(&args.pid);
     stop.cancel();
-    let mut events = 0;
     let mut errors = 0;
-    let mut latencies = Vec::new();
+    let mut tallies = Vec::with_capacity(tasks.len());
     for task in tasks {
         match task.await {
-            Ok(tally) => {
-                events += tally.events;
-                errors += tally.errors;
-                latencies.extend(tally.latencies);
-            }
+            Ok(tally) => tallies.push(tally),
             Err(_) => errors += 1,
         }
     }
+    let published = match &args.seq_log {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(log) => Some(window.owed_range(&log)),
+            Err(error) => {
+                eprintln!("load: {}: {error}", path.display());
+                None
+            }
+        },
+        None => None,
+    };
+    let (missing, owed_per_client) = stats::missing(tallies.iter(), published);
+    let duplicated = tallies.iter().map(|t| t.duplicated).sum();
+    let mut events = 0;
+    let mut latencies = Vec::with_capacity(tallies.iter().map(|t| t.latencies.len()).sum());
+    for tally in tallies {
+        events += tally.events;
+        errors += tally.errors;
+        latencies.extend(tally.latencies);
+    }
+    let span_seconds = args.duration.saturating_sub(args.grace).as_secs_f64();
     let percent = |start: Option<Duration>, end: Option<Duration>| {
         Some((end?.saturating_sub(start?)).as_secs_f64() / window_seconds * 100.0)
     };
@@ -284,9 +379,15 @@ async fn drive(args: &Args, target: Target) -> Report {
         }
         _ => None,
     };
+    let cpu_seconds = cpu_start
+        .0
+        .zip(cpu_end.0)
+        .map(|(start, end)| end.saturating_sub(start).as_secs_f64());
     Report {
         transport: args.transport.name().to_owned(),
+        protocol,
         clients: args.clients,
+        connections,
         connected,
         connect_seconds,
         window_seconds,
@@ -295,11 +396,25 @@ async fn drive(args: &Args, target: Target) -> Report {
         per_client_rate: events as f64 / window_seconds / connected.max(1) as f64,
         latency_ms: Percentiles::of(latencies),
         errors,
+        owed_per_client,
+        published_per_second: if span_seconds > 0.0 {
+            owed_per_client as f64 / span_seconds
+        } else {
+            0.0
+        },
+        missing,
+        duplicated,
+        grace_seconds: args.grace.as_secs_f64(),
         target_rss_kib_before: rss_before,
         target_rss_kib_connected: rss_connected,
         target_rss_kib_end: rss_end,
         kib_per_connection,
+        kib_per_tcp_connection: kib_per_connection
+            .map(|kib| kib * connected as f64 / (connections.min(connected).max(1)) as f64),
         target_cpu_percent: percent(cpu_start.0, cpu_end.0),
+        target_cpu_us_per_event: cpu_seconds
+            .filter(|_| events > 0)
+            .map(|s| s * 1e6 / events as f64),
         load_tool_cpu_percent: percent(cpu_start.1, cpu_end.1),
     }
 }
@@ -307,10 +422,10 @@ async fn drive(args: &Args, target: Target) -> Report {
 fn print_report(r: &Report) {
     let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
     let kib = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
-    println!("transport         {}", r.transport);
+    println!("transport         {} over {}", r.transport, r.protocol);
     println!(
-        "clients           {} connected of {} (in {:.1}s)",
-        r.connected, r.clients, r.connect_seconds
+        "clients           {} connected of {} (in {:.1}s) over {} TCP connections",
+        r.connected, r.clients, r.connect_seconds, r.connections
     );
     println!(
         "events            {} in {:.1}s = {:.0}/s total, {:.2}/s per client",
@@ -323,6 +438,10 @@ fn print_report(r: &Report) {
     );
     println!("errors            {}", r.errors);
     println!(
+        "owed events       {} per client ({:.0}/s published)  missing {}  duplicated {}",
+        r.owed_per_client, r.published_per_second, r.missing, r.duplicated
+    );
+    println!(
         "target RSS KiB    before {}  connected {}  end {}  => {} KiB/connection",
         kib(r.target_rss_kib_before),
         kib(r.target_rss_kib_connected),
@@ -330,8 +449,9 @@ fn print_report(r: &Report) {
         opt(r.kib_per_connection)
     );
     println!(
-        "CPU %             target {}  load tool {}",
+        "CPU %             target {}  load tool {}  (target {} µs per event)",
         opt(r.target_cpu_percent),
-        opt(r.load_tool_cpu_percent)
+        opt(r.load_tool_cpu_percent),
+        opt(r.target_cpu_us_per_event)
     );
 }

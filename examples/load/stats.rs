@@ -1,13 +1,110 @@
-//! Measurement: the timestamp the upstream writes into each event's data (`ts=<unix µs>`), per-client tallies,
-//! latency percentiles, and samples of a process's memory (`VmRSS` in `/proc/<pid>/status`) and CPU time
-//! (`utime + stime` in `/proc/<pid>/stat`, proc(5)).
+//! Measurement: the sequence number and timestamp the source writes into each event's data
+//! (`seq=<n> ts=<unix µs>`), per-client tallies (latency, missing and duplicated events), latency percentiles,
+//! and samples of processes' memory (`VmRSS` in `/proc/<pid>/status`) and CPU time (`utime + stime` in
+//! `/proc/<pid>/stat`, proc(5)).
+//!
+//! Missing and duplicated: a received seq not greater than the client's last one is a duplicate. The events every
+//! client owes are those the source stamped inside `[window open, window close − grace]`; across all clients the
+//! lowest and highest seq seen in that span bound them, and each client's missing count is that span's size minus
+//! the distinct in-span events it received while the window was open.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use memchr::memmem::Finder;
 
 /// The marker that precedes the send time in every event's data.
 pub const TS_MARKER: &str = "ts=";
+/// The marker that precedes the source's sequence number (1, 2, …) in every event's data.
+pub const SEQ_MARKER: &str = "seq=";
+/// Longest partial SSE event the scanner keeps between chunks.
+const MAX_CARRY: usize = 1 << 20;
+
+static SEQ_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(SEQ_MARKER));
+static TS_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(TS_MARKER));
+static BLANK_LINE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+
+/// What the source wrote into one event: its sequence number (absent from old sources) and send time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub seq: Option<u64>,
+    pub ts: u64,
+}
+
+/// Leading ASCII digits of `bytes` as a number.
+fn digits(bytes: &[u8]) -> Option<u64> {
+    let end = bytes
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(bytes.len());
+    if end == 0 || end > 19 {
+        return None;
+    }
+    bytes[..end].iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// The first `seq=`/`ts=` stamp in `bytes` (one event's data, or a whole SSE event block); `None` without `ts=`.
+pub fn stamp(bytes: &[u8]) -> Option<Stamp> {
+    let seq_at = SEQ_FINDER.find(bytes);
+    let seq = seq_at.and_then(|at| digits(&bytes[at + SEQ_MARKER.len()..]));
+    let from = seq_at.map_or(0, |at| at + SEQ_MARKER.len());
+    let ts_at = from + TS_FINDER.find(&bytes[from..])?;
+    let ts = digits(&bytes[ts_at + TS_MARKER.len()..])?;
+    Some(Stamp { seq, ts })
+}
+
+/// Splits an SSE byte stream into event blocks (ending at a blank line, `\n\n`) without allocating per event:
+/// complete blocks are handed out as slices of the chunk; only a trailing partial block is copied and kept.
+#[derive(Debug, Default)]
+pub struct SseScanner {
+    carry: Vec<u8>,
+}
+
+impl SseScanner {
+    /// Feeds one chunk, calling `on_block` for every complete block. Errs (and forgets the partial block) if one
+    /// block outgrows [`MAX_CARRY`].
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        mut on_block: impl FnMut(&[u8]),
+    ) -> Result<(), &'static str> {
+        let mut rest = chunk;
+        if !self.carry.is_empty() {
+            let straddles = self.carry.last() == Some(&b'\n') && rest.first() == Some(&b'\n');
+            let end = if straddles {
+                Some(1)
+            } else {
+                BLANK_LINE.find(rest).map(|at| at + 2)
+            };
+            let Some(end) = end else {
+                self.carry.extend_from_slice(rest);
+                return self.check_carry();
+            };
+            self.carry.extend_from_slice(&rest[..end]);
+            on_block(&self.carry);
+            self.carry.clear();
+            rest = &rest[end..];
+        }
+        while let Some(at) = BLANK_LINE.find(rest) {
+            on_block(&rest[..at + 2]);
+            rest = &rest[at + 2..];
+        }
+        self.carry.extend_from_slice(rest);
+        self.check_carry()
+    }
+
+    fn check_carry(&mut self) -> Result<(), &'static str> {
+        if self.carry.len() > MAX_CARRY {
+            self.carry = Vec::new();
+            return Err("SSE event larger than 1 MiB");
+        }
+        Ok(())
+    }
+}
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on every mainstream Linux build).
 const CLOCK_TICKS: f64 = 100.0;
@@ -19,38 +116,70 @@ pub fn now_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Every send time found in `text` (a WebSocket frame or long-poll body can carry several events).
-pub fn timestamps(text: &str) -> impl Iterator<Item = u64> + '_ {
-    text.match_indices(TS_MARKER).filter_map(move |(at, _)| {
-        let digits = &text[at + TS_MARKER.len()..];
-        let end = digits
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(digits.len());
-        digits[..end].parse().ok()
-    })
-}
-
-/// What one client saw while the measurement window was open.
-#[derive(Debug, Default)]
+/// What one client saw: events and latencies while the measurement window was open, and its seq accounting
+/// from the moment it connected.
+#[derive(Debug)]
 pub struct Tally {
     pub events: u64,
     /// Delivery latency of each event, in µs.
     pub latencies: Vec<u32>,
     /// Disconnects and bad responses after the client had connected.
     pub errors: u64,
+    /// Events whose seq was not greater than the last one this client received (from connect to window close).
+    pub duplicated: u64,
+    /// Distinct events stamped inside the window's span and received while it was open.
+    pub in_span: u64,
+    /// Lowest and highest seq this client saw stamped inside the span (`u64::MAX`, 0 when none).
+    pub span_low: u64,
+    pub span_high: u64,
+    last_seq: u64,
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            events: 0,
+            latencies: Vec::new(),
+            errors: 0,
+            duplicated: 0,
+            in_span: 0,
+            span_low: u64::MAX,
+            span_high: 0,
+            last_seq: 0,
+        }
+    }
 }
 
 impl Tally {
-    /// Records events carrying the send times `sent` (µs) if the window is open.
-    pub fn record(&mut self, window: &Window, sent: impl Iterator<Item = u64>) {
-        if !window.is_open() {
-            return;
+    /// Records one received event.
+    pub fn record(&mut self, window: &Window, stamp: Stamp) {
+        let open = window.is_open();
+        let fresh = match stamp.seq {
+            Some(seq) if seq <= self.last_seq => {
+                if !window.is_closed() {
+                    self.duplicated += 1;
+                }
+                false
+            }
+            Some(seq) => {
+                self.last_seq = seq;
+                true
+            }
+            None => true,
+        };
+        if let Some(seq) = stamp.seq
+            && window.in_span(stamp.ts)
+        {
+            self.span_low = self.span_low.min(seq);
+            self.span_high = self.span_high.max(seq);
+            if open && fresh {
+                self.in_span += 1;
+            }
         }
-        let now = now_micros();
-        for sent in sent {
+        if open {
             self.events += 1;
-            self.latencies
-                .push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+            let latency = now_micros().saturating_sub(stamp.ts);
+            self.latencies.push(latency.min(u64::from(u32::MAX)) as u32);
         }
     }
 
@@ -61,17 +190,75 @@ impl Tally {
     }
 }
 
-/// Whether events count: open between "every client connected" and the end of `--duration`.
+/// Missing events over all clients, and the events each owes: every seq in `published` (the source's own record,
+/// `Window::owed_range`) or else in the span as all clients together saw it.
+pub fn missing<'a>(
+    tallies: impl Iterator<Item = &'a Tally> + Clone,
+    published: Option<(u64, u64)>,
+) -> (u64, u64) {
+    let (low, high) = published.unwrap_or_else(|| {
+        let low = tallies.clone().map(|t| t.span_low).min();
+        let high = tallies.clone().map(|t| t.span_high).max();
+        (low.unwrap_or(u64::MAX), high.unwrap_or(0))
+    });
+    let owed = if high >= low { high - low + 1 } else { 0 };
+    let missing = tallies.map(|t| owed.saturating_sub(t.in_span)).sum();
+    (missing, owed)
+}
+
+/// The measurement window: open between "every client connected" and the end of `--duration`; events the source
+/// stamped between its opening and `closing − grace` (the span, wall-clock µs) are owed to every client.
 #[derive(Debug, Clone, Default)]
-pub struct Window(Arc<AtomicBool>);
+pub struct Window(Arc<WindowState>);
+
+#[derive(Debug, Default)]
+struct WindowState {
+    open: AtomicBool,
+    closed: AtomicBool,
+    span_from: AtomicU64,
+    span_to: AtomicU64,
+}
 
 impl Window {
     pub fn is_open(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.open.load(Ordering::Acquire)
     }
 
-    pub fn set(&self, open: bool) {
-        self.0.store(open, Ordering::Release);
+    fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::Acquire)
+    }
+
+    fn in_span(&self, ts: u64) -> bool {
+        ts >= self.0.span_from.load(Ordering::Relaxed)
+            && ts <= self.0.span_to.load(Ordering::Relaxed)
+    }
+
+    /// Opens the window now for `duration`, owing the events stamped until `duration − grace` from now.
+    pub fn open(&self, duration: Duration, grace: Duration) {
+        let now = now_micros();
+        let span = duration.saturating_sub(grace).as_micros() as u64;
+        self.0.span_from.store(now, Ordering::Relaxed);
+        self.0.span_to.store(now + span, Ordering::Relaxed);
+        self.0.open.store(true, Ordering::Release);
+    }
+
+    /// The lowest and highest seq of the source's log (`<seq> <ts>` lines) stamped inside the span
+    /// (`(u64::MAX, 0)`, owing nothing, when none is).
+    pub fn owed_range(&self, log: &str) -> (u64, u64) {
+        log.lines()
+            .filter_map(|line| {
+                let (seq, ts) = line.split_once(' ')?;
+                Some((seq.parse::<u64>().ok()?, ts.trim().parse::<u64>().ok()?))
+            })
+            .filter(|&(_, ts)| self.in_span(ts))
+            .fold((u64::MAX, 0), |(low, high), (seq, _)| {
+                (low.min(seq), high.max(seq))
+            })
+    }
+
+    pub fn close(&self) {
+        self.0.open.store(false, Ordering::Release);
+        self.0.closed.store(true, Ordering::Release);
     }
 }
 
@@ -103,6 +290,22 @@ impl Percentiles {
     }
 }
 
+/// The summed resident memory of `pids` in KiB (`None` if any is unreadable or none is given).
+pub fn rss_kib_sum(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| rss_kib(pid)).sum()
+}
+
+/// The summed CPU time of `pids`.
+pub fn cpu_time_sum(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|pid| cpu_time(&pid.to_string())).sum()
+}
+
 /// A process's resident memory in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -128,9 +331,123 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_every_timestamp() {
-        let text = r#"{"events":[{"data":"ts=17 xx"},{"data":"ts=42"}]}"#;
-        assert_eq!(timestamps(text).collect::<Vec<_>>(), [17, 42]);
+    fn reads_seq_and_timestamp() {
+        let block = b"id: 7\nevent: tick\ndata: seq=7 ts=1700000000000001 xxx\n\n";
+        assert_eq!(
+            stamp(block),
+            Some(Stamp {
+                seq: Some(7),
+                ts: 1_700_000_000_000_001
+            })
+        );
+        assert_eq!(stamp(b"ts=42 xx"), Some(Stamp { seq: None, ts: 42 }));
+        assert_eq!(stamp(b":\n\n"), None);
+        assert_eq!(stamp(b"seq=3 xx"), None);
+        assert_eq!(
+            stamp(b"seq=99999999999999999999 ts=1"),
+            Some(Stamp { seq: None, ts: 1 })
+        );
+    }
+
+    fn scan(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut scanner = SseScanner::default();
+        let mut blocks = Vec::new();
+        for chunk in chunks {
+            scanner.feed(chunk, |b| blocks.push(b.to_vec())).unwrap();
+        }
+        blocks
+    }
+
+    #[test]
+    fn scanner_splits_blocks_across_chunks() {
+        let stream = b":\n\ndata: seq=1 ts=5\n\nid: 2\ndata: seq=2 ts=6\n\n";
+        let whole = scan(&[stream]);
+        assert_eq!(whole.len(), 3);
+        // Every split point, including between the two newlines of a boundary, gives the same blocks.
+        for at in 0..=stream.len() {
+            assert_eq!(
+                scan(&[&stream[..at], &stream[at..]]),
+                whole,
+                "split at {at}"
+            );
+        }
+        let one_byte: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(scan(&one_byte), whole);
+        let stamps: Vec<_> = whole
+            .iter()
+            .filter_map(|b| stamp(b))
+            .map(|s| s.seq)
+            .collect();
+        assert_eq!(stamps, [Some(1), Some(2)]);
+    }
+
+    #[test]
+    fn scanner_bounds_a_partial_block() {
+        let mut scanner = SseScanner::default();
+        let big = vec![b'x'; MAX_CARRY + 1];
+        assert!(scanner.feed(&big, |_| {}).is_err());
+        let mut blocks = 0;
+        scanner.feed(b"data: ts=1\n\n", |_| blocks += 1).unwrap();
+        assert_eq!(blocks, 1);
+    }
+
+    fn at(seq: u64, ts: u64) -> Stamp {
+        Stamp { seq: Some(seq), ts }
+    }
+
+    #[test]
+    fn counts_missing_and_duplicated() {
+        let window = Window::default();
+        let (mut a, mut b) = (Tally::default(), Tally::default());
+        // Before the window: tracked for duplicates, not owed.
+        a.record(&window, at(1, 1));
+        a.record(&window, at(1, 1));
+        window.open(Duration::from_secs(10), Duration::from_secs(2));
+        let from = window.0.span_from.load(Ordering::Relaxed);
+        let to = window.0.span_to.load(Ordering::Relaxed);
+        for seq in 2..=10 {
+            a.record(&window, at(seq, from + seq));
+        }
+        a.record(&window, at(9, from + 9)); // a replay: duplicated
+        for seq in (2..=10).filter(|s| *s != 5) {
+            b.record(&window, at(seq, from + seq));
+        }
+        b.record(&window, at(11, to + 1)); // stamped after the span: not owed
+        window.close();
+        b.record(&window, at(11, to + 1)); // after the close: not counted at all
+        assert_eq!((a.duplicated, b.duplicated), (2, 0));
+        assert_eq!((a.in_span, b.in_span), (9, 8));
+        assert_eq!(missing([&a, &b].into_iter(), None), (1, 9));
+        // The source's log says seq 11 was stamped inside the span too: both owe it.
+        let log = format!(
+            "1 1\n2 {}\n10 {}\n11 {}\n12 {}\n",
+            from + 2,
+            from + 10,
+            to,
+            to + 1
+        );
+        assert_eq!(window.owed_range(&log), (2, 11));
+        assert_eq!(missing([&a, &b].into_iter(), Some((2, 11))), (3, 10));
+        assert_eq!(a.events, 10);
+    }
+
+    #[test]
+    fn a_silent_client_owes_the_whole_span() {
+        let window = Window::default();
+        window.open(Duration::from_secs(4), Duration::from_secs(2));
+        let from = window.0.span_from.load(Ordering::Relaxed);
+        let mut a = Tally::default();
+        for seq in 1..=3 {
+            a.record(&window, at(seq, from + seq));
+        }
+        let silent = Tally::default();
+        assert_eq!(missing([&a, &silent].into_iter(), None), (3, 3));
+        // Nobody received anything (a server seconds behind): only the source's log knows what was owed.
+        let log = format!("1 {}\n2 {}\n", from + 1, from + 2);
+        let range = window.owed_range(&log);
+        assert_eq!(range, (1, 2));
+        let nothing = [Tally::default(), Tally::default()];
+        assert_eq!(missing(nothing.iter(), Some(range)), (4, 2));
     }
 
     #[test]

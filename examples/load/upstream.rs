@@ -1,7 +1,8 @@
 //! The event source: either an SSE upstream that pushbridge connects to (`--upstream ADDR`: every `GET` gets the
 //! same live `text/event-stream`, WHATWG HTML §9.2.5), or a publisher that `POST`s each event's data to a URL
-//! (`--publish URL`, for brokers such as Nginx + Nchan). Each event's data is `ts=<unix µs> ` padded with `x` to
-//! `--size` bytes; the time is taken when the event is sent.
+//! (`--publish URL`, for brokers such as Nginx + Nchan). Each event's data is `seq=<n> ts=<unix µs> ` padded with
+//! `x` to `--size` bytes: `n` counts 1, 2, … per tick of the source (an SSE upstream also sends it as the `id:`),
+//! and the time is taken when the event is sent.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,17 +18,36 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{TS_MARKER, now_micros};
+use crate::stats::{SEQ_MARKER, TS_MARKER, now_micros};
 
 type BoxError = pushbridge::BoxError;
 
-/// Event data of `size` bytes carrying the current time.
-fn data(size: usize) -> String {
-    let mut data = format!("{TS_MARKER}{} ", now_micros());
+/// Event data of `size` bytes carrying `seq` and the current time, and that time.
+fn data(seq: u64, size: usize) -> (String, u64) {
+    let ts = now_micros();
+    let mut data = format!("{SEQ_MARKER}{seq} {TS_MARKER}{ts} ");
     if data.len() < size {
         data.extend(std::iter::repeat_n('x', size - data.len()));
     }
-    data
+    (data, ts)
+}
+
+/// The source's record of what it published (`--seq-log FILE`): one `<seq> <ts>` line per event, written as it
+/// goes out, so clients in another process can tell which events they owe (`stats::owed_range`).
+pub struct SeqLog(std::fs::File);
+
+impl SeqLog {
+    /// Creates (or truncates) the file.
+    pub fn create(path: &std::path::Path) -> std::io::Result<SeqLog> {
+        std::fs::File::create(path).map(SeqLog)
+    }
+
+    fn write(&mut self, seq: u64, ts: u64) {
+        use std::io::Write;
+        if let Err(error) = writeln!(self.0, "{seq} {ts}") {
+            eprintln!("seq log: {error}");
+        }
+    }
 }
 
 /// Ticks `rate` times a second until `stop` (never at rate 0).
@@ -70,20 +90,27 @@ impl Ticker {
 }
 
 /// Serves the SSE upstream on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, rate: u32, size: usize, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    rate: u32,
+    size: usize,
+    mut log: Option<SeqLog>,
+    stop: CancellationToken,
+) {
     let (events, _) = broadcast::channel::<Bytes>(1024);
     let producer = {
         let events = events.clone();
         let mut ticker = Ticker::new(rate, stop.clone());
         async move {
             while let Some(seq) = ticker.next().await {
-                let frame = pushbridge::sse::encode_event(
-                    Some(&seq.to_string()),
-                    Some("tick"),
-                    &data(size),
-                );
+                let (data, ts) = data(seq, size);
+                let frame =
+                    pushbridge::sse::encode_event(Some(&seq.to_string()), Some("tick"), &data);
                 // No receiver yet is fine: nobody is connected.
                 let _ = events.send(frame);
+                if let Some(log) = &mut log {
+                    log.write(seq, ts);
+                }
             }
         }
     };
@@ -128,22 +155,31 @@ pub async fn serve(listener: TcpListener, rate: u32, size: usize, stop: Cancella
 }
 
 /// `POST`s one event to `url` `rate` times a second until `stop`, over one kept-alive connection (reopened on
-/// error). Returns how many posts failed.
+/// error); only accepted posts go into `log`. Returns how many posts failed.
 pub async fn publish(
     url: http::Uri,
     addr: SocketAddr,
     rate: u32,
     size: usize,
+    mut log: Option<SeqLog>,
     stop: CancellationToken,
 ) -> u64 {
     let mut sender = None;
     let mut failures = 0;
     let mut ticker = Ticker::new(rate, stop);
-    while ticker.next().await.is_some() {
-        if let Err(error) = post(&mut sender, &url, addr, data(size)).await {
-            failures += 1;
-            sender = None;
-            eprintln!("publish failed: {error}");
+    while let Some(seq) = ticker.next().await {
+        let (data, ts) = data(seq, size);
+        match post(&mut sender, &url, addr, data).await {
+            Ok(()) => {
+                if let Some(log) = &mut log {
+                    log.write(seq, ts);
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                sender = None;
+                eprintln!("publish failed: {error}");
+            }
         }
     }
     failures

@@ -1,0 +1,100 @@
+"""Markdown tables of benches/matrix.sh: one per scenario, each cell the median over the runs of its group.
+
+    python3 benches/matrix-table.py target/bench-matrix.jsonl [INVOCATION]
+
+Without INVOCATION, every line of the file counts (for tables of several invocations' runs).
+"""
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+SERVER_ORDER = {"pushbridge": 0, "nchan": 1}
+KIND_ORDER = {"sse": 0, "long-poll": 1, "ws": 2, "tls": 3, "h2": 4}
+KIND_NAMES = {"sse": "SSE", "long-poll": "held long-poll", "ws": "WebSocket", "tls": "SSE over TLS (h1)",
+              "h2": "SSE over h2c"}
+
+
+def load(path, invocation):
+    groups = defaultdict(list)
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            r = json.loads(line)
+            if invocation and r.get("invocation") != invocation:
+                continue
+            groups[(r["scenario"], r["server"], r["kind"], r["clients"])].append(r)
+    return groups
+
+
+def med(runs, field):
+    values = [v for v in (field(r) for r in runs) if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, digits=1):
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}".replace(",", " ")
+
+
+def rows(groups, scenario):
+    keys = [k for k in groups if k[0] == scenario]
+    keys.sort(key=lambda k: (KIND_ORDER.get(k[2], 9), k[3], SERVER_ORDER.get(k[1], 9)))
+    return [(k[1], k[2], k[3], groups[k]) for k in keys]
+
+
+def idle_table(groups, scenario, title):
+    rs = rows(groups, scenario)
+    if not rs:
+        return
+    print(f"\n### {title}\n")
+    print("| server | kind | clients | TCP connections | runs | connected | KiB per client | KiB per TCP connection "
+          "| server RSS MiB (connected) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for server, kind, clients, runs in rs:
+        print(f"| {server} | {KIND_NAMES.get(kind, kind)} | {clients} | {fmt(med(runs, lambda r: r['connections']), 0)} "
+              f"| {len(runs)} | {fmt(med(runs, lambda r: r['connected']), 0)} "
+              f"| {fmt(med(runs, lambda r: r['kib_per_connection']))} "
+              f"| {fmt(med(runs, lambda r: r['kib_per_tcp_connection']))} "
+              f"| {fmt(med(runs, lambda r: (r['target_rss_kib_connected'] or 0) / 1024))} |")
+
+
+def load_table(groups, scenario, title):
+    rs = rows(groups, scenario)
+    if not rs:
+        return
+    print(f"\n### {title}\n")
+    print("| server | transport | subscribers | runs | published/s | deliveries/s | p50 ms | p99 ms "
+          "| server CPU µs/delivery | server CPU % | missing | duplicated | errors |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for server, kind, clients, runs in rs:
+        print(f"| {server} | {KIND_NAMES.get(kind, kind)} | {clients} | {len(runs)} "
+              f"| {fmt(med(runs, lambda r: r['published_per_second']))} "
+              f"| {fmt(med(runs, lambda r: r['events_per_second']), 0)} "
+              f"| {fmt(med(runs, lambda r: r['latency_ms']['p50']), 2)} "
+              f"| {fmt(med(runs, lambda r: r['latency_ms']['p99']), 2)} "
+              f"| {fmt(med(runs, lambda r: r['target_cpu_us_per_event']), 2)} "
+              f"| {fmt(med(runs, lambda r: r['target_cpu_percent']))} "
+              f"| {fmt(med(runs, lambda r: r['missing']), 0)} "
+              f"| {fmt(med(runs, lambda r: r['duplicated']), 0)} "
+              f"| {fmt(med(runs, lambda r: r['errors']), 0)} |")
+
+
+def main():
+    path = sys.argv[1]
+    invocation = sys.argv[2] if len(sys.argv) > 2 else None
+    groups = load(path, invocation)
+    n = len({r['invocation'] for runs in groups.values() for r in runs if 'invocation' in r})
+    print(f"\nmedians per group ({sum(len(v) for v in groups.values())} runs, {n} invocation(s), {path})")
+    idle_table(groups, "idle", "a. idle connections: RSS per connection")
+    load_table(groups, "cpu", "b. CPU per delivery")
+    load_table(groups, "overload", "c. overload curve (SSE)")
+    idle_table(groups, "scale", "d. scale: idle SSE connections up to the fd limit")
+
+
+if __name__ == "__main__":
+    main()
