@@ -7,6 +7,10 @@
 //! - `fanout_wake`: one tokio task per subscriber awaiting `Subscription::next` on a 2-worker runtime: adds the
 //!   wake-ups and scheduling a real server pays.
 //!
+//! - `fanout_coalesced`: K events published, then each of 1 000 subscribers takes everything it can with
+//!   `try_next` and writes it as one buffer (one `write(2)` to /dev/null), as the SSE feed does when it wakes up
+//!   behind: the cost per delivery as K (how far behind a subscriber is when it wakes) grows.
+//!
 //! `cargo bench --bench fanout`
 
 use std::hint::black_box;
@@ -182,5 +186,40 @@ fn wake(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, try_next, wake);
+fn coalesced(c: &mut Criterion) {
+    use std::io::Write;
+    let mut group = c.benchmark_group("fanout_coalesced");
+    group.measurement_time(Duration::from_secs(4));
+    let n = 1000;
+    let mut sink = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    for k in [1u64, 8, 64] {
+        group.throughput(Throughput::Elements(n as u64 * k));
+        let (_hub, stream, mut subs) = setup(n);
+        let mut seq = 0;
+        group.bench_function(BenchmarkId::new("events_per_wake", k), |b| {
+            b.iter(|| {
+                for _ in 0..k {
+                    seq += 1;
+                    stream.publish(published(seq));
+                }
+                for sub in &mut subs {
+                    let mut out = Vec::new();
+                    while let Some(Next::Events(events)) = sub.try_next(64) {
+                        out.reserve(events.iter().map(|e| e.sse_bytes().len()).sum());
+                        for event in &events {
+                            out.extend_from_slice(event.sse_bytes());
+                        }
+                    }
+                    sink.write_all(black_box(&out)).unwrap();
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, try_next, wake, coalesced);
 criterion_main!(benches);

@@ -153,6 +153,15 @@ pub(crate) fn closed(metrics: &Metrics, listener: &'static str, reason: Close) {
             )
         }
         Close::Idle => tracing::debug!(listener, "Connection closed: idle"),
+        Close::UnexpectedBytes => crate::log_limited!(
+            metrics.logs,
+            crate::logs::LogKind::Refused,
+            "unexpected_bytes",
+            info!(
+                listener,
+                "Connection closed: the client sent more than 64 KiB while its SSE stream was open"
+            )
+        ),
     }
 }
 

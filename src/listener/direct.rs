@@ -37,11 +37,14 @@ const MAX_IGNORED: usize = 64 * 1024;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What follows a response.
+#[derive(PartialEq, Eq)]
 enum Then {
     KeepAlive,
     Close,
     /// The peer is gone or kicked: drop the connection without a goodbye.
     Drop,
+    /// The client sent more than [`MAX_IGNORED`] bytes during its SSE stream: dropped and counted.
+    Flooded,
 }
 
 /// Serves the connection's requests until it closes; hands it to hyper when a request needs it.
@@ -86,7 +89,7 @@ where
                 let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, io.shutdown()).await;
                 return;
             }
-            Then::Drop => return,
+            Then::Drop | Then::Flooded => return,
         }
         let limits = &shared.limits;
         deadline = if limits.handshake_timeout <= limits.idle_connection_timeout {
@@ -144,7 +147,14 @@ where
             };
             respond(io, response, keep_alive, &shared.drain).await
         }
-        Served::Sse(response) => super::boxed(sse(io, *response, chunked, &info.kick)).await,
+        Served::Sse(response) => {
+            let then = super::boxed(sse(io, *response, chunked, &info.kick)).await;
+            if then == Then::Flooded {
+                closed(&shared.metrics, "client", Close::UnexpectedBytes);
+                return Then::Drop;
+            }
+            then
+        }
         Served::Ws(response) => {
             let (parts, upgrade) = response.into_parts();
             let mut out = Vec::new();
@@ -275,7 +285,7 @@ where
                     Ok(n) => {
                         ignored += n;
                         if ignored > MAX_IGNORED {
-                            return Then::Drop;
+                            return Then::Flooded;
                         }
                     }
                 },

@@ -125,15 +125,18 @@ pub enum Close {
     HandshakeTimeout,
     /// Nothing in flight for the idle time.
     Idle,
+    /// More than the direct path's bound of bytes sent while an SSE stream was open (nothing reads them).
+    UnexpectedBytes,
 }
 
 impl Close {
-    pub const ALL: [Close; 2] = [Close::HandshakeTimeout, Close::Idle];
+    pub const ALL: [Close; 3] = [Close::HandshakeTimeout, Close::Idle, Close::UnexpectedBytes];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Close::HandshakeTimeout => "handshake_timeout",
             Close::Idle => "idle",
+            Close::UnexpectedBytes => "unexpected_bytes",
         }
     }
 }

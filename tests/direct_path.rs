@@ -1,0 +1,164 @@
+//! Issue 9 on the real binary: the direct HTTP/1.1 path that serves stream readers on the socket itself, driven
+//! with raw bytes: keep-alive polls and a hand-over to hyper on one connection (pipelined), an HTTP/1.0 SSE stream
+//! delimited by the close, a head too large for the direct path still served (by hyper), and a client that floods
+//! its open SSE connection disconnected and counted while another client keeps its stream.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::client::WAIT;
+use support::feeds::metric;
+use support::upstream::SseUpstream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn config(upstream: SocketAddr) -> String {
+    format!(
+        r#"
+listen:
+  - address: "127.0.0.1:0"
+admin: {{ address: "127.0.0.1:0" }}
+log: {{ format: json }}
+streams:
+  - path: /events/{{channel}}
+    upstream: {{ url: "http://{upstream}/up/{{channel}}" }}
+"#
+    )
+}
+
+/// Everything the server sends until it closes the connection.
+async fn read_to_close(tcp: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut got))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Reads until `needle` has arrived; everything read so far.
+async fn read_until(tcp: &mut TcpStream, needle: &str) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        while !String::from_utf8_lossy(&got).contains(needle) {
+            let n = tcp.read(&mut buf).await.expect("read");
+            assert!(
+                n > 0,
+                "closed before {needle:?}: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {needle:?} in {}", String::from_utf8_lossy(&got)));
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn pipelined_polls_and_a_hand_over_to_hyper_share_one_connection() {
+    let upstream = SseUpstream::start(true).await;
+    upstream.publish("one");
+    let dir = tempfile::tempdir().unwrap();
+    let binary = support::binary::start(dir.path(), &config(upstream.addr), 1, true);
+    let addr = binary.listen[0];
+
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let poll = "GET /events/a?transport=long-poll&wait=0 HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Two polls served by the direct path, then the client script (hyper), all written at once.
+    let requests = format!(
+        "{poll}{poll}GET /_pushbridge/client.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(requests.as_bytes()).await.unwrap();
+    let got = read_to_close(&mut tcp).await;
+    assert_eq!(got.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{got}");
+    assert_eq!(
+        got.matches("x-pushbridge-transport: long-poll\r\n").count(),
+        2,
+        "{got}"
+    );
+    assert_eq!(got.matches("content-type: application/json").count(), 2);
+    assert!(got.contains("application/javascript"), "{got}");
+    assert!(got.contains("\r\ndate: "), "{got}");
+}
+
+#[tokio::test]
+async fn an_http_1_0_sse_stream_ends_with_the_connection() {
+    let upstream = SseUpstream::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let binary = support::binary::start(dir.path(), &config(upstream.addr), 1, true);
+    let mut tcp = TcpStream::connect(binary.listen[0]).await.unwrap();
+    tcp.write_all(b"GET /events/a HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_until(&mut tcp, ": pushbridge").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    upstream.wait_connections(1).await;
+    upstream.publish("hello");
+    // The event as it is on the wire: no chunk framing around it.
+    let got = read_until(&mut tcp, "data: hello\n\n").await;
+    assert!(got.contains("id: 1\ndata: hello\n\n"), "{got}");
+}
+
+#[tokio::test]
+async fn a_head_too_large_for_the_direct_path_is_served_by_hyper() {
+    let upstream = SseUpstream::start(true).await;
+    upstream.publish("one");
+    let dir = tempfile::tempdir().unwrap();
+    let binary = support::binary::start(dir.path(), &config(upstream.addr), 1, true);
+    let mut tcp = TcpStream::connect(binary.listen[0]).await.unwrap();
+    let big = "b".repeat(12 * 1024);
+    let request = format!(
+        "GET /events/a?transport=long-poll&wait=0 HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let got = read_to_close(&mut tcp).await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.contains("x-pushbridge-transport: long-poll"), "{got}");
+}
+
+#[tokio::test]
+async fn a_client_flooding_its_sse_connection_is_dropped_and_counted() {
+    let upstream = SseUpstream::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let binary = support::binary::start(dir.path(), &config(upstream.addr), 1, true);
+    let (addr, admin) = (binary.listen[0], binary.admin.unwrap());
+    let open = b"GET /events/a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+    let mut quiet = TcpStream::connect(addr).await.unwrap();
+    quiet.write_all(open).await.unwrap();
+    read_until(&mut quiet, ": pushbridge").await;
+    let mut flood = TcpStream::connect(addr).await.unwrap();
+    flood.write_all(open).await.unwrap();
+    read_until(&mut flood, ": pushbridge").await;
+
+    // Past the 64 KiB bound: the server stops reading and hangs up.
+    let junk = vec![b'x'; 8 * 1024];
+    for _ in 0..12 {
+        if flood.write_all(&junk).await.is_err() {
+            break;
+        }
+    }
+    // Closed with unread bytes in its buffer: a reset, or an end of stream.
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        while let Ok(n) = flood.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the flooding client is disconnected");
+    let series =
+        r#"pushbridge_connections_closed_total{listener="client",reason="unexpected_bytes"}"#;
+    assert_eq!(metric(admin, series).await, 1.0);
+
+    // The other client's stream is untouched.
+    upstream.wait_connections(1).await;
+    upstream.publish("still here");
+    read_until(&mut quiet, "data: still here").await;
+}
