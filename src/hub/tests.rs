@@ -30,7 +30,7 @@ fn starter(starts: Arc<AtomicUsize>, stops: Arc<Mutex<Vec<CancellationToken>>>) 
     })
 }
 
-fn publish(stream: &Stream, data: &str) {
+fn publish(stream: &Arc<Stream>, data: &str) {
     assert!(stream.publish(Published {
         id: None,
         event: None,
@@ -297,4 +297,46 @@ async fn subscribe_unsubscribe_churn_spawns_no_task() {
         tasks,
         "one keeper per stream, whatever the churn"
     );
+}
+
+#[test]
+fn wake_pacing_grows_with_the_subscribers_and_is_capped() {
+    use super::stream::{MAX_PACE, PACE_FROM, pace};
+    assert_eq!(pace(PACE_FROM - 1), Duration::ZERO);
+    assert_eq!(pace(PACE_FROM), Duration::from_millis(10));
+    assert_eq!(pace(10_000), Duration::from_millis(100));
+    assert_eq!(pace(1_000_000), MAX_PACE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_stream_wakes_its_subscribers_once_per_pace_with_every_event() {
+    use super::stream::{PACE_FROM, pace};
+    let hub = hub();
+    let start = starter(Arc::default(), Arc::default());
+    let s = settings(100, 10);
+    let mut subs: Vec<_> = (0..PACE_FROM)
+        .map(|_| hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default()))
+        .collect();
+    let stream = subs[0].stream().clone();
+    // The first event wakes a waiting subscriber at once; the next two wait for the pace and arrive together.
+    let mut first = subs.remove(0);
+    let waiter = tokio::spawn(async move {
+        let got = data(first.next(10).await);
+        let at = tokio::time::Instant::now();
+        (got, data(first.next(10).await), at.elapsed(), first)
+    });
+    tokio::task::yield_now().await;
+    publish(&stream, "a");
+    tokio::task::yield_now().await;
+    publish(&stream, "b");
+    publish(&stream, "c");
+    let (a, bc, waited, _first) = waiter.await.unwrap();
+    assert_eq!(
+        (a, bc),
+        (vec!["a".to_owned()], vec!["b".to_owned(), "c".to_owned()])
+    );
+    assert!(waited >= pace(PACE_FROM) / 2, "{waited:?}");
+    for sub in &mut subs {
+        assert_eq!(data(sub.try_next(10).expect("ready")), ["a", "b", "c"]);
+    }
 }

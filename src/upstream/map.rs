@@ -143,7 +143,7 @@ impl Feed {
     pub(super) fn offer(
         &mut self,
         spec: &UpstreamSpec,
-        stream: &Stream,
+        stream: &Arc<Stream>,
         metrics: &Metrics,
         result: Result<Published, Skip>,
     ) -> bool {

@@ -83,7 +83,7 @@ pub(super) async fn session(
 fn publish(
     spec: &UpstreamSpec,
     poll: &PollConfig,
-    stream: &Stream,
+    stream: &Arc<Stream>,
     feed: &mut Feed,
     metrics: &Metrics,
     doc: &Value,
