@@ -332,7 +332,8 @@ fn read(
             transports::longpoll::serve(ctx, query.as_deref(), last_event_id.as_deref())
         }
     };
-    let mut extra = http::HeaderMap::new();
+    // Room for the transport and CORS headers only: a held poll keeps this map while it waits.
+    let mut extra = http::HeaderMap::with_capacity(2);
     extra.insert(
         TRANSPORT_HEADER,
         HeaderValue::from_static(transport.as_str()),

@@ -28,6 +28,7 @@ use crate::route::ConnInfo;
 use crate::server;
 use crate::transports::Served;
 use crate::transports::sse::Feed;
+use crate::transports::ws::Upgrade;
 use head::{MAX_HEAD, Parsed};
 use write::Framing;
 
@@ -55,34 +56,47 @@ where
     let mut buf = BytesMut::new();
     let mut deadline = (first_by, Close::HandshakeTimeout);
     loop {
-        let (req, len) = match next_head(&mut io, &mut buf, deadline.0, &shared.drain).await {
-            Ok(Some(head)) => head,
-            Ok(None) => return to_hyper(Prefixed::new(buf, io), info, deadline.0, shared).await,
-            Err(timed_out) => {
+        // Each step in a box of its own size: the connection's state stays as small as the step it is in (a held
+        // poll, an SSE stream, a WebSocket session), not the largest of them.
+        let next = super::boxed(next_request(&mut io, &mut buf, deadline.0, &info, &shared)).await;
+        let (served, keep_alive, chunked) = match next {
+            Next::Serve(served, keep_alive, chunked) => (served, keep_alive, chunked),
+            Next::Hyper => {
+                return to_hyper(Prefixed::new(buf, io), info, deadline.0, shared).await;
+            }
+            Next::Closed { timed_out } => {
                 if timed_out {
                     closed(&shared.metrics, "client", deadline.1);
                 }
                 return;
             }
         };
-        let router = shared.router.load_full();
-        let route = match head::bodiless_get(&req) {
-            true => server::stream_route(&router, req.uri().path()),
-            false => None,
+        let then = match served {
+            Served::Now(response) => {
+                super::boxed(respond(&mut io, response, keep_alive, &shared.drain)).await
+            }
+            Served::Held(held) => {
+                super::boxed(answer_held(
+                    &mut io,
+                    &mut buf,
+                    held,
+                    keep_alive,
+                    &shared.drain,
+                ))
+                .await
+            }
+            Served::Sse(response) => {
+                let then = super::boxed(sse(&mut io, response, chunked, &info.kick)).await;
+                if then == Then::Flooded {
+                    closed(&shared.metrics, "client", Close::UnexpectedBytes);
+                }
+                then
+            }
+            Served::Ws(response) => {
+                super::boxed(websocket(&mut io, &mut buf, response)).await;
+                return;
+            }
         };
-        let Some(route) = route else {
-            return to_hyper(Prefixed::new(buf, io), info, deadline.0, shared).await;
-        };
-        buf.advance(len);
-        if buf.is_empty() {
-            buf = BytesMut::new();
-        }
-        // Boxed: the connection's own state stays as small as a wait for the next head; each request's state
-        // (a held poll, an SSE stream, a WebSocket session) lives in a box of its own size.
-        let then = super::boxed(request(
-            &mut io, &mut buf, req, route, router, &info, &shared,
-        ))
-        .await;
         match then {
             Then::KeepAlive => {}
             Then::Close => {
@@ -103,6 +117,62 @@ where
     }
 }
 
+/// What the next request on a connection needs.
+enum Next {
+    /// The direct path serves it: the answer, whether the connection may carry another request after it, and
+    /// whether a stream is chunked (HTTP/1.1) or delimited by the close (HTTP/1.0).
+    Serve(Served, bool, bool),
+    /// hyper serves it (and the rest of the connection).
+    Hyper,
+    /// The connection ended before a request: the peer closed, the server drains, or (`timed_out`) the deadline.
+    Closed { timed_out: bool },
+}
+
+/// Reads the next request head and, when it is a stream reader, its answer (through `server::reader`).
+async fn next_request<IO>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    deadline: Instant,
+    info: &ConnInfo,
+    shared: &Shared,
+) -> Next
+where
+    IO: AsyncRead + Unpin + Send,
+{
+    let (req, len) = match next_head(io, buf, deadline, &shared.drain).await {
+        Ok(Some(head)) => head,
+        Ok(None) => return Next::Hyper,
+        Err(timed_out) => return Next::Closed { timed_out },
+    };
+    let router = shared.router.load_full();
+    let route = match head::bodiless_get(&req) {
+        true => server::stream_route(&router, req.uri().path()),
+        false => None,
+    };
+    let Some(route) = route else {
+        return Next::Hyper;
+    };
+    buf.advance(len);
+    if buf.is_empty() {
+        *buf = BytesMut::new();
+    }
+    let keep_alive = head::keep_alive(&req);
+    let chunked = req.version() == http::Version::HTTP_11;
+    let served = match route {
+        Err(refusal) => Served::Now(refusal),
+        Ok((route, params)) => {
+            super::boxed(server::reader(&router, route, params, req, info.clone())).await
+        }
+    };
+    Next::Serve(served, keep_alive, chunked)
+}
+
+/// `*boxed`, freeing the box at once (a box moved out of in an `async fn` is freed only at the end of its scope).
+#[allow(clippy::boxed_local)] // taking the box is the point: it is freed on return
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
+}
+
 /// hyper serves the rest of the connection (the bytes read so far come first), its next head due by `next_by`.
 fn to_hyper<IO>(
     io: Prefixed<IO>,
@@ -116,58 +186,38 @@ where
     super::boxed(super::serve_hyper(io, info, next_by, shared))
 }
 
-/// Serves one request the direct path took.
-async fn request<IO>(
+/// Waits for a held poll's answer (or the client's close), then writes it.
+async fn answer_held<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
-    req: http::Request<()>,
-    route: Result<server::RouteMatch, Response<Body>>,
-    router: std::sync::Arc<server::Router>,
-    info: &ConnInfo,
-    shared: &Shared,
+    held: std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>,
+    keep_alive: bool,
+    drain: &CancellationToken,
 ) -> Then
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let response = tokio::select! {
+        response = held => response,
+        () = peer_gone(io, buf) => return Then::Drop,
+    };
+    respond(io, response, keep_alive, drain).await
+}
+
+/// Answers a WebSocket handshake, then runs the session on the connection (with any bytes already read).
+async fn websocket<IO>(io: &mut IO, buf: &mut BytesMut, response: Box<Response<Upgrade>>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let keep_alive = head::keep_alive(&req);
-    let chunked = req.version() == http::Version::HTTP_11;
-    let served = match route {
-        Err(refusal) => Served::Now(refusal),
-        Ok((route, params)) => {
-            super::boxed(server::reader(&router, route, params, req, info.clone())).await
-        }
-    };
-    drop(router);
-    match served {
-        Served::Now(response) => respond(io, response, keep_alive, &shared.drain).await,
-        Served::Held(held) => {
-            let response = tokio::select! {
-                response = held => response,
-                () = peer_gone(io, buf) => return Then::Drop,
-            };
-            respond(io, response, keep_alive, &shared.drain).await
-        }
-        Served::Sse(response) => {
-            let then = super::boxed(sse(io, *response, chunked, &info.kick)).await;
-            if then == Then::Flooded {
-                closed(&shared.metrics, "client", Close::UnexpectedBytes);
-                return Then::Drop;
-            }
-            then
-        }
-        Served::Ws(response) => {
-            let (parts, upgrade) = response.into_parts();
-            let mut out = Vec::new();
-            write::head(&mut out, &parts, Framing::Upgrade, false);
-            drop(parts);
-            if io.write_all(&out).await.is_err() {
-                return Then::Drop;
-            }
-            drop(out);
-            super::boxed(upgrade.run(Prefixed::new(std::mem::take(buf), &mut *io))).await;
-            Then::Drop
-        }
+    let (parts, upgrade) = unbox(response).into_parts();
+    let mut out = Vec::new();
+    write::head(&mut out, &parts, Framing::Upgrade, false);
+    drop(parts);
+    if io.write_all(&out).await.is_err() {
+        return;
     }
+    drop(out);
+    super::boxed(upgrade.run(Prefixed::new(std::mem::take(buf), io))).await;
 }
 
 /// Reads until `buf` holds a whole request head the direct path takes: `Ok(Some((request, head length)))`, or
@@ -253,14 +303,14 @@ where
 /// write; a write blocked on a client that stopped reading ends when the hub kicks it.
 async fn sse<IO>(
     io: &mut IO,
-    response: Response<Feed>,
+    response: Box<Response<Feed>>,
     chunked: bool,
     kick: &CancellationToken,
 ) -> Then
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let (parts, mut feed) = response.into_parts();
+    let (parts, mut feed) = unbox(response).into_parts();
     let mut out = Vec::with_capacity(512);
     let framing = if chunked {
         Framing::Chunked

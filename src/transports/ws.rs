@@ -25,7 +25,7 @@ pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 pub const READ_BUFFER: usize = 4 * 1024;
 /// Read buffer of a client session: clients send little (pongs, small messages); a larger message is read in
 /// several reads. Idle sessions keep this much each.
-pub const SESSION_READ_BUFFER: usize = 512;
+pub const SESSION_READ_BUFFER: usize = 256;
 /// Bytes gathered before a write to the socket (a batch of events is flushed whole anyway).
 pub const WRITE_BUFFER: usize = 4 * 1024;
 /// Cap of the write buffer. The sink flushes before taking another message, so it holds at most
