@@ -63,13 +63,8 @@ fn respond(
     callback: Option<String>,
 ) -> Response<Body> {
     let cursor = subscription.position();
-    for event in &events {
-        if subscription.is_live(event) {
-            ctx.metrics.delivered(TRANSPORT, event);
-        } else {
-            ctx.metrics.delivered_replayed(TRANSPORT);
-        }
-    }
+    ctx.metrics
+        .delivered(TRANSPORT, &events, |e| subscription.is_live(e));
     drop(subscription);
     drop(gauge);
     let json = wire::batch(&events, &cursor, gap);

@@ -138,12 +138,11 @@ impl Feed {
                 out.reserve(events.iter().map(|e| e.sse_bytes().len()).sum());
                 for event in &events {
                     out.extend_from_slice(event.sse_bytes());
-                    if self.subscription.is_live(event) {
-                        self.ctx.metrics.delivered("sse", event);
-                    } else {
-                        self.ctx.metrics.delivered_replayed("sse");
-                    }
                 }
+                let subscription = &self.subscription;
+                self.ctx
+                    .metrics
+                    .delivered("sse", &events, |e| subscription.is_live(e));
             }
             Next::Gap { last_event_id } => {
                 out.extend_from_slice(&gap_frame(&self.ctx.route.config.gap_event, &last_event_id))

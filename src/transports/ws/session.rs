@@ -153,12 +153,9 @@ where
                     if let Err(error) = sink.feed(event_message(event, config.ws.format)).await {
                         return hung_up(&error);
                     }
-                    if subscription.is_live(event) {
-                        ctx.metrics.delivered("ws", event);
-                    } else {
-                        ctx.metrics.delivered_replayed("ws");
-                    }
                 }
+                ctx.metrics
+                    .delivered("ws", &events, |e| subscription.is_live(e));
                 if let Err(error) = sink.flush().await {
                     return hung_up(&error);
                 }
