@@ -30,6 +30,8 @@ pub struct Metrics {
     pub events_received: IntCounterVec,
     /// Upstream events dropped as replays of held events.
     pub upstream_duplicates: IntCounter,
+    /// Wake-ups of a large stream's subscribers deferred by wake pacing (`hub::stream::pace`).
+    pub paced_wakes: IntCounter,
     /// New streams refused, by limit (`global`: limits.max_streams, `route`: the route's, `pattern`: `params` rules).
     pub stream_refusals: IntCounterVec,
     /// Requests answered from the negative cache (a key the upstream answered 404/403/410 moments ago).
@@ -154,6 +156,10 @@ impl Metrics {
                 "pushbridge_events_received_total",
                 "Events received from upstreams.",
                 &["route"],
+            )?,
+            paced_wakes: counter(
+                "pushbridge_paced_wakes_total",
+                "Wake-ups of a large stream's subscribers deferred by wake pacing (events waited in the ring).",
             )?,
             upstream_duplicates: counter(
                 "pushbridge_upstream_duplicates_total",

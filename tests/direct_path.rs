@@ -1,7 +1,8 @@
 //! Issue 9 on the real binary: the direct HTTP/1.1 path that serves stream readers on the socket itself, driven
 //! with raw bytes: keep-alive polls and a hand-over to hyper on one connection (pipelined), an HTTP/1.0 SSE stream
-//! delimited by the close, a head too large for the direct path still served (by hyper), and a client that floods
-//! its open SSE connection disconnected and counted while another client keeps its stream.
+//! delimited by the close, heads too large (or with too many fields) for the direct path still served (by hyper),
+//! a held poll's pipelined bytes kept up to their bound and read after it, and a client that floods its open SSE
+//! connection disconnected and counted while another client keeps its stream.
 
 mod support;
 
@@ -119,6 +120,52 @@ async fn a_head_too_large_for_the_direct_path_is_served_by_hyper() {
     let got = read_to_close(&mut tcp).await;
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(got.contains("x-pushbridge-transport: long-poll"), "{got}");
+
+    // More header fields than the direct path parses (64): hyper serves it too.
+    let mut tcp = TcpStream::connect(binary.listen[0]).await.unwrap();
+    let fields: String = (0..70).map(|i| format!("X-F{i}: {i}\r\n")).collect();
+    let request = format!(
+        "GET /events/a?transport=long-poll&wait=0 HTTP/1.1\r\nHost: x\r\n{fields}Connection: close\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let got = read_to_close(&mut tcp).await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.contains("x-pushbridge-transport: long-poll"), "{got}");
+}
+
+#[tokio::test]
+async fn a_held_poll_keeps_a_pipelined_request_and_stops_reading_past_its_bound() {
+    let upstream = SseUpstream::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let binary = support::binary::start(dir.path(), &config(upstream.addr), 1, true);
+    let addr = binary.listen[0];
+
+    // A held poll with the next request pipelined behind it: both answered, in order, on one connection.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let held = "GET /events/a?transport=long-poll HTTP/1.1\r\nHost: x\r\n\r\n";
+    let next =
+        "GET /events/a?transport=long-poll&wait=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    tcp.write_all(format!("{held}{next}").as_bytes())
+        .await
+        .unwrap();
+    upstream.wait_connections(1).await;
+    upstream.publish("first");
+    let got = read_to_close(&mut tcp).await;
+    assert_eq!(got.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{got}");
+    assert!(got.contains("first"), "{got}");
+
+    // Past the 8 KiB kept while a poll is held: the server stops reading (the bytes wait in the socket), still
+    // answers the poll, then the bytes are read as the next request (hyper refuses them) and the connection ends.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(held.as_bytes()).await.unwrap();
+    let mut junk = b"NOT A REQUEST LINE\r\n".to_vec();
+    junk.resize(32 * 1024, b'x');
+    tcp.write_all(&junk).await.unwrap();
+    upstream.publish("second");
+    let got = read_to_close(&mut tcp).await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.contains("second"), "{got}");
+    assert!(got.contains("HTTP/1.1 400 Bad Request\r\n"), "{got}");
 }
 
 #[tokio::test]

@@ -328,6 +328,7 @@ impl Stream {
             return true;
         };
         inner.wake_scheduled = true;
+        self.metrics.paced_wakes.inc();
         let stream = self.clone();
         runtime.spawn(async move {
             tokio::time::sleep_until(due).await;

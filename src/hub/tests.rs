@@ -336,6 +336,7 @@ async fn a_paced_stream_wakes_its_subscribers_once_per_pace_with_every_event() {
         (vec!["a".to_owned()], vec!["b".to_owned(), "c".to_owned()])
     );
     assert!(waited >= pace(PACE_FROM) / 2, "{waited:?}");
+    assert_eq!(stream.metrics.paced_wakes.get(), 1);
     for sub in &mut subs {
         assert_eq!(data(sub.try_next(10).expect("ready")), ["a", "b", "c"]);
     }
