@@ -156,11 +156,31 @@ async fn a_held_poll_keeps_a_pipelined_request_and_stops_reading_past_its_bound(
 
     // Past the 8 KiB kept while a poll is held: the server stops reading (the bytes wait in the socket), still
     // answers the poll, then the bytes are read as the next request (hyper refuses them) and the connection ends.
+    // The poll carries the cursor of the first answer, and "second" is published once the proxy counts it held.
+    let cursor = got
+        .split("\"last_event_id\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no cursor in {got}"))
+        .to_owned();
     let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let held = format!(
+        "GET /events/a?transport=long-poll&last_event_id={cursor} HTTP/1.1\r\nHost: x\r\n\r\n"
+    );
     tcp.write_all(held.as_bytes()).await.unwrap();
     let mut junk = b"NOT A REQUEST LINE\r\n".to_vec();
     junk.resize(32 * 1024, b'x');
     tcp.write_all(&junk).await.unwrap();
+    let admin = binary.admin.expect("admin listener");
+    support::client::eventually("the poll is held", || async {
+        metric(
+            admin,
+            "pushbridge_connections_open{http_version=\"http1\",transport=\"long-poll\"}",
+        )
+        .await
+            == 1.0
+    })
+    .await;
     upstream.publish("second");
     let got = read_to_close(&mut tcp).await;
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
