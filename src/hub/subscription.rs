@@ -109,7 +109,8 @@ impl Subscription {
             }
         }
         if let Some(deep) = self.deep.as_mut() {
-            match deep.next(&self.stream, max).await {
+            // Boxed: the wait of every subscriber does not carry the room of a deep resume's read.
+            match Box::pin(deep.next(&self.stream, max)).await {
                 Step::Gap(last_event_id) => return Next::Gap { last_event_id },
                 Step::Events(events) => return Next::Events(events),
                 Step::Closed => return Next::Closed,

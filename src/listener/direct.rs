@@ -10,6 +10,8 @@
 mod head;
 mod write;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,72 +50,91 @@ enum Then {
     Flooded,
 }
 
-/// Serves the connection's requests until it closes; hands it to hyper when a request needs it.
-pub async fn serve<IO>(mut io: IO, info: ConnInfo, first_by: Instant, shared: Arc<Shared>)
+/// Serves the connection's requests until it closes; hands it to hyper when a request needs it. Not an `async fn`:
+/// the block's captures are the connection's only copy of its arguments (an `async fn` keeps them twice).
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn serve<IO>(
+    mut io: IO,
+    info: ConnInfo,
+    first_by: Instant,
+    shared: Arc<Shared>,
+) -> impl Future<Output = ()> + Send
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut buf = BytesMut::new();
-    let mut deadline = (first_by, Close::HandshakeTimeout);
-    loop {
-        // Each step in a box of its own size: the connection's state stays as small as the step it is in (a held
-        // poll, an SSE stream, a WebSocket session), not the largest of them.
-        let next = super::boxed(next_request(&mut io, &mut buf, deadline.0, &info, &shared)).await;
-        let (served, keep_alive, chunked) = match next {
-            Next::Serve(served, keep_alive, chunked) => (served, keep_alive, chunked),
-            Next::Hyper => {
-                return to_hyper(Prefixed::new(buf, io), info, deadline.0, shared).await;
-            }
-            Next::Closed { timed_out } => {
-                if timed_out {
-                    closed(&shared.metrics, "client", deadline.1);
+    async move {
+        let mut buf = BytesMut::new();
+        let mut deadline = (first_by, Close::HandshakeTimeout);
+        loop {
+            // Each step in a box of its own size: the connection's state stays as small as the step it is in (a
+            // held poll, an SSE stream, a WebSocket session), not the largest of them; the answer is turned into
+            // its step outside this state too.
+            let next =
+                super::boxed(next_request(&mut io, &mut buf, deadline.0, &info, &shared)).await;
+            let (served, keep_alive, chunked) = match next {
+                Next::Serve(served, keep_alive, chunked) => (served, keep_alive, chunked),
+                Next::Hyper => {
+                    return to_hyper(Prefixed::new(buf, io), info, deadline.0, shared).await;
                 }
-                return;
-            }
-        };
-        let then = match served {
-            Served::Now(response) => {
-                super::boxed(respond(&mut io, response, keep_alive, &shared.drain)).await
-            }
-            Served::Held(held) => {
-                super::boxed(answer_held(
-                    &mut io,
-                    &mut buf,
-                    held,
-                    keep_alive,
-                    &shared.drain,
-                ))
-                .await
-            }
-            Served::Sse(response) => {
-                let then = super::boxed(sse(&mut io, response, chunked, &info.kick)).await;
-                if then == Then::Flooded {
+                Next::Closed { timed_out } => {
+                    if timed_out {
+                        closed(&shared.metrics, "client", deadline.1);
+                    }
+                    return;
+                }
+            };
+            let step = step(
+                &mut io, &mut buf, served, keep_alive, chunked, &info, &shared,
+            );
+            match step.await {
+                Then::KeepAlive => {}
+                Then::Close => {
+                    let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, io.shutdown()).await;
+                    return;
+                }
+                Then::Drop => return,
+                Then::Flooded => {
                     closed(&shared.metrics, "client", Close::UnexpectedBytes);
+                    return;
                 }
-                then
             }
-            Served::Ws(response) => {
-                super::boxed(websocket(&mut io, &mut buf, response)).await;
-                return;
-            }
-        };
-        match then {
-            Then::KeepAlive => {}
-            Then::Close => {
-                let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, io.shutdown()).await;
-                return;
-            }
-            Then::Drop | Then::Flooded => return,
+            let limits = &shared.limits;
+            deadline = if limits.handshake_timeout <= limits.idle_connection_timeout {
+                (
+                    Instant::now() + limits.handshake_timeout,
+                    Close::HandshakeTimeout,
+                )
+            } else {
+                (Instant::now() + limits.idle_connection_timeout, Close::Idle)
+            };
         }
-        let limits = &shared.limits;
-        deadline = if limits.handshake_timeout <= limits.idle_connection_timeout {
-            (
-                Instant::now() + limits.handshake_timeout,
-                Close::HandshakeTimeout,
-            )
-        } else {
-            (Instant::now() + limits.idle_connection_timeout, Close::Idle)
-        };
+    }
+}
+
+/// The step that serves an answer, in a box of its own.
+fn step<'a, IO>(
+    io: &'a mut IO,
+    buf: &'a mut BytesMut,
+    served: Served,
+    keep_alive: bool,
+    chunked: bool,
+    info: &'a ConnInfo,
+    shared: &'a Shared,
+) -> Pin<Box<dyn Future<Output = Then> + Send + 'a>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match served {
+        Served::Now(response) => super::boxed(respond(io, response, keep_alive, &shared.drain)),
+        Served::Held(held) => super::boxed(answer_held(io, buf, held, keep_alive, &shared.drain)),
+        Served::Sse(response) => super::boxed(sse(io, response, chunked, &info.kick)),
+        // The handshake's box is freed before the session runs in its own.
+        Served::Ws(response) => super::boxed(async move {
+            if let Some(session) = super::boxed(websocket(io, buf, response)).await {
+                session.await;
+            }
+            Then::Drop
+        }),
     }
 }
 
@@ -195,29 +216,36 @@ async fn answer_held<IO>(
     drain: &CancellationToken,
 ) -> Then
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let response = tokio::select! {
         response = held => response,
         () = peer_gone(io, buf) => return Then::Drop,
     };
-    respond(io, response, keep_alive, drain).await
+    // Boxed: a held poll does not carry the room of writing its answer while it waits.
+    super::boxed(respond(io, response, keep_alive, drain)).await
 }
 
-/// Answers a WebSocket handshake, then runs the session on the connection (with any bytes already read).
-async fn websocket<IO>(io: &mut IO, buf: &mut BytesMut, response: Box<Response<Upgrade>>)
+/// Answers a WebSocket handshake: the session to run on the connection (with any bytes already read), or `None`
+/// when the answer could not be written.
+async fn websocket<'a, IO>(
+    io: &'a mut IO,
+    buf: &mut BytesMut,
+    response: Box<Response<Upgrade>>,
+) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (parts, upgrade) = unbox(response).into_parts();
     let mut out = Vec::new();
-    write::head(&mut out, &parts, Framing::Upgrade, false);
-    drop(parts);
-    if io.write_all(&out).await.is_err() {
-        return;
-    }
-    drop(out);
-    super::boxed(upgrade.run(Prefixed::new(std::mem::take(buf), io))).await;
+    let upgrade = {
+        let (parts, upgrade) = unbox(response).into_parts();
+        write::head(&mut out, &parts, Framing::Upgrade, false);
+        upgrade
+    };
+    io.write_all(&out).await.ok()?;
+    Some(super::boxed(
+        upgrade.run(Prefixed::new(std::mem::take(buf), io)),
+    ))
 }
 
 /// Reads until `buf` holds a whole request head the direct path takes: `Ok(Some((request, head length)))`, or
@@ -310,14 +338,18 @@ async fn sse<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let (parts, mut feed) = unbox(response).into_parts();
     let mut out = Vec::with_capacity(512);
-    let framing = if chunked {
-        Framing::Chunked
-    } else {
-        Framing::Close
+    // The head's parts are dropped here, not kept across the stream's awaits.
+    let mut feed = {
+        let (parts, feed) = unbox(response).into_parts();
+        let framing = if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        };
+        write::head(&mut out, &parts, framing, !chunked);
+        feed
     };
-    write::head(&mut out, &parts, framing, !chunked);
     let mut ignored = 0usize;
     let mut scratch = [0u8; 64];
     loop {

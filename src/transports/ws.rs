@@ -39,12 +39,13 @@ pub struct Upgrade {
 }
 
 impl Upgrade {
-    /// Serves the session on the connection until it ends.
-    pub async fn run<IO>(self, io: IO)
+    /// Serves the session on the connection until it ends. Not an `async fn`: the future does not also hold the
+    /// `Upgrade` it was made from.
+    pub fn run<IO>(self, io: IO) -> impl std::future::Future<Output = ()> + Send
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        self.session.run(io, self.config).await;
+        self.session.run(io, self.config)
     }
 }
 

@@ -87,8 +87,13 @@ impl Session {
         }
     }
 
-    /// Serves the session until it ends, then closes the connection.
-    pub async fn run<IO>(self, io: IO, config: WebSocketConfig)
+    /// Serves the session until it ends, then closes the connection. Not an `async fn`: the block's captures
+    /// are its only copy of the session (an `async fn` keeps its arguments twice, as passed and as bound).
+    pub fn run<IO>(
+        self,
+        io: IO,
+        config: WebSocketConfig,
+    ) -> impl std::future::Future<Output = ()> + Send
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
@@ -96,26 +101,30 @@ impl Session {
             ctx,
             mut subscription,
             forwarded,
-            _gauge,
+            _gauge: gauge,
         } = self;
-        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        let (mut sink, mut stream) = ws.split();
-        let liveness = Liveness::default();
-        let end = tokio::select! {
-            biased;
-            // A kicked client stopped reading: its socket is full, so a close frame would not get through.
-            () = ctx.kick.cancelled() => End::Drop,
-            () = ctx.drain.cancelled() => End::Close(CloseCode::Away, "going away"),
-            end = read_loop(&ctx, &forwarded, &mut stream, &liveness) => end,
-            end = write_loop(&ctx, &mut subscription, &mut sink, &liveness) => end,
-        };
-        drop(subscription);
-        tracing::debug!(stream = %ctx.key, ?end, "WebSocket session ended");
-        if let Ok(ws) = sink.reunite(stream) {
-            // Boxed: a session does not carry the closing handshake's room while it runs.
-            let closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
-                Box::pin(close(ws, end));
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+        async move {
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            let (mut sink, mut stream) = ws.split();
+            let liveness = Liveness::default();
+            let end = tokio::select! {
+                biased;
+                // A kicked client stopped reading: its socket is full, so a close frame would not get through.
+                () = ctx.kick.cancelled() => End::Drop,
+                () = ctx.drain.cancelled() => End::Close(CloseCode::Away, "going away"),
+                end = read_loop(&ctx, &forwarded, &mut stream, &liveness) => end,
+                end = write_loop(&ctx, &mut subscription, &mut sink, &liveness) => end,
+            };
+            drop(subscription);
+            tracing::debug!(stream = %ctx.key, ?end, "WebSocket session ended");
+            if let Ok(ws) = sink.reunite(stream) {
+                // Boxed: a session does not carry the closing handshake's room while it runs.
+                let closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+                    Box::pin(close(ws, end));
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+            }
+            // The session counts as open until here.
+            drop(gauge);
         }
     }
 }
