@@ -102,15 +102,33 @@ where
     Box::pin(future)
 }
 
-async fn serve_tls(
+/// A TLS connection: the handshake in a box of its own, freed once done, then the connection served in another
+/// (so an idle connection keeps one copy of its TLS state and none of the handshake's room).
+#[allow(clippy::manual_async_fn)] // as `direct::serve`: an `async fn` would keep its arguments twice
+fn serve_tls(
     tcp: TcpStream,
     tls: Arc<ServerTls>,
     info: ConnInfo,
     first_by: Instant,
     shared: Arc<Shared>,
-) {
-    let handshake = tokio::time::timeout_at(first_by, tls.acceptor().accept(tcp)).await;
-    let stream = match handshake {
+) -> impl Future<Output = ()> + Send {
+    async move {
+        if let Some(serve) = boxed(tls_handshake(tcp, tls, info, first_by, shared)).await {
+            serve.await;
+        }
+    }
+}
+
+/// Completes the TLS handshake (counted when it fails): the future that serves the connection, hyper for ALPN
+/// `h2` and the direct path otherwise.
+async fn tls_handshake(
+    tcp: TcpStream,
+    tls: Arc<ServerTls>,
+    info: ConnInfo,
+    first_by: Instant,
+    shared: Arc<Shared>,
+) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+    let stream = match tokio::time::timeout_at(first_by, tls.acceptor().accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             shared
@@ -119,7 +137,7 @@ async fn serve_tls(
                 .with_label_values(&["error"])
                 .inc();
             tracing::debug!(%error, "TLS handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             shared
@@ -128,15 +146,15 @@ async fn serve_tls(
                 .with_label_values(&["timeout"])
                 .inc();
             closed(&shared.metrics, "client", Close::HandshakeTimeout);
-            return;
+            return None;
         }
     };
-    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+    Some(if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         let io = Prefixed::new(bytes::BytesMut::new(), stream);
-        serve_hyper(io, info, first_by, shared).await;
+        boxed(serve_hyper(io, info, first_by, shared))
     } else {
-        direct::serve(stream, info, first_by, shared).await;
-    }
+        boxed(direct::serve(stream, info, first_by, shared))
+    })
 }
 
 /// Counts and logs a connection closed by the watch.
