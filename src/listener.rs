@@ -198,7 +198,9 @@ where
         let info = info.clone();
         async move {
             let permit = info.guard.permit.clone();
-            let response = server::handle(router, req, info).await;
+            // Boxed: hyper keeps a slot (HTTP/1.1) or a task (an HTTP/2 stream) the size of this future for as
+            // long as the response lasts; the handler's state is freed once it has answered.
+            let response = boxed(server::handle(router, req, info)).await;
             Ok::<_, Infallible>(response.map(|body| watch::hold(body, permit)))
         }
     });
