@@ -462,15 +462,16 @@ impl Metrics {
         events: &[std::sync::Arc<crate::event::Event>],
         live: impl Fn(&crate::event::Event) -> bool,
     ) {
+        let other;
         let (counter, histogram) = match TRANSPORTS.iter().position(|t| *t == transport) {
-            Some(i) => (
-                self.delivered_by[i].0.clone(),
-                self.delivered_by[i].1.clone(),
-            ),
-            None => (
-                self.events_delivered.with_label_values(&[transport]),
-                self.delivery_latency.with_label_values(&[transport]),
-            ),
+            Some(i) => (&self.delivered_by[i].0, &self.delivered_by[i].1),
+            None => {
+                other = (
+                    self.events_delivered.with_label_values(&[transport]),
+                    self.delivery_latency.with_label_values(&[transport]),
+                );
+                (&other.0, &other.1)
+            }
         };
         counter.inc_by(events.len() as u64);
         let now = std::time::Instant::now();

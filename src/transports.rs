@@ -25,8 +25,12 @@ pub enum Served {
     Now(Response<Body>),
     /// SSE: the head now, then the feed's bytes (boxed, as the WebSocket: the enum stays small).
     Sse(Box<Response<sse::Feed>>),
-    /// A held long-poll: its response once answered (boxed, so a waiting poll costs only its own state).
-    Held(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
+    /// A held long-poll: its response once answered (boxed, so a waiting poll costs only its own state), and the
+    /// headers to add to it then.
+    Held(
+        Pin<Box<dyn Future<Output = Response<Body>> + Send>>,
+        http::HeaderMap,
+    ),
     /// WebSocket: the handshake answer, then the session on the connection.
     Ws(Box<Response<ws::Upgrade>>),
 }
@@ -50,11 +54,10 @@ impl Served {
                 r.headers_mut().extend(extra);
                 Served::Ws(r)
             }
-            Served::Held(held) => Served::Held(Box::pin(async move {
-                let mut r = held.await;
-                r.headers_mut().extend(extra);
-                r
-            })),
+            Served::Held(held, mut headers) => {
+                headers.extend(extra);
+                Served::Held(held, headers)
+            }
         }
     }
 
@@ -68,7 +71,11 @@ impl Served {
         match self {
             Served::Now(r) => r,
             Served::Sse(r) => r.map(sse::Feed::into_body),
-            Served::Held(held) => held.await,
+            Served::Held(held, headers) => {
+                let mut r = held.await;
+                r.headers_mut().extend(headers);
+                r
+            }
             Served::Ws(r) => {
                 let (head, session) = r.into_parts();
                 match upgrade {

@@ -74,7 +74,9 @@ where
             let (served, keep_alive, chunked) = match next {
                 Next::Serve(served, keep_alive, chunked) => (served, keep_alive, chunked),
                 Next::Hyper => {
-                    return to_hyper(Prefixed::new(buf, io), info, deadline.0, shared).await;
+                    // hyper serves the rest of the connection, the bytes read so far first.
+                    let io = Prefixed::new(buf, io);
+                    return super::boxed(super::serve_hyper(io, info, deadline.0, shared)).await;
                 }
                 Next::Closed { timed_out } => {
                     if timed_out {
@@ -126,7 +128,14 @@ where
 {
     match served {
         Served::Now(response) => super::boxed(respond(io, response, keep_alive, &shared.drain)),
-        Served::Held(held) => super::boxed(answer_held(io, buf, held, keep_alive, &shared.drain)),
+        Served::Held(held, headers) => super::boxed(answer_held(
+            io,
+            buf,
+            held,
+            headers,
+            keep_alive,
+            &shared.drain,
+        )),
         Served::Sse(response) => super::boxed(sse(io, response, chunked, &info.kick)),
         // The handshake's box is freed before the session runs in its own.
         Served::Ws(response) => super::boxed(async move {
@@ -194,34 +203,23 @@ fn unbox<T>(boxed: Box<T>) -> T {
     *boxed
 }
 
-/// hyper serves the rest of the connection (the bytes read so far come first), its next head due by `next_by`.
-fn to_hyper<IO>(
-    io: Prefixed<IO>,
-    info: ConnInfo,
-    next_by: Instant,
-    shared: Arc<Shared>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    super::boxed(super::serve_hyper(io, info, next_by, shared))
-}
-
-/// Waits for a held poll's answer (or the client's close), then writes it.
+/// Waits for a held poll's answer (or the client's close), then writes it with `headers` added.
 async fn answer_held<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
-    held: std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>,
+    held: Pin<Box<dyn Future<Output = Response<Body>> + Send>>,
+    headers: http::HeaderMap,
     keep_alive: bool,
     drain: &CancellationToken,
 ) -> Then
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let response = tokio::select! {
+    let mut response = tokio::select! {
         response = held => response,
         () = peer_gone(io, buf) => return Then::Drop,
     };
+    response.headers_mut().extend(headers);
     // Boxed: a held poll does not carry the room of writing its answer while it waits.
     super::boxed(respond(io, response, keep_alive, drain)).await
 }
@@ -232,7 +230,7 @@ async fn websocket<'a, IO>(
     io: &'a mut IO,
     buf: &mut BytesMut,
     response: Box<Response<Upgrade>>,
-) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>>
+) -> Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {

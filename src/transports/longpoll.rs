@@ -47,10 +47,13 @@ pub fn serve(ctx: StreamContext, query: Option<&str>, last_event_id: Option<&str
         let events = ready_now(&mut subscription, config.max_batch, &mut gap);
         return Served::Now(respond(&ctx, subscription, gauge, events, gap, callback));
     }
-    Served::Held(Box::pin(async move {
-        let (events, gap) = collect(&ctx, &mut subscription, &config, wait).await;
-        respond(&ctx, subscription, gauge, events, gap, callback)
-    }))
+    Served::Held(
+        Box::pin(async move {
+            let (events, gap) = collect(&ctx, &mut subscription, &config, wait).await;
+            respond(&ctx, subscription, gauge, events, gap, callback)
+        }),
+        http::HeaderMap::new(),
+    )
 }
 
 /// The answer to a poll: the events (counted as delivered), the next cursor and the gap flag.
