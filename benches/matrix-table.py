@@ -47,41 +47,51 @@ def rows(groups, scenario):
     return [(k[1], k[2], k[3], groups[k]) for k in keys]
 
 
-def idle_table(groups, scenario, title):
+def table(groups, scenario, title, columns):
+    """One markdown table: a row per group of `scenario`, a cell per (header, value of the group's runs) column."""
     rs = rows(groups, scenario)
     if not rs:
         return
     print(f"\n### {title}\n")
-    print("| server | kind | clients | TCP connections | runs | connected | KiB per client | KiB per TCP connection "
-          "| server RSS MiB (connected) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| " + " | ".join(header for header, _ in columns) + " |")
+    print("|" + " --- |" * len(columns))
     for server, kind, clients, runs in rs:
-        print(f"| {server} | {KIND_NAMES.get(kind, kind)} | {clients} | {fmt(med(runs, lambda r: r['connections']), 0)} "
-              f"| {len(runs)} | {fmt(med(runs, lambda r: r['connected']), 0)} "
-              f"| {fmt(med(runs, lambda r: r['kib_per_connection']))} "
-              f"| {fmt(med(runs, lambda r: r['kib_per_tcp_connection']))} "
-              f"| {fmt(med(runs, lambda r: (r['target_rss_kib_connected'] or 0) / 1024))} |")
+        group = {"server": server, "kind": KIND_NAMES.get(kind, kind), "clients": clients}
+        print("| " + " | ".join(str(cell(group, runs)) for _, cell in columns) + " |")
 
 
-def load_table(groups, scenario, title):
-    rs = rows(groups, scenario)
-    if not rs:
-        return
-    print(f"\n### {title}\n")
-    print("| server | transport | subscribers | runs | published/s | deliveries/s | p50 ms | p99 ms "
-          "| server CPU µs/delivery | server CPU % | missing | duplicated | errors |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for server, kind, clients, runs in rs:
-        print(f"| {server} | {KIND_NAMES.get(kind, kind)} | {clients} | {len(runs)} "
-              f"| {fmt(med(runs, lambda r: r['published_per_second']))} "
-              f"| {fmt(med(runs, lambda r: r['events_per_second']), 0)} "
-              f"| {fmt(med(runs, lambda r: r['latency_ms']['p50']), 2)} "
-              f"| {fmt(med(runs, lambda r: r['latency_ms']['p99']), 2)} "
-              f"| {fmt(med(runs, lambda r: r['target_cpu_us_per_event']), 2)} "
-              f"| {fmt(med(runs, lambda r: r['target_cpu_percent']))} "
-              f"| {fmt(med(runs, lambda r: r['missing']), 0)} "
-              f"| {fmt(med(runs, lambda r: r['duplicated']), 0)} "
-              f"| {fmt(med(runs, lambda r: r['errors']), 0)} |")
+def median_of(field, digits=1):
+    """A column cell: the median of `field` (a function of one run) over the group's runs."""
+    return lambda group, runs: fmt(med(runs, field), digits)
+
+
+IDLE_COLUMNS = [
+    ("server", lambda g, runs: g["server"]),
+    ("kind", lambda g, runs: g["kind"]),
+    ("clients", lambda g, runs: g["clients"]),
+    ("TCP connections", median_of(lambda r: r['connections'], 0)),
+    ("runs", lambda g, runs: len(runs)),
+    ("connected", median_of(lambda r: r['connected'], 0)),
+    ("KiB per client", median_of(lambda r: r['kib_per_connection'])),
+    ("KiB per TCP connection", median_of(lambda r: r['kib_per_tcp_connection'])),
+    ("server RSS MiB (connected)", median_of(lambda r: (r['target_rss_kib_connected'] or 0) / 1024)),
+]
+
+LOAD_COLUMNS = [
+    ("server", lambda g, runs: g["server"]),
+    ("transport", lambda g, runs: g["kind"]),
+    ("subscribers", lambda g, runs: g["clients"]),
+    ("runs", lambda g, runs: len(runs)),
+    ("published/s", median_of(lambda r: r['published_per_second'])),
+    ("deliveries/s", median_of(lambda r: r['events_per_second'], 0)),
+    ("p50 ms", median_of(lambda r: r['latency_ms']['p50'], 2)),
+    ("p99 ms", median_of(lambda r: r['latency_ms']['p99'], 2)),
+    ("server CPU µs/delivery", median_of(lambda r: r['target_cpu_us_per_event'], 2)),
+    ("server CPU %", median_of(lambda r: r['target_cpu_percent'])),
+    ("missing", median_of(lambda r: r['missing'], 0)),
+    ("duplicated", median_of(lambda r: r['duplicated'], 0)),
+    ("errors", median_of(lambda r: r['errors'], 0)),
+]
 
 
 def main():
@@ -90,10 +100,10 @@ def main():
     groups = load(path, invocation)
     n = len({r['invocation'] for runs in groups.values() for r in runs if 'invocation' in r})
     print(f"\nmedians per group ({sum(len(v) for v in groups.values())} runs, {n} invocation(s), {path})")
-    idle_table(groups, "idle", "a. idle connections: RSS per connection")
-    load_table(groups, "cpu", "b. CPU per delivery")
-    load_table(groups, "overload", "c. overload curve (SSE)")
-    idle_table(groups, "scale", "d. scale: idle SSE connections up to the fd limit")
+    table(groups, "idle", "a. idle connections: RSS per connection", IDLE_COLUMNS)
+    table(groups, "cpu", "b. CPU per delivery", LOAD_COLUMNS)
+    table(groups, "overload", "c. overload curve (SSE)", LOAD_COLUMNS)
+    table(groups, "scale", "d. scale: idle SSE connections up to the fd limit", IDLE_COLUMNS)
 
 
 if __name__ == "__main__":

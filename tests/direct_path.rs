@@ -28,6 +28,18 @@ streams:
     )
 }
 
+/// A local SSE upstream (with `published` already sent) and the binary in front of it; the directory holds the
+/// binary's config while it runs.
+async fn start(published: &[&str]) -> (SseUpstream, tempfile::TempDir, support::binary::Binary) {
+    let upstream = SseUpstream::start(true).await;
+    for data in published {
+        upstream.publish(*data);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let binary = support::binary::start(dir.path(), &config(upstream.addr), 1, true);
+    (upstream, dir, binary)
+}
+
 /// Everything the server sends until it closes the connection.
 async fn read_to_close(tcp: &mut TcpStream) -> String {
     let mut got = Vec::new();
@@ -60,10 +72,7 @@ async fn read_until(tcp: &mut TcpStream, needle: &str) -> String {
 
 #[tokio::test]
 async fn pipelined_polls_and_a_hand_over_to_hyper_share_one_connection() {
-    let upstream = SseUpstream::start(true).await;
-    upstream.publish("one");
-    let dir = tempfile::tempdir().unwrap();
-    let binary = support::binary::start(dir.path(), &config(upstream.addr), 1, true);
+    let (_upstream, _dir, binary) = start(&["one"]).await;
     let addr = binary.listen[0];
 
     let mut tcp = TcpStream::connect(addr).await.unwrap();
@@ -87,9 +96,7 @@ async fn pipelined_polls_and_a_hand_over_to_hyper_share_one_connection() {
 
 #[tokio::test]
 async fn an_http_1_0_sse_stream_ends_with_the_connection() {
-    let upstream = SseUpstream::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let binary = support::binary::start(dir.path(), &config(upstream.addr), 1, true);
+    let (upstream, _dir, binary) = start(&[]).await;
     let mut tcp = TcpStream::connect(binary.listen[0]).await.unwrap();
     tcp.write_all(b"GET /events/a HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
         .await
@@ -107,10 +114,7 @@ async fn an_http_1_0_sse_stream_ends_with_the_connection() {
 
 #[tokio::test]
 async fn a_head_too_large_for_the_direct_path_is_served_by_hyper() {
-    let upstream = SseUpstream::start(true).await;
-    upstream.publish("one");
-    let dir = tempfile::tempdir().unwrap();
-    let binary = support::binary::start(dir.path(), &config(upstream.addr), 1, true);
+    let (_upstream, _dir, binary) = start(&["one"]).await;
     let mut tcp = TcpStream::connect(binary.listen[0]).await.unwrap();
     let big = "b".repeat(12 * 1024);
     let request = format!(
@@ -135,9 +139,7 @@ async fn a_head_too_large_for_the_direct_path_is_served_by_hyper() {
 
 #[tokio::test]
 async fn a_held_poll_keeps_a_pipelined_request_and_stops_reading_past_its_bound() {
-    let upstream = SseUpstream::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let binary = support::binary::start(dir.path(), &config(upstream.addr), 1, true);
+    let (upstream, _dir, binary) = start(&[]).await;
     let addr = binary.listen[0];
 
     // A held poll with the next request pipelined behind it: both answered, in order, on one connection.
@@ -190,9 +192,7 @@ async fn a_held_poll_keeps_a_pipelined_request_and_stops_reading_past_its_bound(
 
 #[tokio::test]
 async fn a_client_flooding_its_sse_connection_is_dropped_and_counted() {
-    let upstream = SseUpstream::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let binary = support::binary::start(dir.path(), &config(upstream.addr), 1, true);
+    let (upstream, _dir, binary) = start(&[]).await;
     let (addr, admin) = (binary.listen[0], binary.admin.unwrap());
     let open = b"GET /events/a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
     let mut quiet = TcpStream::connect(addr).await.unwrap();
