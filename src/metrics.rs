@@ -75,6 +75,8 @@ pub struct Metrics {
     /// Connections closed by pushbridge's own timers, by listener (client, admin) and reason (handshake_timeout,
     /// idle).
     pub connections_closed: IntCounterVec,
+    /// Bounds of the direct HTTP/1.1 path reached (`head`: handed to hyper; `held_poll_bytes`: reading stopped).
+    pub direct_path_bounds: IntCounterVec,
     /// Times a listener found every connection permit taken, by listener.
     pub connection_limit_reached: IntCounterVec,
     /// Failed accepts (e.g. out of file descriptors), by listener.
@@ -267,6 +269,12 @@ impl Metrics {
                 "Connections closed by pushbridge's timers (no first request in time, idle).",
                 &["listener", "reason"],
             )?,
+            direct_path_bounds: counter_vec(
+                "pushbridge_direct_path_bounds_total",
+                "Bounds of the direct HTTP/1.1 path reached: a head over 8 KiB or 64 fields handed to hyper (head), \
+                 reading stopped past 8 KiB sent behind a held long-poll (held_poll_bytes).",
+                &["bound"],
+            )?,
             connection_limit_reached: counter_vec(
                 "pushbridge_connection_limit_reached_total",
                 "Times every connection permit of a listener was taken.",
@@ -376,6 +384,9 @@ impl Metrics {
         }
         for result in ["ok", "error"] {
             self.config_reloads.with_label_values(&[result]);
+        }
+        for bound in ["head", "held_poll_bytes"] {
+            self.direct_path_bounds.with_label_values(&[bound]);
         }
         for version in HTTP_VERSIONS {
             self.passthrough_ws_open.with_label_values(&[version]);

@@ -128,6 +128,9 @@ async fn a_head_too_large_for_the_direct_path_is_served_by_hyper() {
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
         assert!(got.contains("x-pushbridge-transport: long-poll"), "{got}");
     }
+    let admin = binary.admin.expect("admin listener");
+    let series = r#"pushbridge_direct_path_bounds_total{bound="head"}"#;
+    assert_eq!(metric(admin, series).await, 2.0, "both hand-overs counted");
 }
 
 #[tokio::test]
@@ -171,6 +174,16 @@ async fn a_held_poll_keeps_a_pipelined_request_and_stops_reading_past_its_bound(
         metric(
             admin,
             "pushbridge_connections_open{http_version=\"http1\",transport=\"long-poll\"}",
+        )
+        .await
+            == 1.0
+    })
+    .await;
+    // The server read its 8 KiB and stopped: counted.
+    support::client::eventually("reading stopped behind the held poll", || async {
+        metric(
+            admin,
+            r#"pushbridge_direct_path_bounds_total{bound="held_poll_bytes"}"#,
         )
         .await
             == 1.0

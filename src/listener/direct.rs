@@ -128,14 +128,9 @@ where
 {
     match served {
         Served::Now(response) => super::boxed(respond(io, response, keep_alive, &shared.drain)),
-        Served::Held(held, headers) => super::boxed(answer_held(
-            io,
-            buf,
-            held,
-            headers,
-            keep_alive,
-            &shared.drain,
-        )),
+        Served::Held(held, headers) => {
+            super::boxed(answer_held(io, buf, held, headers, keep_alive, shared))
+        }
         Served::Sse(response) => super::boxed(sse(io, response, chunked, &info.kick)),
         // The handshake's box is freed before the session runs in its own.
         Served::Ws(response) => super::boxed(async move {
@@ -169,7 +164,7 @@ async fn next_request<IO>(
 where
     IO: AsyncRead + Unpin + Send,
 {
-    let (req, len) = match next_head(io, buf, deadline, &shared.drain).await {
+    let (req, len) = match next_head(io, buf, deadline, shared).await {
         Ok(Some(head)) => head,
         Ok(None) => return Next::Hyper,
         Err(timed_out) => return Next::Closed { timed_out },
@@ -210,18 +205,18 @@ async fn answer_held<IO>(
     held: Pin<Box<dyn Future<Output = Response<Body>> + Send>>,
     headers: http::HeaderMap,
     keep_alive: bool,
-    drain: &CancellationToken,
+    shared: &Shared,
 ) -> Then
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut response = tokio::select! {
         response = held => response,
-        () = peer_gone(io, buf) => return Then::Drop,
+        () = peer_gone(io, buf, shared) => return Then::Drop,
     };
     response.headers_mut().extend(headers);
     // Boxed: a held poll does not carry the room of writing its answer while it waits.
-    super::boxed(respond(io, response, keep_alive, drain)).await
+    super::boxed(respond(io, response, keep_alive, &shared.drain)).await
 }
 
 /// Answers a WebSocket handshake: the session to run on the connection (with any bytes already read), or `None`
@@ -253,7 +248,7 @@ async fn next_head<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
     deadline: Instant,
-    drain: &CancellationToken,
+    shared: &Shared,
 ) -> Result<Option<(http::Request<()>, usize)>, bool>
 where
     IO: AsyncRead + Unpin,
@@ -263,6 +258,10 @@ where
             match head::parse(buf) {
                 Parsed::Request(req, len) => return Ok(Some((*req, len))),
                 Parsed::Other => return Ok(None),
+                Parsed::TooLarge => {
+                    bound_reached(shared, "head");
+                    return Ok(None);
+                }
                 Parsed::Partial => {}
             }
         }
@@ -271,7 +270,7 @@ where
         }
         let read = tokio::select! {
             biased;
-            () = drain.cancelled(), if buf.is_empty() => return Err(false),
+            () = shared.drain.cancelled(), if buf.is_empty() => return Err(false),
             read = tokio::time::timeout_at(deadline, io.read_buf(buf)) => read,
         };
         match read {
@@ -283,10 +282,11 @@ where
 }
 
 /// Resolves when the peer closed its side (or the connection failed). Bytes it sends meanwhile (a pipelined next
-/// request) are kept in `buf` up to [`MAX_HEAD`]; after that it stops reading.
-async fn peer_gone<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut) {
+/// request) are kept in `buf` up to [`MAX_HEAD`]; after that it stops reading (counted).
+async fn peer_gone<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut, shared: &Shared) {
     loop {
         if buf.len() > MAX_HEAD {
+            bound_reached(shared, "held_poll_bytes");
             return std::future::pending().await;
         }
         buf.reserve(256);
@@ -394,4 +394,22 @@ where
         // Nothing is kept between writes: an idle stream holds no buffer.
         out = Vec::new();
     }
+}
+
+/// Counts a bound of the direct path reached (`pushbridge_direct_path_bounds_total`) and logs it, rate-limited.
+fn bound_reached(shared: &Shared, bound: &'static str) {
+    shared
+        .metrics
+        .direct_path_bounds
+        .with_label_values(&[bound])
+        .inc();
+    crate::log_limited!(
+        shared.metrics.logs,
+        crate::logs::LogKind::Refused,
+        bound,
+        info!(
+            bound,
+            "Direct HTTP/1.1 path bound reached (head: served by hyper; held_poll_bytes: reading paused)"
+        )
+    );
 }

@@ -18,6 +18,8 @@ pub enum Parsed {
     Partial,
     /// Not for the direct path.
     Other,
+    /// Over [`MAX_HEAD`] or `MAX_HEADERS`: not for the direct path either (counted).
+    TooLarge,
 }
 
 pub fn parse(buf: &[u8]) -> Parsed {
@@ -29,7 +31,8 @@ pub fn parse(buf: &[u8]) -> Parsed {
             None => Parsed::Other,
         },
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Parsed::Partial,
-        _ => Parsed::Other,
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => Parsed::TooLarge,
+        Err(_) => Parsed::Other,
     }
 }
 
@@ -104,12 +107,12 @@ mod tests {
             Parsed::Other
         ));
         let big = format!("GET /a HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
-        assert!(matches!(parse(big.as_bytes()), Parsed::Other));
+        assert!(matches!(parse(big.as_bytes()), Parsed::TooLarge));
         let many = format!(
             "GET /a HTTP/1.1\r\n{}\r\n",
             "X: 1\r\n".repeat(MAX_HEADERS + 1)
         );
-        assert!(matches!(parse(many.as_bytes()), Parsed::Other));
+        assert!(matches!(parse(many.as_bytes()), Parsed::TooLarge));
         let Parsed::Request(post, _) = parse(b"GET /a HTTP/1.1\r\nContent-Length: 3\r\n\r\n")
         else {
             panic!()
