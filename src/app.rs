@@ -64,6 +64,7 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
     hub.set_max_buffer_bytes(config.limits.max_buffer_bytes);
     hub.set_max_streams(config.limits.max_streams);
     hub.set_negative_cache_ttl(config.limits.negative_cache_ttl);
+    hub.set_wake_pacing(config.limits.wake_pacing);
     let drain = Drain::new();
     let router = Arc::new(ArcSwap::from_pointee(build_router(
         &config, &hub, &metrics, &drain,

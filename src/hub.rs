@@ -114,6 +114,8 @@ pub struct Hub {
     limit_warned: Mutex<Option<std::time::Instant>>,
     /// Keys the upstream answered 404/403/410 (`limits.negative_cache_ttl`).
     negative: Mutex<negative::NegativeCache>,
+    /// `limits.wake_pacing`.
+    wake_pacing: Mutex<crate::config::WakePacingConfig>,
 }
 
 impl Hub {
@@ -128,6 +130,7 @@ impl Hub {
             max_streams: AtomicUsize::new(usize::MAX),
             limit_warned: Mutex::new(None),
             negative: Mutex::default(),
+            wake_pacing: Mutex::default(),
         })
     }
 
@@ -148,6 +151,15 @@ impl Hub {
     /// Sets the most streams the process keeps at once (`limits.max_streams`).
     pub fn set_max_streams(&self, max: usize) {
         self.max_streams.store(max, Ordering::Relaxed);
+    }
+
+    /// How often streams with many subscribers wake them (`limits.wake_pacing`).
+    pub fn set_wake_pacing(&self, pacing: crate::config::WakePacingConfig) {
+        *lock(&self.wake_pacing) = pacing;
+    }
+
+    pub(crate) fn wake_pacing(&self) -> crate::config::WakePacingConfig {
+        *lock(&self.wake_pacing)
     }
 
     /// How long keys the upstream refused are remembered (`limits.negative_cache_ttl`; zero: off).

@@ -74,24 +74,6 @@ pub(super) struct Inner {
     wake_scheduled: bool,
 }
 
-/// Wake pacing: on a stream with many subscribers, new events wake them at most once per this much time per
-/// subscriber (capped by [`MAX_PACE`]), so each wake-up takes several events in one write instead of every event
-/// waking every subscriber: 1 000 subscribers are woken at most every 10 ms, 10 000 every 100 ms. Streams with fewer than
-/// [`PACE_FROM`] subscribers wake at once.
-pub const PACE_PER_SUBSCRIBER: Duration = Duration::from_micros(10);
-pub const MAX_PACE: Duration = Duration::from_millis(100);
-pub const PACE_FROM: usize = 1000;
-
-/// The wake pacing of a stream with `subscribers` subscribers.
-pub fn pace(subscribers: usize) -> Duration {
-    if subscribers < PACE_FROM {
-        return Duration::ZERO;
-    }
-    PACE_PER_SUBSCRIBER
-        .saturating_mul(u32::try_from(subscribers).unwrap_or(u32::MAX))
-        .min(MAX_PACE)
-}
-
 pub struct Stream {
     key: StreamKey,
     pub(super) settings: Settings,
@@ -314,7 +296,10 @@ impl Stream {
     /// Whether new events wake the subscribers now; otherwise a paced wake is (or already was) scheduled.
     fn pace_wake(self: &Arc<Self>, inner: &mut Inner) -> bool {
         let now = tokio::time::Instant::now();
-        let pace = pace(inner.subs.len());
+        // `limits.wake_pacing` (docs/config.md): several events per wake-up on a stream with many subscribers.
+        let pace = self.hub.upgrade().map_or(Duration::ZERO, |hub| {
+            hub.wake_pacing().pace(inner.subs.len())
+        });
         let due = inner.last_wake.map_or(now, |last| last + pace);
         if pace.is_zero() || due <= now {
             inner.last_wake = Some(now);

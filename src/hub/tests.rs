@@ -301,20 +301,20 @@ async fn subscribe_unsubscribe_churn_spawns_no_task() {
 
 #[test]
 fn wake_pacing_grows_with_the_subscribers_and_is_capped() {
-    use super::stream::{MAX_PACE, PACE_FROM, pace};
-    assert_eq!(pace(PACE_FROM - 1), Duration::ZERO);
-    assert_eq!(pace(PACE_FROM), Duration::from_millis(10));
-    assert_eq!(pace(10_000), Duration::from_millis(100));
-    assert_eq!(pace(1_000_000), MAX_PACE);
+    let pacing = crate::config::WakePacingConfig::default();
+    assert_eq!(pacing.pace(pacing.from - 1), Duration::ZERO);
+    assert_eq!(pacing.pace(pacing.from), Duration::from_millis(10));
+    assert_eq!(pacing.pace(10_000), Duration::from_millis(100));
+    assert_eq!(pacing.pace(1_000_000), pacing.max);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_paced_stream_wakes_its_subscribers_once_per_pace_with_every_event() {
-    use super::stream::{PACE_FROM, pace};
+    let pacing = crate::config::WakePacingConfig::default();
     let hub = hub();
     let start = starter(Arc::default(), Arc::default());
     let s = settings(100, 10);
-    let mut subs: Vec<_> = (0..PACE_FROM)
+    let mut subs: Vec<_> = (0..pacing.from)
         .map(|_| hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default()))
         .collect();
     let stream = subs[0].stream().clone();
@@ -335,7 +335,7 @@ async fn a_paced_stream_wakes_its_subscribers_once_per_pace_with_every_event() {
         (a, bc),
         (vec!["a".to_owned()], vec!["b".to_owned(), "c".to_owned()])
     );
-    assert!(waited >= pace(PACE_FROM) / 2, "{waited:?}");
+    assert!(waited >= pacing.pace(pacing.from) / 2, "{waited:?}");
     assert_eq!(stream.metrics.paced_wakes.get(), 1);
     for sub in &mut subs {
         assert_eq!(data(sub.try_next(10).expect("ready")), ["a", "b", "c"]);

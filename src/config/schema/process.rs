@@ -37,6 +37,46 @@ pub struct LimitsConfig {
     /// once, without a stream or an upstream request; 0: off; at most 5m.
     #[serde(deserialize_with = "units::duration")]
     pub negative_cache_ttl: Duration,
+    /// How often a stream with many subscribers wakes them for new events.
+    pub wake_pacing: WakePacingConfig,
+}
+
+/// Wake pacing: a stream with at least `from` subscribers wakes them for new events at most once per
+/// `per_subscriber` × subscribers (at most `max`); the events published meanwhile wait in the ring and go out
+/// together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WakePacingConfig {
+    /// Subscribers from which a stream is paced; at least 1.
+    pub from: usize,
+    /// Pace per subscriber; 0: never paced; at most 1s.
+    #[serde(deserialize_with = "units::duration")]
+    pub per_subscriber: Duration,
+    /// Longest pace; more than zero, at most 10s.
+    #[serde(deserialize_with = "units::duration")]
+    pub max: Duration,
+}
+
+impl Default for WakePacingConfig {
+    fn default() -> Self {
+        Self {
+            from: 1000,
+            per_subscriber: Duration::from_micros(10),
+            max: Duration::from_millis(100),
+        }
+    }
+}
+
+impl WakePacingConfig {
+    /// The pace of a stream with `subscribers` subscribers (zero: wake at once).
+    pub fn pace(&self, subscribers: usize) -> Duration {
+        if subscribers < self.from {
+            return Duration::ZERO;
+        }
+        self.per_subscriber
+            .saturating_mul(u32::try_from(subscribers).unwrap_or(u32::MAX))
+            .min(self.max)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -51,6 +91,7 @@ impl Default for LimitsConfig {
             max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
             max_streams: DEFAULT_MAX_STREAMS,
             negative_cache_ttl: DEFAULT_NEGATIVE_CACHE_TTL,
+            wake_pacing: WakePacingConfig::default(),
         }
     }
 }

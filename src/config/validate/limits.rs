@@ -81,6 +81,18 @@ pub(super) fn check(config: &Config, report: &mut Report<'_>) {
         MAX_BUFFER_BYTES,
     );
     report.count("limits.max_streams", limits.max_streams, MAX_COUNT);
+    let pacing = &limits.wake_pacing;
+    report.count("limits.wake_pacing.from", pacing.from, MAX_COUNT);
+    report.at_most_time(
+        "limits.wake_pacing.per_subscriber",
+        pacing.per_subscriber,
+        Duration::from_secs(1),
+    );
+    report.span(
+        "limits.wake_pacing.max",
+        pacing.max,
+        Duration::from_secs(10),
+    );
     report.at_most_time(
         "limits.negative_cache_ttl",
         limits.negative_cache_ttl,
@@ -235,6 +247,26 @@ mod tests {
                 "limits: { client_queue: 1000001 }\n",
                 "limits.client_queue",
                 "at most 1000000",
+            ),
+            (
+                "limits: { wake_pacing: { from: 0 } }\n",
+                "limits.wake_pacing.from",
+                "at least 1",
+            ),
+            (
+                "limits: { wake_pacing: { per_subscriber: 2s } }\n",
+                "limits.wake_pacing.per_subscriber",
+                "at most 1s",
+            ),
+            (
+                "limits: { wake_pacing: { max: 0s } }\n",
+                "limits.wake_pacing.max",
+                "more than zero",
+            ),
+            (
+                "limits: { wake_pacing: { max: 1m } }\n",
+                "limits.wake_pacing.max",
+                "at most 10s",
             ),
             (
                 "limits: { max_event_bytes: 1GiB }\n",
