@@ -6,39 +6,10 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use support::client::WAIT;
 use support::feeds::metric;
-use support::upstream::SseUpstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn config(upstream: SocketAddr) -> String {
-    format!(
-        r#"
-listen:
-  - address: "127.0.0.1:0"
-admin: {{ address: "127.0.0.1:0" }}
-log: {{ format: json }}
-streams:
-  - path: /events/{{channel}}
-    upstream: {{ url: "http://{upstream}/up/{{channel}}" }}
-"#
-    )
-}
-
-/// A local SSE upstream (with `published` already sent) and the binary in front of it; the directory holds the
-/// binary's config while it runs.
-async fn start(published: &[&str]) -> (SseUpstream, tempfile::TempDir, support::binary::Binary) {
-    let upstream = SseUpstream::start(true).await;
-    for data in published {
-        upstream.publish(*data);
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let binary = support::binary::start(dir.path(), &config(upstream.addr), 1, true);
-    (upstream, dir, binary)
-}
 
 /// Everything the server sends until it closes the connection.
 async fn read_to_close(tcp: &mut TcpStream) -> String {
@@ -72,7 +43,7 @@ async fn read_until(tcp: &mut TcpStream, needle: &str) -> String {
 
 #[tokio::test]
 async fn pipelined_polls_and_a_hand_over_to_hyper_share_one_connection() {
-    let (_upstream, _dir, binary) = start(&["one"]).await;
+    let (_upstream, _dir, binary) = support::binary::with_sse_upstream("", &["one"]).await;
     let addr = binary.listen[0];
 
     let mut tcp = TcpStream::connect(addr).await.unwrap();
@@ -96,7 +67,7 @@ async fn pipelined_polls_and_a_hand_over_to_hyper_share_one_connection() {
 
 #[tokio::test]
 async fn an_http_1_0_sse_stream_ends_with_the_connection() {
-    let (upstream, _dir, binary) = start(&[]).await;
+    let (upstream, _dir, binary) = support::binary::with_sse_upstream("", &[]).await;
     let mut tcp = TcpStream::connect(binary.listen[0]).await.unwrap();
     tcp.write_all(b"GET /events/a HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
         .await
@@ -114,7 +85,7 @@ async fn an_http_1_0_sse_stream_ends_with_the_connection() {
 
 #[tokio::test]
 async fn a_head_too_large_for_the_direct_path_is_served_by_hyper() {
-    let (_upstream, _dir, binary) = start(&["one"]).await;
+    let (_upstream, _dir, binary) = support::binary::with_sse_upstream("", &["one"]).await;
     // A 12 KiB field, then more header fields than the direct path parses (64): hyper serves both.
     let big = format!("X-Big: {}\r\n", "b".repeat(12 * 1024));
     let many: String = (0..70).map(|i| format!("X-F{i}: {i}\r\n")).collect();
@@ -135,7 +106,7 @@ async fn a_head_too_large_for_the_direct_path_is_served_by_hyper() {
 
 #[tokio::test]
 async fn a_held_poll_keeps_a_pipelined_request_and_stops_reading_past_its_bound() {
-    let (upstream, _dir, binary) = start(&[]).await;
+    let (upstream, _dir, binary) = support::binary::with_sse_upstream("", &[]).await;
     let addr = binary.listen[0];
 
     // A held poll with the next request pipelined behind it: both answered, in order, on one connection.
@@ -198,7 +169,7 @@ async fn a_held_poll_keeps_a_pipelined_request_and_stops_reading_past_its_bound(
 
 #[tokio::test]
 async fn a_client_flooding_its_sse_connection_is_dropped_and_counted() {
-    let (upstream, _dir, binary) = start(&[]).await;
+    let (upstream, _dir, binary) = support::binary::with_sse_upstream("", &[]).await;
     let (addr, admin) = (binary.listen[0], binary.admin.unwrap());
     let open = b"GET /events/a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
     let mut quiet = TcpStream::connect(addr).await.unwrap();

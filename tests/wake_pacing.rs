@@ -6,27 +6,15 @@ mod support;
 
 use support::client::{Proto, connect};
 use support::feeds::metric;
-use support::upstream::SseUpstream;
 
 #[tokio::test]
 async fn a_paced_stream_defers_wake_ups_and_loses_nothing() {
-    let upstream = SseUpstream::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
     // Two subscribers pace the stream at 2 × 1s (capped at 2s): events right after the first wait for the pace.
-    let yaml = format!(
-        r#"
-listen:
-  - address: "127.0.0.1:0"
-admin: {{ address: "127.0.0.1:0" }}
-log: {{ format: json }}
-limits: {{ wake_pacing: {{ from: 2, per_subscriber: 1s, max: 2s }} }}
-streams:
-  - path: /events/{{channel}}
-    upstream: {{ url: "http://{}/up/{{channel}}" }}
-"#,
-        upstream.addr
-    );
-    let binary = support::binary::start(dir.path(), &yaml, 1, true);
+    let (upstream, _dir, binary) = support::binary::with_sse_upstream(
+        "limits: { wake_pacing: { from: 2, per_subscriber: 1s, max: 2s } }",
+        &[],
+    )
+    .await;
     let (addr, admin) = (binary.listen[0], binary.admin.expect("admin listener"));
     let mut clients = Vec::new();
     for _ in 0..2 {

@@ -184,3 +184,32 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// A local SSE upstream (with `published` already sent) and the binary in front of it: one listener, an admin
+/// listener, JSON logs, the route `/events/{channel}`, plus `extra` top-level YAML. The directory holds the
+/// binary's config while it runs.
+pub async fn with_sse_upstream(
+    extra: &str,
+    published: &[&str],
+) -> (super::upstream::SseUpstream, tempfile::TempDir, Binary) {
+    let upstream = super::upstream::SseUpstream::start(true).await;
+    for data in published {
+        upstream.publish(*data);
+    }
+    let yaml = format!(
+        r#"
+listen:
+  - address: "127.0.0.1:0"
+admin: {{ address: "127.0.0.1:0" }}
+log: {{ format: json }}
+streams:
+  - path: /events/{{channel}}
+    upstream: {{ url: "http://{}/up/{{channel}}" }}
+{extra}
+"#,
+        upstream.addr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let binary = start(dir.path(), &yaml, 1, true);
+    (upstream, dir, binary)
+}
