@@ -219,14 +219,12 @@ fn sorted(mut fields: Vec<(String, String)>) -> Value {
 /// Inherent: the endpoint's address, WebSocket keys.
 fn inherent(value: &mut Value, authority: &str) {
     match value {
-        Value::String(text) => {
-            if text.contains(authority) {
-                let mut out = text.clone();
-                for scheme in ["https://", "http://", "wss://", "ws://"] {
-                    out = out.replace(&format!("{scheme}{authority}"), "{origin}");
-                }
-                *text = out.replace(authority, "{authority}");
+        Value::String(text) if text.contains(authority) => {
+            let mut out = text.clone();
+            for scheme in ["https://", "http://", "wss://", "ws://"] {
+                out = out.replace(&format!("{scheme}{authority}"), "{origin}");
             }
+            *text = out.replace(authority, "{authority}");
         }
         Value::Array(items) => {
             if let [Value::String(name), Value::String(field)] = items.as_mut_slice() {
