@@ -91,6 +91,7 @@ async fn sse_corpus(reference: Reference, known: bool) -> Vec<Outcome> {
     let outcomes =
         futures_util::future::join_all(runs.iter().map(|c| corpus_sse::run(&env, c, reference)))
             .await;
+    env.close().await;
     outcomes.into_iter().flatten().collect()
 }
 

@@ -252,26 +252,32 @@ pub fn corpus() -> Vec<Case> {
                 ),
             ],
         ),
-        case(
-            "resume-ignored",
-            &[],
-            vec![
-                Conn::any(first()),
-                Conn::any(steps(&[
-                    "id: 1\ndata: a\n\n",
-                    "id: 2\ndata: b\n\n",
-                    "id: 3\ndata: c\n\n",
-                ])),
-            ],
-        ),
-        case(
-            "ids-reused-after-restart",
-            &[],
-            vec![
-                Conn::any(first()),
-                Conn::any(steps(&["id: 1\ndata: a2\n\n", "id: 2\ndata: b2\n\n"])),
-            ],
-        ),
+        Case {
+            transports: NOT_LONG_POLL,
+            ..case(
+                "resume-ignored",
+                &[],
+                vec![
+                    Conn::any(first()),
+                    Conn::any(steps(&[
+                        "id: 1\ndata: a\n\n",
+                        "id: 2\ndata: b\n\n",
+                        "id: 3\ndata: c\n\n",
+                    ])),
+                ],
+            )
+        },
+        Case {
+            transports: NOT_LONG_POLL,
+            ..case(
+                "ids-reused-after-restart",
+                &[],
+                vec![
+                    Conn::any(first()),
+                    Conn::any(steps(&["id: 1\ndata: a2\n\n", "id: 2\ndata: b2\n\n"])),
+                ],
+            )
+        },
         case(
             "empty-first-connection",
             &[],

@@ -75,6 +75,11 @@ streams:
 }
 
 impl Env {
+    /// Ends the node reader gracefully (Chromium's processes are reaped); dropping the `Env` kills everything.
+    pub async fn close(self) {
+        self.node.close().await;
+    }
+
     /// Waits until the upstream of the stream `route channel=<channel>` logged that it is connected (for Redis:
     /// its start position is taken); false after [`READ_LIMIT`].
     pub async fn upstream_connected(&self, route: &str, channel: &str) -> bool {

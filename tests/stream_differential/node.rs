@@ -18,7 +18,7 @@ use super::normalize::{Expected, RefItem};
 type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>>;
 
 pub struct Node {
-    _child: Child,
+    child: Child,
     commands: mpsc::UnboundedSender<String>,
     routes: Routes,
     next: AtomicUsize,
@@ -82,10 +82,23 @@ impl Node {
             }
         });
         Node {
-            _child: child,
+            child,
             commands,
             routes,
             next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Closes stdin so reader.mjs closes its readers and Chromium (reaping its processes) and exits; killed after
+    /// 15 s. Dropping a `Node` kills it at once instead.
+    pub async fn close(mut self) {
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.commands, closed));
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
         }
     }
 

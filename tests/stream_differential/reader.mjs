@@ -103,8 +103,10 @@ for (const reader of readers.values()) {
   await Promise.resolve(reader.close()).catch(() => {});
 }
 if (browser) {
-  const { context, profile } = await browser;
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  const started = await browser.catch(() => null);
+  if (started) {
+    await started.context.close().catch(() => {});
+    rmSync(started.profile, { recursive: true, force: true });
+  }
 }
 process.exit(0);
