@@ -1,6 +1,7 @@
 //! The accept loop of one client listener: a connection permit (max connections) before each accept, back-off on
 //! accept errors, then one task per connection serving HTTP/1.1 and HTTP/2 (h2c prior knowledge on plaintext;
-//! RFC 8441 extended CONNECT enabled) until it ends, is kicked, idles out, or drains. Every connection must send
+//! RFC 8441 extended CONNECT enabled) until it ends, is kicked, idles out, or drains. A connection keeps the protocol
+//! of its first request; over TLS, ALPN chooses it (see [`Protocols`]). Every connection must send
 //! its first request within `handshake_timeout` of its accept (TLS handshake included); one with nothing in
 //! flight for `idle_connection_timeout` is closed (HTTP/1.1 keep-alive sooner: hyper's header read timeout,
 //! `handshake_timeout`, also runs while it waits for the next head); HTTP/2 PINGs find dead peers.
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use futures_util::future::Either;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -78,7 +80,13 @@ pub async fn serve(listener: TcpListener, tls: Option<Arc<ServerTls>>, shared: S
         // One task per connection, as small as its wait for a request head: the TLS state and hyper's connection
         // state are boxed, for the connections that need them.
         let task = match &tls {
-            None => Either::Left(direct::serve(tcp, info, first_by, shared.clone())),
+            None => Either::Left(direct::serve(
+                tcp,
+                info,
+                first_by,
+                shared.clone(),
+                Protocols::Sniff,
+            )),
             Some(tls) => Either::Right(boxed(serve_tls(
                 tcp,
                 tls.clone(),
@@ -119,8 +127,8 @@ fn serve_tls(
     }
 }
 
-/// Completes the TLS handshake (counted when it fails): the future that serves the connection, hyper for ALPN
-/// `h2` and the direct path otherwise.
+/// Completes the TLS handshake (counted when it fails): the future that serves the connection, hyper's HTTP/2 for
+/// ALPN `h2` and the direct path otherwise (HTTP/1.x only for ALPN `http/1.1`).
 async fn tls_handshake(
     tcp: TcpStream,
     tls: Arc<ServerTls>,
@@ -149,11 +157,26 @@ async fn tls_handshake(
             return None;
         }
     };
-    Some(if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        let io = Prefixed::new(bytes::BytesMut::new(), stream);
-        boxed(serve_hyper(io, info, first_by, shared))
-    } else {
-        boxed(direct::serve(stream, info, first_by, shared))
+    // ALPN decides the protocol for the connection's life; without ALPN, as on plaintext, the first bytes do.
+    Some(match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => {
+            let io = Prefixed::new(bytes::BytesMut::new(), stream);
+            boxed(serve_hyper(io, info, first_by, shared, Protocols::Http2))
+        }
+        Some(_) => boxed(direct::serve(
+            stream,
+            info,
+            first_by,
+            shared,
+            Protocols::Http1,
+        )),
+        None => boxed(direct::serve(
+            stream,
+            info,
+            first_by,
+            shared,
+            Protocols::Sniff,
+        )),
     })
 }
 
@@ -183,10 +206,28 @@ pub(crate) fn closed(metrics: &Metrics, listener: &'static str, reason: Close) {
     }
 }
 
-/// Serves a connection with hyper (HTTP/1.1 and HTTP/2) until it ends, is kicked, idles out, or drains: HTTP/2
-/// (ALPN `h2`, or the prior-knowledge preface) and whatever the direct path hands over.
-async fn serve_hyper<IO>(io: Prefixed<IO>, info: ConnInfo, first_by: Instant, shared: Arc<Shared>)
-where
+/// The HTTP versions hyper may serve on a connection it is given.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Protocols {
+    /// The first bytes decide: the HTTP/2 preface (prior knowledge) or HTTP/1.1. Only for a connection that has
+    /// carried no request yet, plaintext or TLS without ALPN.
+    Sniff,
+    /// HTTP/1.x only: ALPN chose `http/1.1`, or the connection already carried an HTTP/1.x request (a later HTTP/2
+    /// preface closes it, as hyper's HTTP/1.1 does).
+    Http1,
+    /// HTTP/2 only: ALPN chose `h2`.
+    Http2,
+}
+
+/// Serves a connection with hyper until it ends, is kicked, idles out, or drains: HTTP/2 (ALPN `h2`, or the
+/// prior-knowledge preface) and whatever the direct path hands over, in the `protocols` it may speak.
+async fn serve_hyper<IO>(
+    io: Prefixed<IO>,
+    info: ConnInfo,
+    first_by: Instant,
+    shared: Arc<Shared>,
+    protocols: Protocols,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let kick = info.kick.clone();
@@ -205,21 +246,59 @@ where
         }
     });
     let limits = &shared.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client must send every later request head within the handshake timeout too (slow-loris).
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.handshake_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.keepalive_interval)
-        .keep_alive_timeout(limits.handshake_timeout)
-        .enable_connect_protocol();
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let mut conn = std::pin::pin!(conn);
     let watch = activity.watch(first_by, limits.idle_connection_timeout);
+    let io = TokioIo::new(io);
+    let timer = TokioTimer::new;
+    // A client must send every later request head within the handshake timeout too (slow-loris).
+    match protocols {
+        Protocols::Sniff => {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(timer())
+                .header_read_timeout(limits.handshake_timeout);
+            builder
+                .http2()
+                .timer(timer())
+                .keep_alive_interval(limits.keepalive_interval)
+                .keep_alive_timeout(limits.handshake_timeout)
+                .enable_connect_protocol();
+            let conn = builder.serve_connection_with_upgrades(io, service);
+            drive(conn, |c| c.graceful_shutdown(), watch, kick, &shared).await
+        }
+        Protocols::Http1 => {
+            let conn = http1::Builder::new()
+                .timer(timer())
+                .header_read_timeout(limits.handshake_timeout)
+                .serve_connection(io, service)
+                .with_upgrades();
+            drive(conn, |c| c.graceful_shutdown(), watch, kick, &shared).await
+        }
+        Protocols::Http2 => {
+            let conn = http2::Builder::new(TokioExecutor::new())
+                .timer(timer())
+                .keep_alive_interval(limits.keepalive_interval)
+                .keep_alive_timeout(limits.handshake_timeout)
+                .enable_connect_protocol()
+                .serve_connection(io, service);
+            drive(conn, |c| c.graceful_shutdown(), watch, kick, &shared).await
+        }
+    }
+}
+
+/// Runs hyper's connection `conn` until it ends, is kicked, idles out (`watch`), or drains; `graceful` starts its
+/// graceful close.
+async fn drive<C, E>(
+    conn: C,
+    graceful: impl Fn(Pin<&mut C>),
+    watch: impl Future<Output = Close>,
+    kick: CancellationToken,
+    shared: &Shared,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: Into<crate::BoxError>,
+{
+    let mut conn = std::pin::pin!(conn);
     let mut watch = std::pin::pin!(watch);
     let result = tokio::select! {
         result = conn.as_mut() => result,
@@ -231,7 +310,7 @@ where
             }
             // Idle: nothing in flight, so a graceful close (HTTP/2 GOAWAY) ends at once; new streams that raced
             // it may finish.
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             tokio::select! {
                 result = conn.as_mut() => result,
                 () = kick.cancelled() => return,
@@ -240,7 +319,7 @@ where
         }
         () = shared.drain.cancelled() => {
             // Finish the requests in flight (streams end on the drain themselves), then close.
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             tokio::select! {
                 result = conn.as_mut() => result,
                 () = kick.cancelled() => return,
@@ -248,6 +327,7 @@ where
         }
     };
     if let Err(error) = result {
+        let error: crate::BoxError = error.into();
         // hyper's HTTP/1.1 header read timeout: a later request head (or the next one on an idle keep-alive
         // connection) did not arrive within the handshake timeout.
         if error

@@ -1,5 +1,5 @@
-//! Per-request routing: a stream route (negotiate, then the chosen transport), the browser client script, or
-//! pass-through to the application.
+//! Per-request routing: one decision ([`route`]) for both connection paths — the browser client script, a stream
+//! route (negotiate, then the chosen transport), or pass-through to the application.
 
 use std::sync::Arc;
 
@@ -42,56 +42,84 @@ static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 pub const CLIENT_JS_PATH: &str = "/_pushbridge/client.js";
 const CLIENT_JS: &str = include_str!("client/pushbridge.js");
 
+/// Where a request goes. [`route`] decides it for both connection paths (hyper's and the direct HTTP/1.1 path), so
+/// the same request gets the same answer whichever path reads it.
+pub enum Routing {
+    /// The browser client script: a `GET` or `HEAD` of [`CLIENT_JS_PATH`], before any stream route.
+    ClientScript,
+    /// A stream route and the path parameters the request gave it.
+    Stream(RouteMatch),
+    /// A stream route's refusal of a parameter value it never serves.
+    Refused(Response<Body>),
+    /// Everything else: the application (pass-through), or `404` without one.
+    PassThrough,
+}
+
+/// The routing decision for a request's method and path.
+pub fn route(router: &Router, method: &Method, path: &str) -> Routing {
+    if path == CLIENT_JS_PATH && (method == Method::GET || method == Method::HEAD) {
+        return Routing::ClientScript;
+    }
+    match stream_route(router, path) {
+        Some(Ok(found)) => Routing::Stream(found),
+        Some(Err(refusal)) => Routing::Refused(refusal),
+        None => Routing::PassThrough,
+    }
+}
+
+/// The browser client script.
+fn client_script() -> Response<Body> {
+    let mut response = Response::new(full_body(CLIENT_JS));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/javascript; charset=utf-8"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
 /// Serves one request.
 pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-    let path = req.uri().path();
-    if path == CLIENT_JS_PATH && (req.method() == Method::GET || req.method() == Method::HEAD) {
-        let mut response = Response::new(full_body(CLIENT_JS));
-        let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/javascript; charset=utf-8"),
-        );
-        headers.insert(
-            http::header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=300"),
-        );
-        return response;
+    let (route, params) = match route(&router, req.method(), req.uri().path()) {
+        Routing::ClientScript => return client_script(),
+        Routing::Refused(refusal) => return refusal,
+        Routing::PassThrough => return passthrough(&router, req, &conn).await,
+        Routing::Stream(found) => found,
+    };
+    if matches!(*req.method(), Method::OPTIONS | Method::POST) {
+        return stream(&router, route, params, req, conn).await;
     }
-    match stream_route(&router, path) {
-        Some(Ok((route, params))) => {
-            if matches!(*req.method(), Method::OPTIONS | Method::POST) {
-                return stream(&router, route, params, req, conn).await;
-            }
-            // A reader needs no body: the request head alone, and hyper's pending upgrade for a WebSocket.
-            let (mut parts, _body) = req.into_parts();
-            let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-            let guard = conn.guard.clone();
-            let served = reader(&router, route, params, Request::from_parts(parts, ()), conn).await;
-            return served.into_hyper(upgrade, &guard).await;
-        }
-        Some(Err(refusal)) => return refusal,
-        None => {}
-    }
-    match &router.passthrough {
-        Some(passthrough) => {
-            let response = passthrough.handle(req, &conn).await;
-            let class = match response.status().as_u16() {
-                100..=199 => "1xx",
-                200..=299 => "2xx",
-                300..=399 => "3xx",
-                400..=499 => "4xx",
-                _ => "5xx",
-            };
-            router
-                .metrics
-                .passthrough_requests
-                .with_label_values(&[class])
-                .inc();
-            response
-        }
-        None => plain(StatusCode::NOT_FOUND, "not found\n"),
-    }
+    // A reader needs no body: the request head alone, and hyper's pending upgrade for a WebSocket.
+    let (mut parts, _body) = req.into_parts();
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let guard = conn.guard.clone();
+    let served = reader(&router, route, params, Request::from_parts(parts, ()), conn).await;
+    served.into_hyper(upgrade, &guard).await
+}
+
+/// A request for the application (counted by status class), or `404` without one.
+async fn passthrough(router: &Router, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+    let Some(passthrough) = &router.passthrough else {
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let response = passthrough.handle(req, conn).await;
+    let class = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    router
+        .metrics
+        .passthrough_requests
+        .with_label_values(&[class])
+        .inc();
+    response
 }
 
 /// A stream route and the path parameters a request gave it.
@@ -99,7 +127,7 @@ pub type RouteMatch = (Arc<Route>, Vec<(String, String)>);
 
 /// The stream route serving `path`, with its path parameters; `Err` is the refusal of a parameter value the route
 /// never serves (no stream, no auth check, no upstream request).
-pub fn stream_route(router: &Router, path: &str) -> Option<Result<RouteMatch, Response<Body>>> {
+fn stream_route(router: &Router, path: &str) -> Option<Result<RouteMatch, Response<Body>>> {
     let route = router.routes.iter().find_map(|route| {
         let params = route.config.path.matches(path)?;
         Some((route, params))
@@ -321,11 +349,13 @@ fn read(
                 .as_deref()
                 .and_then(|q| negotiate::query_param(q, "open"))
                 .is_some_and(|v| v == "1");
-            Served::Sse(Box::new(transports::sse::serve(
-                ctx,
-                last_event_id.as_deref(),
-                announce,
-            )))
+            let mut response = transports::sse::serve(ctx, last_event_id.as_deref(), announce);
+            // An HTTP/1.0 stream is delimited by the close: hyper then says nothing of keep-alive (as the direct
+            // path), where it would otherwise answer a `Connection: keep-alive` request with one.
+            if req.version() == http::Version::HTTP_10 {
+                *response.version_mut() = http::Version::HTTP_10;
+            }
+            Served::Sse(Box::new(response))
         }
         TransportKind::Ws => transports::ws::serve(ctx, &req, last_event_id),
         TransportKind::LongPoll => {

@@ -2,7 +2,9 @@
 //! (a `GET` without a body: SSE, long-poll or a WebSocket handshake) is served on the socket itself — no hyper
 //! connection state, a few hundred bytes of head buffer only while a head is read, and every SSE wake-up written
 //! in one `write`. Anything else (pass-through, client messages, the client script, HTTP/2, a head the path does
-//! not parse) hands the connection, with the bytes already read, to hyper for the rest of its life.
+//! not parse) hands the connection, with the bytes already read, to hyper for the rest of its life — HTTP/1.x only
+//! once the connection has carried a request. What a request gets is decided by `server::route`, as on hyper's
+//! path, and the response heads say what hyper's would (version, `connection` field, keep-alive rules).
 //!
 //! Deadlines match hyper's: the first head by the handshake deadline, each later one within
 //! `min(handshake_timeout, idle_connection_timeout)` of the previous response.
@@ -24,15 +26,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::prefixed::Prefixed;
 use super::watch::Close;
-use super::{Shared, closed};
+use super::{Protocols, Shared, closed};
 use crate::Body;
 use crate::route::ConnInfo;
-use crate::server;
+use crate::server::{self, Routing};
 use crate::transports::Served;
 use crate::transports::sse::Feed;
 use crate::transports::ws::Upgrade;
 use head::{MAX_HEAD, Parsed};
-use write::Framing;
+use write::{Conn, Framing};
 
 /// Bytes a client may send while its SSE stream is open (they are read and discarded); more closes it.
 const MAX_IGNORED: usize = 64 * 1024;
@@ -50,14 +52,16 @@ enum Then {
     Flooded,
 }
 
-/// Serves the connection's requests until it closes; hands it to hyper when a request needs it. Not an `async fn`:
-/// the block's captures are the connection's only copy of its arguments (an `async fn` keeps them twice).
+/// Serves the connection's requests until it closes; hands it to hyper when a request needs it, in `protocols`
+/// (`Sniff` or `Http1`) until the connection has carried a request, HTTP/1.x only after. Not an `async fn`: the
+/// block's captures are the connection's only copy of its arguments (an `async fn` keeps them twice).
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 pub fn serve<IO>(
     mut io: IO,
     info: ConnInfo,
     first_by: Instant,
     shared: Arc<Shared>,
+    mut protocols: Protocols,
 ) -> impl Future<Output = ()> + Send
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -71,12 +75,13 @@ where
             // its step outside this state too.
             let next =
                 super::boxed(next_request(&mut io, &mut buf, deadline.0, &info, &shared)).await;
-            let (served, keep_alive, chunked) = match next {
-                Next::Serve(served, keep_alive, chunked) => (served, keep_alive, chunked),
+            let (served, conn) = match next {
+                Next::Serve(served, conn) => (served, conn),
                 Next::Hyper => {
                     // hyper serves the rest of the connection, the bytes read so far first.
                     let io = Prefixed::new(buf, io);
-                    return super::boxed(super::serve_hyper(io, info, deadline.0, shared)).await;
+                    let hyper = super::serve_hyper(io, info, deadline.0, shared, protocols);
+                    return super::boxed(hyper).await;
                 }
                 Next::Closed { timed_out } => {
                     if timed_out {
@@ -85,9 +90,9 @@ where
                     return;
                 }
             };
-            let step = step(
-                &mut io, &mut buf, served, keep_alive, chunked, &info, &shared,
-            );
+            // The connection speaks HTTP/1.x now: an HTTP/2 preface later is not HTTP/2 (as on hyper's path).
+            protocols = Protocols::Http1;
+            let step = step(&mut io, &mut buf, served, conn, &info, &shared);
             match step.await {
                 Then::KeepAlive => {}
                 Then::Close => {
@@ -118,8 +123,7 @@ fn step<'a, IO>(
     io: &'a mut IO,
     buf: &'a mut BytesMut,
     served: Served,
-    keep_alive: bool,
-    chunked: bool,
+    conn: Conn,
     info: &'a ConnInfo,
     shared: &'a Shared,
 ) -> Pin<Box<dyn Future<Output = Then> + Send + 'a>>
@@ -127,11 +131,11 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
     match served {
-        Served::Now(response) => super::boxed(respond(io, response, keep_alive, &shared.drain)),
+        Served::Now(response) => super::boxed(respond(io, response, conn, &shared.drain)),
         Served::Held(held, headers) => {
-            super::boxed(answer_held(io, buf, held, headers, keep_alive, shared))
+            super::boxed(answer_held(io, buf, held, headers, conn, shared))
         }
-        Served::Sse(response) => super::boxed(sse(io, response, chunked, &info.kick)),
+        Served::Sse(response) => super::boxed(sse(io, response, conn, &info.kick, &shared.drain)),
         // The handshake's box is freed before the session runs in its own.
         Served::Ws(response) => super::boxed(async move {
             if let Some(session) = super::boxed(websocket(io, buf, response)).await {
@@ -144,9 +148,8 @@ where
 
 /// What the next request on a connection needs.
 enum Next {
-    /// The direct path serves it: the answer, whether the connection may carry another request after it, and
-    /// whether a stream is chunked (HTTP/1.1) or delimited by the close (HTTP/1.0).
-    Serve(Served, bool, bool),
+    /// The direct path serves it: the answer, and the connection it goes out on.
+    Serve(Served, Conn),
     /// hyper serves it (and the rest of the connection).
     Hyper,
     /// The connection ended before a request: the peer closed, the server drains, or (`timed_out`) the deadline.
@@ -169,27 +172,31 @@ where
         Ok(None) => return Next::Hyper,
         Err(timed_out) => return Next::Closed { timed_out },
     };
-    let router = shared.router.load_full();
-    let route = match head::bodiless_get(&req) {
-        true => server::stream_route(&router, req.uri().path()),
-        false => None,
-    };
-    let Some(route) = route else {
+    if !head::bodiless_get(&req) {
         return Next::Hyper;
+    }
+    // The same decision as on hyper's path; the direct path serves stream readers (and their refusals) only.
+    let router = shared.router.load_full();
+    let found = match server::route(&router, req.method(), req.uri().path()) {
+        Routing::Stream(found) => Ok(found),
+        Routing::Refused(refusal) => Err(refusal),
+        Routing::ClientScript | Routing::PassThrough => return Next::Hyper,
     };
     buf.advance(len);
     if buf.is_empty() {
         *buf = BytesMut::new();
     }
-    let keep_alive = head::keep_alive(&req);
-    let chunked = req.version() == http::Version::HTTP_11;
-    let served = match route {
+    let conn = Conn {
+        http10: req.version() == http::Version::HTTP_10,
+        keep_alive: head::keep_alive(&req),
+    };
+    let served = match found {
         Err(refusal) => Served::Now(refusal),
         Ok((route, params)) => {
             super::boxed(server::reader(&router, route, params, req, info.clone())).await
         }
     };
-    Next::Serve(served, keep_alive, chunked)
+    Next::Serve(served, conn)
 }
 
 /// `*boxed`, freeing the box at once (a box moved out of in an `async fn` is freed only at the end of its scope).
@@ -204,7 +211,7 @@ async fn answer_held<IO>(
     buf: &mut BytesMut,
     held: Pin<Box<dyn Future<Output = Response<Body>> + Send>>,
     headers: http::HeaderMap,
-    keep_alive: bool,
+    conn: Conn,
     shared: &Shared,
 ) -> Then
 where
@@ -216,7 +223,7 @@ where
     };
     response.headers_mut().extend(headers);
     // Boxed: a held poll does not carry the room of writing its answer while it waits.
-    super::boxed(respond(io, response, keep_alive, &shared.drain)).await
+    super::boxed(respond(io, response, conn, &shared.drain)).await
 }
 
 /// Answers a WebSocket handshake: the session to run on the connection (with any bytes already read), or `None`
@@ -232,7 +239,12 @@ where
     let mut out = Vec::new();
     let upgrade = {
         let (parts, upgrade) = unbox(response).into_parts();
-        write::head(&mut out, &parts, Framing::Upgrade, false);
+        // A handshake is accepted over HTTP/1.1 only (`transports::ws::handshake`).
+        let conn = Conn {
+            http10: false,
+            keep_alive: true,
+        };
+        write::head(&mut out, &parts, Framing::Upgrade, conn);
         upgrade
     };
     io.write_all(&out).await.ok()?;
@@ -301,7 +313,7 @@ async fn peer_gone<IO: AsyncRead + Unpin>(io: &mut IO, buf: &mut BytesMut, share
 async fn respond<IO>(
     io: &mut IO,
     response: Response<Body>,
-    keep_alive: bool,
+    conn: Conn,
     drain: &CancellationToken,
 ) -> Then
 where
@@ -311,14 +323,17 @@ where
     let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
         return Then::Drop;
     };
-    let keep_alive = keep_alive && !drain.is_cancelled();
+    let conn = Conn {
+        keep_alive: conn.keep_alive && !drain.is_cancelled(),
+        ..conn
+    };
     let mut out = Vec::with_capacity(256 + body.len());
-    write::head(&mut out, &parts, Framing::Length(body.len()), !keep_alive);
+    write::head(&mut out, &parts, Framing::Length(body.len()), conn);
     out.extend_from_slice(&body);
     if io.write_all(&out).await.is_err() {
         return Then::Drop;
     }
-    if keep_alive {
+    if conn.keep_alive {
         Then::KeepAlive
     } else {
         Then::Close
@@ -326,16 +341,19 @@ where
 }
 
 /// Streams an SSE response: chunked (HTTP/1.1) or until the close (HTTP/1.0). Each wake-up of the feed is one
-/// write; a write blocked on a client that stopped reading ends when the hub kicks it.
+/// write; a write blocked on a client that stopped reading ends when the hub kicks it. The connection ends with
+/// the stream (docs/protocol.md: bytes the client sent meanwhile were discarded).
 async fn sse<IO>(
     io: &mut IO,
     response: Box<Response<Feed>>,
-    chunked: bool,
+    conn: Conn,
     kick: &CancellationToken,
+    drain: &CancellationToken,
 ) -> Then
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let chunked = !conn.http10;
     let mut out = Vec::with_capacity(512);
     // The head's parts are dropped here, not kept across the stream's awaits.
     let mut feed = {
@@ -345,7 +363,13 @@ where
         } else {
             Framing::Close
         };
-        write::head(&mut out, &parts, framing, !chunked);
+        // As hyper: `connection: close` on HTTP/1.1 when the request asked for it; none on HTTP/1.0, whose
+        // stream the close delimits.
+        let conn = Conn {
+            keep_alive: chunked && conn.keep_alive && !drain.is_cancelled(),
+            ..conn
+        };
+        write::head(&mut out, &parts, framing, conn);
         feed
     };
     let mut ignored = 0usize;

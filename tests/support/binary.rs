@@ -192,6 +192,15 @@ pub async fn with_sse_upstream(
     extra: &str,
     published: &[&str],
 ) -> (super::upstream::SseUpstream, tempfile::TempDir, Binary) {
+    with_sse_route("/events/{channel}", extra, published).await
+}
+
+/// [`with_sse_upstream`] with the stream route at `path` (its upstream is `/up` followed by `path`).
+pub async fn with_sse_route(
+    path: &str,
+    extra: &str,
+    published: &[&str],
+) -> (super::upstream::SseUpstream, tempfile::TempDir, Binary) {
     let upstream = super::upstream::SseUpstream::start(true).await;
     for data in published {
         upstream.publish(*data);
@@ -203,8 +212,8 @@ listen:
 admin: {{ address: "127.0.0.1:0" }}
 log: {{ format: json }}
 streams:
-  - path: /events/{{channel}}
-    upstream: {{ url: "http://{}/up/{{channel}}" }}
+  - path: {path}
+    upstream: {{ url: "http://{}/up{path}" }}
 {extra}
 "#,
         upstream.addr

@@ -26,6 +26,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => Parsed::TooLarge,
         Ok(httparse::Status::Complete(len)) => match build(&req) {
             Some(request) => Parsed::Request(Box::new(request), len),
             None => Parsed::Other,
@@ -68,11 +69,11 @@ pub fn bodiless_get(req: &Request<()>) -> bool {
             .all(|v| v.as_bytes().trim_ascii() == b"0")
 }
 
-/// Whether the connection may carry another request after this one's response (HTTP/1.1 without
-/// `Connection: close`; HTTP/1.0 connections close).
+/// Whether the connection may carry another request after this one's response, as hyper decides it: never with
+/// `Connection: close`; HTTP/1.1 by default; HTTP/1.0 with `Connection: keep-alive`.
 pub fn keep_alive(req: &Request<()>) -> bool {
-    req.version() == Version::HTTP_11
-        && !crate::negotiate::header_has_token(req.headers(), &CONNECTION, "close")
+    let has = |token| crate::negotiate::header_has_token(req.headers(), &CONNECTION, token);
+    !has("close") && (req.version() == Version::HTTP_11 || has("keep-alive"))
 }
 
 #[cfg(test)]
@@ -108,6 +109,9 @@ mod tests {
         ));
         let big = format!("GET /a HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
         assert!(matches!(parse(big.as_bytes()), Parsed::TooLarge));
+        // Over the bound even when it arrived whole.
+        let whole = format!("{big}\r\n\r\n");
+        assert!(matches!(parse(whole.as_bytes()), Parsed::TooLarge));
         let many = format!(
             "GET /a HTTP/1.1\r\n{}\r\n",
             "X: 1\r\n".repeat(MAX_HEADERS + 1)
@@ -118,9 +122,22 @@ mod tests {
             panic!()
         };
         assert!(!bodiless_get(&post));
-        let Parsed::Request(old, _) = parse(b"GET /a HTTP/1.0\r\n\r\n") else {
-            panic!()
-        };
-        assert!(!keep_alive(&old));
+        for (raw, kept) in [
+            (&b"GET /a HTTP/1.0\r\n\r\n"[..], false),
+            (b"GET /a HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
+            (
+                b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET /a HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n",
+                false,
+            ),
+        ] {
+            let Parsed::Request(req, _) = parse(raw) else {
+                panic!()
+            };
+            assert_eq!(keep_alive(&req), kept, "{}", String::from_utf8_lossy(raw));
+        }
     }
 }

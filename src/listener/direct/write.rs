@@ -1,5 +1,6 @@
-//! Bytes of HTTP/1.1 responses for the direct path: the status line and headers (with `date`, the body's framing
-//! and `connection: close` when the connection ends after it), and chunk framing written around a payload in place.
+//! Bytes of HTTP/1.x responses for the direct path, as hyper's HTTP/1 writes them: the status line (the request's
+//! version) and headers (with `date`, the body's framing, and the `connection` field hyper adds), and chunk framing
+//! written around a payload in place.
 
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -20,9 +21,23 @@ pub enum Framing {
     Upgrade,
 }
 
-/// Appends the response head.
-pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: Framing, close: bool) {
-    out.extend_from_slice(b"HTTP/1.1 ");
+/// The connection a response goes out on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Conn {
+    /// The request was HTTP/1.0: so is the response's status line.
+    pub http10: bool,
+    /// Another request may follow the response.
+    pub keep_alive: bool,
+}
+
+/// Appends the response head: `connection: close` when an HTTP/1.1 connection ends after it, `connection:
+/// keep-alive` when an HTTP/1.0 one does not (hyper's rules).
+pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: Framing, conn: Conn) {
+    out.extend_from_slice(if conn.http10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
@@ -46,8 +61,10 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: Framing, close: bool) {
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Close | Framing::Upgrade => {}
     }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
+    match (conn.http10, conn.keep_alive) {
+        (false, false) => out.extend_from_slice(b"connection: close\r\n"),
+        (true, true) => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        _ => {}
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -129,21 +146,41 @@ mod tests {
         response.into_parts().0
     }
 
+    fn conn(http10: bool, keep_alive: bool) -> Conn {
+        Conn { http10, keep_alive }
+    }
+
     #[test]
     fn a_head_carries_date_framing_and_close() {
         let mut out = Vec::new();
-        head(&mut out, &parts(StatusCode::OK), Framing::Length(12), true);
+        let close = conn(false, false);
+        head(&mut out, &parts(StatusCode::OK), Framing::Length(12), close);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: "));
         assert!(text.ends_with("content-length: 12\r\nconnection: close\r\n\r\n"));
         let mut out = Vec::new();
+        let kept = conn(false, true);
         head(
             &mut out,
             &parts(StatusCode::NO_CONTENT),
             Framing::Length(0),
-            false,
+            kept,
         );
-        assert!(!String::from_utf8(out).unwrap().contains("content-length"));
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("content-length") && !text.contains("connection"));
+    }
+
+    #[test]
+    fn an_http_1_0_head_names_its_version_and_a_kept_connection() {
+        for (keep_alive, connection) in [(true, Some("keep-alive")), (false, None)] {
+            let mut out = Vec::new();
+            let ok = parts(StatusCode::OK);
+            head(&mut out, &ok, Framing::Length(1), conn(true, keep_alive));
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+            let field = text.lines().find_map(|l| l.strip_prefix("connection: "));
+            assert_eq!(field, connection, "{text}");
+        }
     }
 
     #[test]
