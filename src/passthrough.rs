@@ -34,6 +34,7 @@ use crate::{Body, BoxError};
 use body::{RequestBody, ResponseBody};
 use upstream::{Clients, HttpClient, Table};
 
+pub(crate) use headers::join_cookies;
 pub use websocket::CLOSE_REASONS;
 
 /// The pass-through proxy; cheap to clone.
@@ -151,8 +152,8 @@ impl Passthrough {
         }
     }
 
-    /// Rewrites a client request head for the application: hop-by-hop fields out (`TE: trailers` kept),
-    /// forwarding fields set, HTTP/1.1 framing (the client's version is hyper's business on each side).
+    /// Rewrites a client request head for the application: hop-by-hop fields out (`TE: trailers` kept), cookie
+    /// crumbs joined, forwarding fields set, HTTP/1.1 framing (the client's version is hyper's business on each side).
     fn upstream_head(&self, parts: &mut http::request::Parts, conn: &ConnInfo) {
         // The client's Host; HTTP/2 requests carry it as `:authority` instead.
         let host = match parts.version {
@@ -165,6 +166,7 @@ impl Passthrough {
         };
         let trailers = headers::wants_trailers(&parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
+        headers::join_cookies(&mut parts.headers);
         if trailers {
             parts
                 .headers
