@@ -8,6 +8,7 @@ pub mod feeds;
 pub mod h2ws;
 pub mod json_upstream;
 pub mod proxy;
+pub mod recorder;
 pub mod redis;
 pub mod upstream;
 pub mod ws_app;
