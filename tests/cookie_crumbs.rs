@@ -1,7 +1,7 @@
 //! HTTP/2 cookie crumbs (RFC 9113 §8.2.3): a browser over HTTP/2 sends one `cookie` field per cookie; wherever
 //! pushbridge forwards the request over HTTP/1.1 the application gets them as ONE `Cookie: a=1; b=2; c=3` — the
 //! pass-through, its WebSocket relay, the `auth.check` sub-request, a per-client stream's upstream request and a
-//! `client_messages.forward` POST. An h2c client sends three `cookie` fields to the real server.
+//! `client_messages.forward` POST. An h2c client sends three `cookie` fields to the real binary.
 
 mod support;
 
@@ -11,9 +11,9 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use support::binary;
 use support::client::{Proto, ReqBody, WAIT, connect, empty};
 use support::h2ws::H2Client;
-use support::proxy;
 use support::ws_app::WsApp;
 
 const CRUMBS: [(&str, &str); 3] = [("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")];
@@ -80,7 +80,7 @@ async fn cookie_crumbs_are_joined_on_every_forwarded_request() {
     let seen = Seen::new(Vec::new());
     let app = recording_app(seen.clone()).await;
     let mut ws_app = WsApp::start().await;
-    let proxy = proxy::start(&format!(
+    let proxy = binary::started(&format!(
         r#"listen:
   - address: "127.0.0.1:0"
 passthrough:
@@ -97,8 +97,7 @@ streams:
     client_messages: {{ forward: "http://{app}/messages" }}
 "#,
         ws = ws_app.addr
-    ))
-    .await;
+    ));
     let addr = proxy.addr();
     let mut client = connect(addr, Proto::H2).await;
 

@@ -1,7 +1,7 @@
 //! The authority an application receives through pass-through (RFC 9113 §8.3.1): over HTTP/2 (`protocol: h2c`,
 //! and `auto` when ALPN picks `h2`) one `:authority`, the Host the client sent (its `:authority` over HTTP/2, its
 //! `Host` over HTTP/1.1), and no `host` field; over HTTP/1.1 the client's Host as `Host`. The WebSocket relay (always
-//! HTTP/1.1) keeps the client's Host too. Recording applications on 127.0.0.1:0, the real server in front.
+//! HTTP/1.1) keeps the client's Host too. Recording applications on 127.0.0.1:0, the real binary in front.
 
 mod support;
 
@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::{Request, Version};
 use http_body_util::BodyExt;
 use serde_json::Value;
+use support::binary::{self, Started};
 use support::certs::TestCa;
 use support::client::{Proto, Sender, WAIT, connect, empty};
-use support::proxy::{self, TestProxy};
 use support::recorder;
 use support::ws_app::WsApp;
 
 /// Sends GET `path` claiming `host` (HTTP/1.1 `Host`, HTTP/2 `:authority`); returns what the application saw.
-async fn seen(proxy: &TestProxy, proto: Proto, host: &str, path: &str) -> Value {
+async fn seen(proxy: &Started, proto: Proto, host: &str, path: &str) -> Value {
     let mut sender: Sender = connect(proxy.addr(), proto).await;
     let req = match proto {
         Proto::H1 => Request::get(path).header("host", host),
@@ -55,7 +55,7 @@ async fn h2c_apps_get_the_clients_host_as_the_one_authority() {
     let default = recorder::plain().await;
     let routed = recorder::plain().await;
     let http1 = recorder::plain().await;
-    let proxy = proxy::start(&format!(
+    let proxy = binary::started(&format!(
         r#"listen:
   - address: "127.0.0.1:0"
 passthrough:
@@ -68,8 +68,7 @@ passthrough:
     - prefix: /plain
       upstream: "http://{http1}"
 "#
-    ))
-    .await;
+    ));
     for proto in [Proto::H1, Proto::H2] {
         let host = "app.example:8443";
         let got = seen(&proxy, proto, host, "/x?q=1").await;
@@ -84,11 +83,11 @@ passthrough:
 }
 
 /// A proxy whose upstream is `https://localhost:<app>` with `protocol: auto`, trusting `ca`.
-async fn auto_proxy(ca: &TestCa, app: std::net::SocketAddr) -> (TestProxy, tempfile::TempDir) {
+async fn auto_proxy(ca: &TestCa, app: std::net::SocketAddr) -> (Started, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.ca_pem()).unwrap();
-    let proxy = proxy::start(&format!(
+    let proxy = binary::started(&format!(
         r#"listen:
   - address: "127.0.0.1:0"
 passthrough:
@@ -98,8 +97,7 @@ passthrough:
 "#,
         app.port(),
         ca_file.display()
-    ))
-    .await;
+    ));
     (proxy, dir)
 }
 
@@ -139,10 +137,9 @@ async fn an_alpn_http1_app_gets_the_clients_host() {
 #[tokio::test]
 async fn a_host_that_is_no_authority_is_400_for_an_h2c_app() {
     let app = recorder::plain().await;
-    let proxy = proxy::start(&format!(
+    let proxy = binary::started(&format!(
         "listen:\n  - address: \"127.0.0.1:0\"\npassthrough:\n  upstream: \"http://{app}\"\n  protocol: h2c\n"
-    ))
-    .await;
+    ));
     let mut sender = connect(proxy.addr(), Proto::H1).await;
     let req = Request::get("/x")
         .header("host", "a b")
@@ -157,11 +154,10 @@ async fn a_host_that_is_no_authority_is_400_for_an_h2c_app() {
 #[tokio::test]
 async fn the_websocket_relay_keeps_the_clients_host() {
     let mut app = WsApp::start().await;
-    let proxy = proxy::start(&format!(
+    let proxy = binary::started(&format!(
         "listen:\n  - address: \"127.0.0.1:0\"\npassthrough:\n  upstream: \"http://{}\"\n  protocol: h2c\n",
         app.addr
-    ))
-    .await;
+    ));
     let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
     let request = Request::get(format!("ws://{}/chat", proxy.addr()))
         .header("host", "chat.example")
@@ -216,10 +212,9 @@ async fn one_request_per_connection() -> (std::net::SocketAddr, Arc<AtomicUsize>
 #[tokio::test]
 async fn a_closed_h2c_connection_is_replaced() {
     let (app, connections) = one_request_per_connection().await;
-    let proxy = proxy::start(&format!(
+    let proxy = binary::started(&format!(
         "listen:\n  - address: \"127.0.0.1:0\"\npassthrough:\n  upstream: \"http://{app}\"\n  protocol: h2c\n"
-    ))
-    .await;
+    ));
     let mut sender = connect(proxy.addr(), Proto::H1).await;
     for n in 1..=3 {
         let req = Request::get("/x")

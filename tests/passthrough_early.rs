@@ -1,7 +1,8 @@
 //! Responses that do not wait for the request: an application that answers 413 without reading a large body and
 //! closes must have its 413 delivered (RFC 9112 §9.5), not a 502; and 1xx informational responses (103 Early
 //! Hints) from the application leave the final response intact. hyper's server cannot send a 1xx other than
-//! its own `100 Continue` (docs/protocol.md), so the 103 itself is not forwarded: these tests pin that down.
+//! its own `100 Continue` (docs/protocol.md), so the 103 itself is not forwarded: these tests pin that down. The
+//! real binary in front of raw applications.
 
 mod support;
 
@@ -10,8 +11,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
+use support::binary::{self, Started};
 use support::client::{Proto, WAIT, connect, empty};
-use support::proxy::{self, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -38,11 +39,11 @@ async fn raw_app(answer: &'static [u8]) -> SocketAddr {
     addr
 }
 
-async fn start(app: SocketAddr, protocol: &str) -> TestProxy {
-    proxy::start(&format!(
+/// The real binary in front of `app`.
+fn start(app: SocketAddr, protocol: &str) -> Started {
+    binary::started(&format!(
         "listen:\n  - address: \"127.0.0.1:0\"\npassthrough:\n  upstream: \"http://{app}\"\n  protocol: {protocol}\n"
     ))
-    .await
 }
 
 const TOO_LARGE: &[u8] =
@@ -67,6 +68,9 @@ async fn upload(addr: SocketAddr) -> u16 {
                 return;
             }
         }
+        // Not half-closed: hyper's server drops a connection whose client shut its sending side early.
+        let _open = write;
+        std::future::pending::<()>().await;
     });
     let mut response = Vec::new();
     let mut buf = [0u8; 4096];
@@ -91,7 +95,7 @@ async fn upload(addr: SocketAddr) -> u16 {
 #[tokio::test]
 async fn an_early_413_reaches_the_client_every_time() {
     let app = raw_app(TOO_LARGE).await;
-    let proxy = start(app, "http1").await;
+    let proxy = start(app, "http1");
     let mut codes = Vec::new();
     for _ in 0..15 {
         codes.push(upload(proxy.addr()).await);
@@ -122,7 +126,7 @@ async fn assert_final(response: Response<hyper::body::Incoming>, what: &str) {
 #[tokio::test]
 async fn an_http1_apps_103_leaves_the_final_response_intact() {
     let app = raw_app(HINTED).await;
-    let proxy = start(app, "http1").await;
+    let proxy = start(app, "http1");
     // HTTP/1.1 client, raw: exactly one response, the final one.
     let mut tcp = TcpStream::connect(proxy.addr()).await.unwrap();
     tcp.write_all(b"GET /page HTTP/1.1\r\nhost: app.example\r\nconnection: close\r\n\r\n")
@@ -181,7 +185,7 @@ async fn h2c_hinting_app() -> SocketAddr {
 #[tokio::test]
 async fn an_h2c_apps_103_leaves_the_final_response_intact() {
     let app = h2c_hinting_app().await;
-    let proxy = start(app, "h2c").await;
+    let proxy = start(app, "h2c");
     for proto in [Proto::H1, Proto::H2] {
         let mut sender = connect(proxy.addr(), proto).await;
         let req = match proto {

@@ -3,14 +3,14 @@
 //! closes the socket. Closing with unread bytes would reset the connection, and a proxy in front (nginx) would then
 //! tell the browser 1006 instead of 1009. Both WebSocket sessions: the pass-through relay and a stream route. A raw
 //! TCP client declares a 4 MiB message, writes all of it while reading, and must see the close frame, a clean end
-//! of stream, and every write accepted (no reset).
+//! of stream, and every write accepted (no reset). The real binary.
 
 mod support;
 
 use std::net::SocketAddr;
 
+use support::binary;
 use support::client::WAIT;
-use support::proxy::{self, TestProxy};
 use support::upstream::SseUpstream;
 use support::ws_app::WsApp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -104,9 +104,9 @@ fn close_frame(mut bytes: &[u8]) -> Vec<u8> {
     panic!("no close frame in {bytes:?}");
 }
 
-async fn repeat(proxy: &TestProxy, path: &str) {
+async fn repeat(addr: SocketAddr, path: &str) {
     for attempt in 0..4 {
-        let tcp = upgrade(proxy.addr(), path).await;
+        let tcp = upgrade(addr, path).await;
         assert_eq!(oversize_message(tcp).await, 1009, "attempt {attempt}");
     }
 }
@@ -114,18 +114,17 @@ async fn repeat(proxy: &TestProxy, path: &str) {
 #[tokio::test]
 async fn the_passthrough_relay_lingers_after_1009() {
     let app = WsApp::start().await;
-    let proxy = proxy::start(&format!(
+    let proxy = binary::started(&format!(
         "listen:\n  - address: \"127.0.0.1:0\"\npassthrough:\n  upstream: \"http://{}\"\n  websocket: {{ max_message: 1KiB }}\n",
         app.addr
-    ))
-    .await;
-    repeat(&proxy, "/chat").await;
+    ));
+    repeat(proxy.addr(), "/chat").await;
 }
 
 #[tokio::test]
 async fn a_stream_route_session_lingers_after_1009() {
     let upstream = SseUpstream::start(true).await;
-    let proxy = proxy::start(&format!(
+    let proxy = binary::started(&format!(
         r#"listen:
   - address: "127.0.0.1:0"
 streams:
@@ -134,7 +133,6 @@ streams:
     client_messages: {{ forward: "http://{up}/messages", max_bytes: 1KiB }}
 "#,
         up = upstream.addr
-    ))
-    .await;
-    repeat(&proxy, "/events/news").await;
+    ));
+    repeat(proxy.addr(), "/events/news").await;
 }
