@@ -130,7 +130,8 @@ pub fn add_preflight(route: &StreamConfig, response: &mut HeaderMap) {
     );
 }
 
-/// The client headers of `request` that this route forwards to the application.
+/// The client headers of `request` that this route forwards to the application (HTTP/2 cookie crumbs joined into
+/// one `Cookie`: every receiver is spoken to over HTTP/1.1).
 pub fn forwarded_headers(route: &StreamConfig, request: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     let mut copy = |name: &str| {
@@ -144,6 +145,7 @@ pub fn forwarded_headers(route: &StreamConfig, request: &HeaderMap) -> HeaderMap
         Some(auth) => auth.forward_headers.iter().for_each(|n| copy(n)),
         None => DEFAULT_FORWARD_HEADERS.iter().for_each(|n| copy(n)),
     }
+    crate::passthrough::join_cookies(&mut out);
     out
 }
 

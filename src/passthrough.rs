@@ -16,6 +16,7 @@ mod upstream;
 mod websocket;
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +32,10 @@ use crate::metrics::Metrics;
 use crate::route::{ConnInfo, plain};
 use crate::{Body, BoxError};
 
-use body::{RequestBody, ResponseBody};
-use upstream::{Clients, HttpClient, Table};
+use body::ResponseBody;
+use upstream::{Failure, HttpClient, Table};
 
+pub(crate) use headers::join_cookies;
 pub use websocket::CLOSE_REASONS;
 
 /// The pass-through proxy; cheap to clone.
@@ -44,7 +46,8 @@ pub struct Passthrough {
 
 struct Inner {
     table: Table,
-    clients: Clients,
+    /// The HTTP/1.1 pool: HTTP/1.1 upstreams, every WebSocket upgrade, `auto` upstreams that chose HTTP/1.1.
+    http1: HttpClient,
     forwarding: headers::Forwarding,
     response_timeout: Duration,
     body_timeout: Duration,
@@ -57,19 +60,19 @@ struct Inner {
 }
 
 impl Passthrough {
-    /// Builds the route table and one pooled client per protocol in use; fails on a non-http(s) upstream or an
-    /// unusable `ca_file`.
+    /// Builds the route table (with each HTTP/2 upstream's connection slot) and the HTTP/1.1 pool; fails on a
+    /// non-http(s) upstream or an unusable `ca_file`.
     pub fn new(
         cfg: &PassthroughConfig,
         metrics: Arc<Metrics>,
         drain: CancellationToken,
     ) -> Result<Passthrough, BoxError> {
         let table = Table::new(cfg)?;
-        let clients = Clients::new(cfg, &table)?;
+        let http1 = upstream::http1_client(cfg)?;
         Ok(Passthrough {
             inner: Arc::new(Inner {
                 table,
-                clients,
+                http1,
                 forwarding: headers::Forwarding {
                     mode: cfg.forwarded,
                     trusted: cfg.trusted_proxies.clone(),
@@ -136,9 +139,11 @@ impl Passthrough {
         self.upstream_head(&mut parts, conn);
         parts.uri = uri;
         let (body, done) = body::timed(body, self.inner.body_timeout, self.inner.metrics.clone());
-        let upstream_req = Request::from_parts(parts, body);
-        let client = self.inner.clients.get(upstream.protocol);
-        match self.send(client, upstream_req, conn).await {
+        let mut upstream_req = Request::from_parts(parts, body);
+        crate::upstream::client::move_userinfo(&mut upstream_req);
+        let target = crate::error::redact(upstream_req.uri());
+        let sending = upstream.send(upstream_req, &self.inner.http1);
+        match self.send(sending, &target, conn).await {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
@@ -151,8 +156,9 @@ impl Passthrough {
         }
     }
 
-    /// Rewrites a client request head for the application: hop-by-hop fields out (`TE: trailers` kept),
-    /// forwarding fields set, HTTP/1.1 framing (the client's version is hyper's business on each side).
+    /// Rewrites a client request head for the application: hop-by-hop fields out (`TE: trailers` kept), cookie
+    /// crumbs joined, forwarding fields set, `Host` the client's (an HTTP/2 upstream gets it as `:authority`),
+    /// HTTP/1.1 framing (the client's version is hyper's business on each side).
     fn upstream_head(&self, parts: &mut http::request::Parts, conn: &ConnInfo) {
         // The client's Host; HTTP/2 requests carry it as `:authority` instead.
         let host = match parts.version {
@@ -165,6 +171,7 @@ impl Passthrough {
         };
         let trailers = headers::wants_trailers(&parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
+        headers::join_cookies(&mut parts.headers);
         if trailers {
             parts
                 .headers
@@ -177,26 +184,32 @@ impl Passthrough {
         parts.extensions = http::Extensions::new();
     }
 
-    /// Sends a request upstream within `response_timeout`; a failure is already the response to give.
+    /// Awaits the application's response head within `response_timeout`; a failure is already the response to
+    /// give. `target` names the request in logs.
     async fn send(
         &self,
-        client: &HttpClient,
-        mut req: Request<RequestBody>,
+        sending: impl Future<Output = Result<Response<Incoming>, Failure>>,
+        target: &str,
         conn: &ConnInfo,
     ) -> Result<Response<Incoming>, Response<Body>> {
-        crate::upstream::client::move_userinfo(&mut req);
-        let target = crate::error::redact(req.uri());
         let peer = conn.peer;
         let timeout = self.inner.response_timeout;
-        match tokio::time::timeout(timeout, client.request(req)).await {
+        match tokio::time::timeout(timeout, sending).await {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(error)) => {
-                let (status, text) = classify(error.is_connect(), &error);
+            Ok(Err(Failure::BadHost)) => {
+                tracing::debug!(client = %peer, upstream = %target, "pass-through refused a Host that is no authority");
+                Err(plain(
+                    StatusCode::BAD_REQUEST,
+                    "bad request: invalid Host\n",
+                ))
+            }
+            Ok(Err(Failure::Upstream { connect, error })) => {
+                let (status, text) = classify(connect, error.as_ref());
                 crate::log_limited!(
                     self.inner.metrics.logs,
                     crate::logs::LogKind::Passthrough,
                     peer.ip(),
-                    warn!(error = %crate::error::chain(&error), upstream = %target, client = %peer, "pass-through upstream failed")
+                    warn!(error = %crate::error::chain(error.as_ref()), upstream = %target, client = %peer, "pass-through upstream failed")
                 );
                 Err(plain(status, text))
             }

@@ -39,6 +39,30 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Joins every `Cookie` field line into one, separated by `"; "`. An HTTP/2 client may send each cookie as its
+/// own field (RFC 9113 §8.2.3), which an HTTP/1.1 hop must not see as several lines (RFC 6265 §5.4); done on every
+/// request pushbridge forwards, whatever the next hop's version.
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        let value = value.as_bytes().trim_ascii();
+        if value.is_empty() {
+            continue;
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value);
+    }
+    // Made of valid field values joined by "; ", so always valid itself.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// Whether the client asked for trailers (`TE: trailers`, RFC 9110 §10.1.4). `TE` is hop-by-hop, but this one
 /// token is what gRPC needs the application to see, so it is sent again after [`strip_hop_by_hop`].
 pub(crate) fn wants_trailers(headers: &HeaderMap) -> bool {
@@ -381,6 +405,25 @@ mod tests {
         let mut headers = map(&[("x-forwarded-for", "garbage")]);
         fwd.apply(&mut headers, "10.0.0.9".parse().unwrap(), "https", None);
         assert_eq!(headers["x-real-ip"], "10.0.0.9");
+    }
+
+    #[test]
+    fn cookie_crumbs_become_one_field() {
+        let mut headers = map(&[
+            ("cookie", "a=1"),
+            ("cookie", " b=2 "),
+            ("cookie", ""),
+            ("cookie", "c=3"),
+        ]);
+        join_cookies(&mut headers);
+        let all: Vec<_> = headers.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+        let mut one = map(&[("cookie", "a=1; b=2")]);
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1; b=2");
+        let mut none = HeaderMap::new();
+        join_cookies(&mut none);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -1,10 +1,16 @@
-//! Where a pass-through request goes: the route table (longest path prefix wins, whole segments only, else the
-//! default upstream), the upstream URI for a request, and one pooled client per protocol — HTTP/1.1 (also used
-//! for every WebSocket upgrade), h2c (HTTP/2 prior knowledge) and `auto` (ALPN `h2`, `http/1.1` over TLS).
+//! Where a pass-through request goes and how it gets there: the route table (longest path prefix wins, whole
+//! segments only, else the default upstream), the upstream URI for a request, the pooled HTTP/1.1 client (also
+//! used for every WebSocket upgrade, and for `auto` upstreams whose ALPN picks `http/1.1`), and one shared HTTP/2
+//! connection per h2c or `auto` https upstream ([`multiplexed`]).
+
+mod connector;
+mod multiplexed;
 
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme, Uri};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -13,8 +19,29 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::body::RequestBody;
 use crate::BoxError;
 use crate::config::{PassthroughConfig, UpstreamProtocol, normalize_prefix};
+use connector::Connector;
+use multiplexed::Multiplexed;
 
-pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+/// The pooled HTTP/1.1 client.
+pub(super) type HttpClient = Client<Connector, RequestBody>;
+
+/// Why a request did not get the application's response.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The client's Host cannot be an HTTP/2 `:authority`.
+    BadHost,
+    /// Connecting (`connect`) or the exchange failed.
+    Upstream { connect: bool, error: BoxError },
+}
+
+impl From<hyper_util::client::legacy::Error> for Failure {
+    fn from(error: hyper_util::client::legacy::Error) -> Failure {
+        Failure::Upstream {
+            connect: error.is_connect(),
+            error: error.into(),
+        }
+    }
+}
 
 /// One upstream service.
 pub(super) struct Upstream {
@@ -22,11 +49,12 @@ pub(super) struct Upstream {
     authority: Authority,
     /// The upstream's path without a trailing `/` (`""` for the root).
     prefix: String,
-    pub protocol: UpstreamProtocol,
+    /// The HTTP/2 connection (h2c, and `auto` over https: plaintext `auto` is HTTP/1.1, there is no ALPN).
+    multiplexed: Option<Multiplexed>,
 }
 
 impl Upstream {
-    fn new(url: &Uri, protocol: UpstreamProtocol) -> Result<Upstream, BoxError> {
+    fn new(url: &Uri, protocol: UpstreamProtocol, tls: &Tls) -> Result<Upstream, BoxError> {
         let scheme = match url.scheme() {
             Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
             _ => {
@@ -41,11 +69,20 @@ impl Upstream {
             .authority()
             .cloned()
             .ok_or_else(|| format!("upstream {}: missing host", crate::error::redact(url)))?;
+        let multiplexed = match protocol {
+            UpstreamProtocol::Http1 => None,
+            UpstreamProtocol::Auto if scheme != Scheme::HTTPS => None,
+            UpstreamProtocol::H2c | UpstreamProtocol::Auto => {
+                let auto = protocol == UpstreamProtocol::Auto;
+                let connector = tls.connector(if auto { Alpn::Both } else { Alpn::H2 });
+                Some(Multiplexed::new(connector, &scheme, &authority, auto)?)
+            }
+        };
         Ok(Upstream {
             scheme,
             authority,
             prefix: url.path().trim_end_matches('/').to_owned(),
-            protocol,
+            multiplexed,
         })
     }
 
@@ -72,6 +109,19 @@ impl Upstream {
             .build()
             .ok()
     }
+
+    /// Sends a request made by [`uri`](Self::uri), its `Host` the client's: over HTTP/2 when this upstream speaks
+    /// it, else through `http1`.
+    pub async fn send(
+        &self,
+        req: Request<RequestBody>,
+        http1: &HttpClient,
+    ) -> Result<Response<Incoming>, Failure> {
+        match &self.multiplexed {
+            Some(multiplexed) => multiplexed.send(req, http1).await,
+            None => Ok(http1.request(req).await?),
+        }
+    }
 }
 
 /// The route table.
@@ -83,15 +133,16 @@ pub(super) struct Table {
 
 impl Table {
     pub fn new(cfg: &PassthroughConfig) -> Result<Table, BoxError> {
+        let tls = Tls::new(cfg)?;
         let mut routes = Vec::with_capacity(cfg.routes.len());
         for route in &cfg.routes {
-            let upstream = Upstream::new(&route.upstream, route.protocol)?;
+            let upstream = Upstream::new(&route.upstream, route.protocol, &tls)?;
             routes.push((normalize_prefix(&route.prefix).to_owned(), upstream));
         }
         routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(Table {
             routes,
-            default: Upstream::new(&cfg.upstream, cfg.protocol)?,
+            default: Upstream::new(&cfg.upstream, cfg.protocol, &tls)?,
         })
     }
 
@@ -101,11 +152,6 @@ impl Table {
             .iter()
             .find(|(prefix, _)| prefix_matches(prefix, path))
             .map_or(&self.default, |(_, upstream)| upstream)
-    }
-
-    /// The protocols some upstream uses.
-    fn protocols(&self) -> impl Iterator<Item = UpstreamProtocol> + '_ {
-        std::iter::once(self.default.protocol).chain(self.routes.iter().map(|(_, u)| u.protocol))
     }
 }
 
@@ -117,72 +163,54 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// One pooled client per protocol in use; HTTP/1.1 always (WebSocket upgrades go over it).
-pub(super) struct Clients {
-    http1: HttpClient,
-    h2c: Option<HttpClient>,
-    auto: Option<HttpClient>,
+/// What every upstream connection is made with: the TLS settings (`ca_file`) and the connect timeout.
+struct Tls {
+    config: rustls::ClientConfig,
+    connect_timeout: Duration,
 }
 
-impl Clients {
-    pub fn new(cfg: &PassthroughConfig, table: &Table) -> Result<Clients, BoxError> {
-        let uses = |p: UpstreamProtocol| table.protocols().any(|q| q == p);
-        let build = |protocol: UpstreamProtocol| -> Result<HttpClient, BoxError> {
-            client(protocol, cfg.ca_file.as_deref(), cfg.connect_timeout)
-        };
-        Ok(Clients {
-            http1: build(UpstreamProtocol::Http1)?,
-            h2c: uses(UpstreamProtocol::H2c)
-                .then(|| build(UpstreamProtocol::H2c))
-                .transpose()?,
-            auto: uses(UpstreamProtocol::Auto)
-                .then(|| build(UpstreamProtocol::Auto))
-                .transpose()?,
+/// The protocols a connector offers in ALPN (over TLS only).
+#[derive(Clone, Copy)]
+enum Alpn {
+    Http1,
+    H2,
+    Both,
+}
+
+impl Tls {
+    fn new(cfg: &PassthroughConfig) -> Result<Tls, BoxError> {
+        let mut config = crate::tls::client_config(cfg.ca_file.as_deref())?;
+        // hyper-rustls sets ALPN itself from the enabled versions and refuses a preset list.
+        config.alpn_protocols.clear();
+        Ok(Tls {
+            config,
+            connect_timeout: cfg.connect_timeout,
         })
     }
 
-    /// The client for requests to an upstream speaking `protocol`.
-    pub fn get(&self, protocol: UpstreamProtocol) -> &HttpClient {
-        match protocol {
-            UpstreamProtocol::Http1 => &self.http1,
-            UpstreamProtocol::H2c => self.h2c.as_ref().unwrap_or(&self.http1),
-            UpstreamProtocol::Auto => self.auto.as_ref().unwrap_or(&self.http1),
+    fn connector(&self, alpn: Alpn) -> HttpsConnector<HttpConnector> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(self.config.clone())
+            .https_or_http();
+        match alpn {
+            Alpn::Http1 => builder.enable_http1().wrap_connector(http),
+            Alpn::H2 => builder.enable_http2().wrap_connector(http),
+            Alpn::Both => builder.enable_http1().enable_http2().wrap_connector(http),
         }
-    }
-
-    /// The HTTP/1.1 client, for WebSocket upgrades (RFC 6455 §4.1) whatever the upstream's protocol.
-    pub fn http1(&self) -> &HttpClient {
-        &self.http1
     }
 }
 
-fn client(
-    protocol: UpstreamProtocol,
-    ca_file: Option<&std::path::Path>,
-    connect_timeout: Duration,
-) -> Result<HttpClient, BoxError> {
-    let mut tls = crate::tls::client_config(ca_file)?;
-    // hyper-rustls sets ALPN itself from the enabled versions and refuses a preset list.
-    tls.alpn_protocols.clear();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let builder = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    let connector = match protocol {
-        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
-        UpstreamProtocol::H2c => builder.enable_http2().wrap_connector(http),
-        UpstreamProtocol::Auto => builder.enable_http1().enable_http2().wrap_connector(http),
-    };
+/// The pooled HTTP/1.1 client for every upstream.
+pub(super) fn http1_client(cfg: &PassthroughConfig) -> Result<HttpClient, BoxError> {
+    let connector = Connector::new(Tls::new(cfg)?.connector(Alpn::Http1));
     let mut client = Client::builder(TokioExecutor::new());
     client
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new());
-    if protocol == UpstreamProtocol::H2c {
-        client.http2_only(true);
-    }
     Ok(client.build(connector))
 }
 
@@ -203,7 +231,8 @@ mod tests {
         assert_eq!(host("/api/v20"), "api");
         assert_eq!(host("/apix"), "root");
         assert_eq!(host("/"), "root");
-        assert_eq!(table.select("/api/v2").protocol, UpstreamProtocol::H2c);
+        assert!(table.select("/api/v2").multiplexed.is_some());
+        assert!(table.select("/api").multiplexed.is_none());
         let no_root: PassthroughConfig = serde_yaml::from_str(
             "upstream: http://default\nroutes: [{ prefix: /a, upstream: http://a }]\n",
         )
@@ -214,9 +243,11 @@ mod tests {
 
     #[test]
     fn upstream_uri_joins_prefix_path_and_query() {
+        let cfg: PassthroughConfig = serde_yaml::from_str("upstream: http://default\n").unwrap();
         let upstream = Upstream::new(
             &"https://app:8443/base/".parse().unwrap(),
             UpstreamProtocol::Http1,
+            &Tls::new(&cfg).unwrap(),
         )
         .unwrap();
         let uri = upstream.uri(&"/x/y?q=1".parse().unwrap()).unwrap();

@@ -91,9 +91,11 @@ pub(super) async fn serve(
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(SEC_WEBSOCKET_KEY, key.clone());
-    let upstream_req = Request::from_parts(parts, RequestBody::empty());
-
-    let mut resp = match pt.send(inner.clients.http1(), upstream_req, conn).await {
+    let mut upstream_req = Request::from_parts(parts, RequestBody::empty());
+    crate::upstream::client::move_userinfo(&mut upstream_req);
+    let target = crate::error::redact(upstream_req.uri());
+    let sending = async { Ok(inner.http1.request(upstream_req).await?) };
+    let mut resp = match pt.send(sending, &target, conn).await {
         Ok(resp) => resp,
         Err(resp) => return resp,
     };

@@ -7,9 +7,11 @@
 mod handshake;
 mod session;
 
+use std::time::Duration;
+
 use http::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_VERSION, UPGRADE};
 use http::{Request, Response, StatusCode};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::{OpenGauge, Served, StreamContext};
@@ -31,6 +33,33 @@ pub const WRITE_BUFFER: usize = 4 * 1024;
 /// Cap of the write buffer. The sink flushes before taking another message, so it holds at most
 /// [`WRITE_BUFFER`] plus one frame; this only refuses a pathological frame.
 pub const MAX_WRITE_BUFFER: usize = 64 << 20;
+
+/// Longest a closed WebSocket connection is kept open to read what the peer still sends ([`linger`]).
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Most bytes read and discarded while lingering.
+pub const LINGER_BYTES: usize = 16 << 20;
+
+/// A lingering close, after the close frame went out: shuts the sending side (TCP FIN, or END_STREAM on HTTP/2),
+/// then reads and discards what the peer still sends — say the rest of the message it was closed for — until it
+/// hangs up too, for at most [`LINGER_TIME`] and [`LINGER_BYTES`]. A socket closed with unread bytes resets the
+/// connection, and the reset can overtake the close frame on its way through a proxy (the browser then sees 1006
+/// instead of the code sent).
+pub async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        if io.shutdown().await.is_err() {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
 
 /// The session a WebSocket answer starts once the connection is handed over.
 pub struct Upgrade {

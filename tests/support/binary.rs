@@ -185,6 +185,27 @@ impl Drop for Binary {
     }
 }
 
+/// The binary serving `yaml` (JSON logs added) from a fresh directory, with one listener.
+pub struct Started {
+    pub binary: Binary,
+    _dir: tempfile::TempDir,
+}
+
+impl Started {
+    /// The (first) listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.binary.listen[0]
+    }
+}
+
+/// Starts the binary with `yaml`, which must have one listener and no `log` key.
+pub fn started(yaml: &str) -> Started {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!("{yaml}\nlog: {{ format: json }}\n");
+    let binary = start(dir.path(), &yaml, 1, false);
+    Started { binary, _dir: dir }
+}
+
 /// A local SSE upstream (with `published` already sent) and the binary in front of it: one listener, an admin
 /// listener, JSON logs, the route `/events/{channel}`, plus `extra` top-level YAML. The directory holds the
 /// binary's config while it runs.

@@ -29,7 +29,9 @@ impl H2Client {
         });
         let mut client = H2Client { addr, sender };
         // The server's SETTINGS frame precedes any response: after one round trip the setting is known.
-        let (status, _) = client.request(Method::GET, "/_h2ws/settings", None).await;
+        let (status, _) = client
+            .request(Method::GET, "/_h2ws/settings", None, &[])
+            .await;
         assert_ne!(status, StatusCode::SWITCHING_PROTOCOLS);
         assert!(
             client.sender.is_extended_connect_protocol_enabled(),
@@ -44,13 +46,16 @@ impl H2Client {
         method: Method,
         path: &str,
         protocol: Option<&str>,
+        headers: &[(&str, &str)],
     ) -> (StatusCode, Option<H2Io>) {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.addr))
-            .header("sec-websocket-version", "13")
-            .body(())
-            .expect("request");
+            .header("sec-websocket-version", "13");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request.body(()).expect("request");
         if let Some(protocol) = protocol {
             request
                 .extensions_mut()
@@ -76,7 +81,18 @@ impl H2Client {
 
     /// Opens a WebSocket on `path` (with its query); returns the CONNECT status and the socket when it is 200.
     pub async fn websocket(&mut self, path: &str) -> (StatusCode, Option<WebSocketStream<H2Io>>) {
-        let (status, io) = self.request(Method::CONNECT, path, Some("websocket")).await;
+        self.websocket_with(path, &[]).await
+    }
+
+    /// [`websocket`](Self::websocket) with extra request fields (each pair one field line).
+    pub async fn websocket_with(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Option<WebSocketStream<H2Io>>) {
+        let (status, io) = self
+            .request(Method::CONNECT, path, Some("websocket"), headers)
+            .await;
         let ws = match io {
             Some(io) => Some(WebSocketStream::from_raw_socket(io, Role::Client, None).await),
             None => None,

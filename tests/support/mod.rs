@@ -9,6 +9,7 @@ pub mod h2ws;
 pub mod json_upstream;
 pub mod proxy;
 pub mod raw;
+pub mod recorder;
 pub mod redis;
 pub mod upstream;
 pub mod ws_app;

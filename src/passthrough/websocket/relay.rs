@@ -5,12 +5,14 @@
 //!
 //! pushbridge itself closes (RFC 6455 §7.4.1): 1001 to both on drain and after `idle_timeout` without a frame
 //! either way; 1009 to a side that sent a message over `max_message` and 1002 to one that broke the protocol
-//! (1001 to the other); 1001 to the survivor when a side hangs up without a close frame.
+//! (1001 to the other); 1001 to the survivor when a side hangs up without a close frame. A side that did not
+//! complete the closing handshake gets a lingering close ([`linger`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::stream::FusedStream;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -27,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::PassthroughWebSocket;
 use crate::metrics::Metrics;
-use crate::transports::ws::{CLOSE_TIMEOUT, READ_BUFFER, WRITE_BUFFER};
+use crate::transports::ws::{CLOSE_TIMEOUT, READ_BUFFER, WRITE_BUFFER, linger};
 
 /// Why a session ends: `pushbridge_passthrough_websocket_closes_total{reason}`.
 pub const CLOSE_REASONS: [&str; 6] = ["client", "app", "idle", "drain", "too_big", "error"];
@@ -89,7 +91,7 @@ enum Finish {
 
 impl Session {
     pub async fn run(self, client: Upgraded, app: Upgraded) {
-        let _open = OpenSession::new(&self.metrics, self.http_version, self.slot);
+        let open = OpenSession::new(&self.metrics, self.http_version, self.slot);
         let config = ws_config(self.settings.max_message);
         let mut client =
             WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(config))
@@ -128,15 +130,16 @@ impl Session {
             ),
             End::Drain => (away(), away()),
         };
-        let _ = tokio::time::timeout(
-            CLOSE_TIMEOUT,
-            futures_util::future::join(finish(&mut client, to_client), finish(&mut app, to_app)),
+        let (client_done, app_done) = futures_util::future::join(
+            tokio::time::timeout(CLOSE_TIMEOUT, finish(&mut client, to_client)),
+            tokio::time::timeout(CLOSE_TIMEOUT, finish(&mut app, to_app)),
         )
         .await;
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            let _ = client.get_mut().shutdown().await;
-            let _ = app.get_mut().shutdown().await;
-        })
+        drop(open);
+        futures_util::future::join(
+            teardown(client.get_mut(), client_done.unwrap_or(false)),
+            teardown(app.get_mut(), app_done.unwrap_or(false)),
+        )
         .await;
     }
 }
@@ -185,13 +188,14 @@ fn read_error(side: Side, error: &WsError) -> End {
     }
 }
 
-/// Ends one side as `how` says (the caller bounds the time).
-async fn finish(ws: &mut Ws, how: Finish) {
+/// Ends one side as `how` says (the caller bounds the time); true when nothing more can come from it: the
+/// closing handshake completed, or it is gone.
+async fn finish(ws: &mut Ws, how: Finish) -> bool {
     match how {
-        Finish::Drop => return,
+        Finish::Drop => return true,
         Finish::Reply => {
             if ws.flush().await.is_err() {
-                return;
+                return true;
             }
         }
         Finish::Close(code, reason) => {
@@ -200,12 +204,32 @@ async fn finish(ws: &mut Ws, how: Finish) {
                 reason: reason.into(),
             };
             if ws.send(Message::Close(Some(frame))).await.is_err() {
-                return;
+                return true;
             }
         }
     }
-    // Until the closing handshake completes (tungstenite ends the stream) or the peer hangs up.
-    while let Some(Ok(_)) = ws.next().await {}
+    // A stream that already failed (a message too big, a protocol error) cannot read the answer.
+    if ws.is_terminated() {
+        return false;
+    }
+    // Until the closing handshake completes (tungstenite ends the stream) or fails.
+    loop {
+        match ws.next().await {
+            None => return true,
+            Some(Ok(_)) => continue,
+            Some(Err(_)) => return false,
+        }
+    }
+}
+
+/// Shuts a side's socket down: with a lingering close when it may still be sending (`done` false), so closing
+/// with unread bytes does not reset the connection and overtake the close frame.
+async fn teardown(io: &mut TokioIo<Upgraded>, done: bool) {
+    if done {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.shutdown()).await;
+    } else {
+        linger(io).await;
+    }
 }
 
 /// Small buffers (tungstenite's defaults zero-fill 128 KiB per connection); messages up to `max_message`.

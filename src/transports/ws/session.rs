@@ -4,12 +4,15 @@
 //!
 //! Close codes (RFC 6455 §7.4.1): 1001 on drain or stream end, 1003 for a client message on a route without
 //! `client_messages`, 1007 for invalid UTF-8, 1002 for a protocol error, 1009 for an over-size client message,
-//! 1011 after two unanswered pings, 1013 when the client fell behind the ring (resume with its last id).
+//! 1011 after two unanswered pings, 1013 when the client fell behind the ring (resume with its last id). A client
+//! that did not answer the close frame (it may still be sending the message it was closed for) gets a lingering
+//! close ([`super::linger`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::stream::FusedStream;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use http::header::{HeaderMap, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -117,14 +120,19 @@ impl Session {
             };
             drop(subscription);
             tracing::debug!(stream = %ctx.key, ?end, "WebSocket session ended");
-            if let Ok(ws) = sink.reunite(stream) {
-                // Boxed: a session does not carry the closing handshake's room while it runs.
-                let closing: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
-                    Box::pin(close(ws, end));
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
-            }
+            let Ok(ws) = sink.reunite(stream) else {
+                return;
+            };
+            // Boxed: a session does not carry the closing handshake's room while it runs.
+            type Closing<'a, IO> =
+                std::pin::Pin<Box<dyn std::future::Future<Output = Option<IO>> + Send + 'a>>;
+            let closing: Closing<'_, IO> = Box::pin(close(ws, end));
+            let lingering = closing.await;
             // The session counts as open until here.
             drop(gauge);
+            if let Some(mut io) = lingering {
+                super::linger(&mut io).await;
+            }
         }
     }
 }
@@ -284,16 +292,19 @@ fn hung_up(error: &WsError) -> End {
     End::Drop
 }
 
-/// Ends the connection as `end` says, then shuts the transport down (TCP FIN, or END_STREAM on HTTP/2).
-async fn close<IO>(mut ws: WebSocketStream<IO>, end: End)
+/// Ends the connection as `end` says, each step within [`CLOSE_TIMEOUT`]. Returns the transport when it is to
+/// get a lingering close (the peer did not complete the closing handshake, so it may still be sending), having
+/// shut down any other.
+async fn close<IO>(mut ws: WebSocketStream<IO>, end: End) -> Option<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (code, reason, wait) = match end {
-        End::Drop => return,
+        End::Drop => return None,
         End::PeerClosed => {
-            let _ = ws.flush().await;
-            return shutdown(ws).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+            shutdown(ws.into_inner()).await;
+            return None;
         }
         End::Close(code, reason) => (code, reason, true),
         End::Abandon(code, reason) => (code, reason, false),
@@ -302,15 +313,35 @@ where
         code,
         reason: reason.into(),
     };
-    if ws.send(Message::Close(Some(frame))).await.is_ok() && wait {
-        // RFC 6455 §7.1.1: the server closes the TCP connection once the peer answered the close frame.
-        while let Some(Ok(_)) = ws.next().await {}
+    // A stream that already failed (a message too big, a protocol error) cannot read the answer.
+    let readable = !ws.is_terminated();
+    let answered = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if ws.send(Message::Close(Some(frame))).await.is_err() || !wait || !readable {
+            return false;
+        }
+        // RFC 6455 §7.1.1: the server closes the TCP connection once the peer answered the close frame
+        // (tungstenite then ends the stream; an error means it was not answered).
+        loop {
+            match ws.next().await {
+                None => return true,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    let io = ws.into_inner();
+    if wait && !answered {
+        return Some(io);
     }
-    shutdown(ws).await;
+    shutdown(io).await;
+    None
 }
 
-async fn shutdown<IO: AsyncWrite + Unpin>(ws: WebSocketStream<IO>) {
-    let _ = ws.into_inner().shutdown().await;
+/// Shuts the transport down (TCP FIN, or END_STREAM on HTTP/2) within [`CLOSE_TIMEOUT`].
+async fn shutdown<IO: AsyncWrite + Unpin>(mut io: IO) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.shutdown()).await;
 }
 
 /// One text frame carrying the event's shared bytes (no copy; already valid UTF-8, so not checked again).
