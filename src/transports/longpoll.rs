@@ -20,16 +20,16 @@ use http::{Response, StatusCode};
 use super::{OpenGauge, Served, StreamContext};
 use crate::config::LongPollConfig;
 use crate::event::Event;
-use crate::hub::{Next, Resume, Subscription};
+use crate::hub::{Next, Subscription};
 use crate::{Body, full_body};
 
 /// Metrics label and slow-consumer label of this transport.
 const TRANSPORT: &str = "long-poll";
 
-/// Answers one poll. `query` is the request's query string (for `callback=`); `last_event_id` is the cursor (the
-/// `last_event_id` query parameter or the `Last-Event-ID` header). A poll that has to wait is [`Served::Held`]:
-/// only its cursor, timer and context stay while it waits.
-pub fn serve(ctx: StreamContext, query: Option<&str>, last_event_id: Option<&str>) -> Served {
+/// Answers one poll from `subscription` (at the cursor: the `last_event_id` query parameter or the `Last-Event-ID`
+/// header). `query` is the request's query string (for `callback=` and `wait=`). A poll that has to wait is
+/// [`Served::Held`]: only its cursor, timer and context stay while it waits.
+pub fn serve(ctx: StreamContext, mut subscription: Subscription, query: Option<&str>) -> Served {
     let config = ctx.route.config.long_poll;
     let callback = match callback(query, config.jsonp) {
         Ok(callback) => callback,
@@ -40,8 +40,6 @@ pub fn serve(ctx: StreamContext, query: Option<&str>, last_event_id: Option<&str
         Err(reason) => return Served::Now(refuse(reason)),
     };
     let gauge = OpenGauge::new(&ctx.metrics, TRANSPORT, ctx.http_version);
-    let resume = last_event_id.map_or(Resume::Live, Resume::After);
-    let mut subscription = ctx.subscribe(resume, TRANSPORT);
     if wait.is_zero() {
         let mut gap = false;
         let events = ready_now(&mut subscription, config.max_batch, &mut gap);
