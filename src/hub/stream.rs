@@ -212,6 +212,12 @@ impl Stream {
         lock(&self.inner).ring.open_replay(resumed_from);
     }
 
+    /// The upstream set its last event id without sending an event (an SSE `id:` block without data; `""`: reset):
+    /// the next upstream connection resumes from it, as a browser's would (docs/protocol.md).
+    pub fn set_upstream_last_id(&self, id: &str) {
+        lock(&self.inner).ring.set_upstream_last_id(id);
+    }
+
     pub fn has_observer(&self) -> bool {
         self.observer.get().is_some()
     }

@@ -194,6 +194,28 @@ fn a_replay_from_an_evicted_last_id_matches_from_the_oldest_held() {
 }
 
 #[test]
+fn an_id_only_block_sets_the_upstream_last_id_and_where_a_replay_starts() {
+    let mut ring = Ring::new(10, Duration::from_secs(60), "ep");
+    add(&mut ring, Some("1"), "a");
+    add(&mut ring, None, "b");
+    ring.set_upstream_last_id("1");
+    add(&mut ring, None, "c");
+    assert_eq!(ring.upstream_last_id().as_deref(), Some("1"));
+    // Resumed after the id-only "1" (not after the event "1"): the app resends only c, then a new b.
+    ring.open_replay(Some("1"));
+    assert!(!add(&mut ring, None, "c"));
+    assert!(add(&mut ring, None, "b"));
+    assert_eq!(data(&ring), ["a", "b", "c", "b"]);
+    // An id-only block with nothing after it: whatever comes next is new.
+    ring.set_upstream_last_id("9");
+    ring.open_replay(Some("9"));
+    assert!(add(&mut ring, None, "b"));
+    // An empty id-only block resets it.
+    ring.set_upstream_last_id("");
+    assert_eq!(ring.upstream_last_id(), None);
+}
+
+#[test]
 fn position_tokens_name_a_sequence_of_this_ring() {
     let mut ring = Ring::new(2, Duration::from_secs(60), "ep");
     assert_eq!(ring.position(0), "pb:ep:0");
