@@ -68,6 +68,11 @@ pub struct Ring {
     /// The sequence number of the first event after the point where `upstream_last_id` was set (what an upstream
     /// resuming from it sends first).
     last_id_next: u64,
+    /// The id of the newest event evicted (the one before `oldest()`), for naming a log position there.
+    last_evicted: Option<Arc<str>>,
+    /// Where the latest upstream session started: the sequence number of its first event and the id it resumed
+    /// after.
+    resumed_at: Option<(u64, Arc<str>)>,
     /// The held sequence numbers an upstream replay is still expected to repeat, in order.
     replay: Option<Range<u64>>,
     /// The resume id's own event, which an upstream may resend first (an inclusive resume).
@@ -86,6 +91,8 @@ impl Ring {
             epoch: epoch.into(),
             upstream_last_id: None,
             last_id_next: 0,
+            last_evicted: None,
+            resumed_at: None,
             replay: None,
             replay_own: None,
             budget: None,
@@ -107,8 +114,10 @@ impl Ring {
         self.replay = None;
         self.replay_own = None;
         let Some(from) = resumed_from.filter(|id| !id.is_empty()) else {
+            self.resumed_at = None;
             return;
         };
+        self.resumed_at = Some((self.next_seq, from.into()));
         let held = self.ids.get(from).copied();
         let start = if self.upstream_last_id.as_deref() == Some(from) {
             self.replay_own = held.filter(|&seq| seq + 1 == self.last_id_next);
@@ -235,11 +244,13 @@ impl Ring {
     }
 
     fn pop_front(&mut self) {
-        if let Some(old) = self.events.pop_front()
-            && self.ids.get(&old.id) == Some(&old.seq)
-        {
+        let Some(old) = self.events.pop_front() else {
+            return;
+        };
+        if self.ids.get(&old.id) == Some(&old.seq) {
             self.ids.remove(&old.id);
         }
+        self.last_evicted = Some(old.id.clone());
     }
 
     /// The sequence number the next event will get.
@@ -298,6 +309,32 @@ impl Ring {
         match before {
             Some(event) if self.ids.get(&event.id) == Some(&event.seq) => event.id.to_string(),
             _ => format!("{POSITION_PREFIX}{}:{seq}", self.epoch),
+        }
+    }
+
+    /// For a ring continuing a durable log (`kind: redis`, every id an entry id): the log id after which the log
+    /// goes on with sequence `seq` — the id of the event before it (held or the newest evicted), the id the upstream
+    /// session that starts at `seq` resumed after, or at the head the upstream's last id (else `frontier`, the
+    /// newest id the connector has read). `None` when none of these is known.
+    pub fn log_position(&self, seq: u64, frontier: Option<Arc<str>>) -> Option<Arc<str>> {
+        let oldest = self.oldest();
+        let held_before = seq
+            .checked_sub(1)
+            .filter(|prev| (oldest..self.next_seq).contains(prev))
+            .and_then(|prev| self.events.get((prev - oldest) as usize));
+        if let Some(event) = held_before {
+            return Some(event.id.clone());
+        }
+        match &self.resumed_at {
+            Some((at, from)) if *at == seq => return Some(from.clone()),
+            _ => {}
+        }
+        if seq >= self.next_seq {
+            self.upstream_last_id.clone().or(frontier)
+        } else if seq == oldest {
+            self.last_evicted.clone()
+        } else {
+            None
         }
     }
 

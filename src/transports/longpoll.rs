@@ -42,8 +42,34 @@ pub fn serve(ctx: StreamContext, mut subscription: Subscription, query: Option<&
     let gauge = OpenGauge::new(&ctx.metrics, TRANSPORT, ctx.http_version);
     if wait.is_zero() {
         let mut gap = false;
-        let events = ready_now(&mut subscription, config.max_batch, &mut gap);
-        return Served::Now(respond(&ctx, subscription, gauge, events, gap, callback));
+        let first = ready(&mut subscription, config.max_batch, &mut gap).now_or_never();
+        if let Some(events) = first.as_ref()
+            && (!events.is_empty() || subscription.settled())
+        {
+            let events = first.unwrap_or_default();
+            return Served::Now(respond(&ctx, subscription, gauge, events, gap, callback));
+        }
+        // A deep resume's read of the durable log, or the first position of its connector, is still to come: the
+        // answer waits for that (never for new events), at most `long_poll.timeout`.
+        return Served::Held(
+            Box::pin(async move {
+                let settled = async {
+                    let events = match first {
+                        Some(events) => events,
+                        None => ready(&mut subscription, config.max_batch, &mut gap).await,
+                    };
+                    if events.is_empty() {
+                        subscription.settle().await;
+                    }
+                    events
+                };
+                let events = tokio::time::timeout(config.timeout, settled)
+                    .await
+                    .unwrap_or_default();
+                respond(&ctx, subscription, gauge, events, gap, callback)
+            }),
+            http::HeaderMap::new(),
+        );
     }
     Served::Held(
         Box::pin(async move {
@@ -116,15 +142,19 @@ async fn collect(
                 return (Vec::new(), gap);
             }
             Some(Next::Closed) => return (Vec::new(), gap),
-            None => return (ready_now(subscription, config.max_batch, &mut gap), gap),
+            None => {
+                let events = ready(subscription, config.max_batch, &mut gap).now_or_never();
+                return (events.unwrap_or_default(), gap);
+            }
         }
     }
 }
 
-/// What the subscription has without waiting (a pending gap notice included).
-fn ready_now(subscription: &mut Subscription, max: usize, gap: &mut bool) -> Vec<Arc<Event>> {
+/// What the subscription has without waiting for new events: the gap notice (sets `gap`), then a batch from the
+/// ring or, in a deep resume, from the durable log (awaited).
+async fn ready(subscription: &mut Subscription, max: usize, gap: &mut bool) -> Vec<Arc<Event>> {
     loop {
-        match subscription.next(max).now_or_never() {
+        match subscription.ready(max).await {
             Some(Next::Gap { .. }) => *gap = true,
             Some(Next::Events(events)) => return events,
             _ => return Vec::new(),

@@ -216,6 +216,34 @@ fn an_id_only_block_sets_the_upstream_last_id_and_where_a_replay_starts() {
 }
 
 #[test]
+fn a_log_position_names_the_entry_before_a_sequence() {
+    let mut ring = Ring::new(2, Duration::from_secs(60), "ep");
+    assert_eq!(ring.log_position(0, None), None, "not connected yet");
+    assert_eq!(
+        ring.log_position(0, Some("5-0".into())).as_deref(),
+        Some("5-0")
+    );
+    ring.open_replay(Some("5-0"));
+    for id in ["6-0", "7-0", "8-0"] {
+        add(&mut ring, Some(id), "x");
+    }
+    // 6-0 was evicted; the session resumed after 5-0 at sequence 0.
+    let at = |seq| {
+        ring.log_position(seq, Some("9-0".into()))
+            .map(|id| id.to_string())
+    };
+    assert_eq!(at(0).as_deref(), Some("5-0"));
+    assert_eq!(at(1).as_deref(), Some("6-0"), "the newest evicted");
+    assert_eq!(at(2).as_deref(), Some("7-0"));
+    assert_eq!(at(3).as_deref(), Some("8-0"), "the head: the newest held");
+    let mut ring = Ring::new(1, Duration::from_secs(60), "ep");
+    for id in ["1-0", "2-0", "3-0"] {
+        add(&mut ring, Some(id), "x");
+    }
+    assert_eq!(ring.log_position(0, None), None, "lagged: unknown");
+}
+
+#[test]
 fn position_tokens_name_a_sequence_of_this_ring() {
     let mut ring = Ring::new(2, Duration::from_secs(60), "ep");
     assert_eq!(ring.position(0), "pb:ep:0");
