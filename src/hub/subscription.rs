@@ -96,7 +96,7 @@ impl Subscription {
 
     /// Waits for what comes next: a gap notice (once, first), up to `max` events, or the end.
     pub async fn next(&mut self, max: usize) -> Next {
-        if let Some(next) = self.from_log(max).await {
+        if let Some(next) = self.log_step(max).await {
             return next;
         }
         loop {
@@ -113,14 +113,14 @@ impl Subscription {
     /// What is there without waiting for new events: the gap notice, a batch read from the stream's durable log
     /// (awaited: a deep resume), or what the ring holds now; `None` when nothing is.
     pub async fn ready(&mut self, max: usize) -> Option<Next> {
-        if let Some(next) = self.from_log(max).await {
+        if let Some(next) = self.log_step(max).await {
             return Some(next);
         }
         self.try_next(max)
     }
 
     /// The gap notice, or the next step of a deep resume; `None` once the subscriber reads the ring.
-    async fn from_log(&mut self, max: usize) -> Option<Next> {
+    async fn log_step(&mut self, max: usize) -> Option<Next> {
         if let Some(last_event_id) = self.gap.take() {
             match (self.stream.history(), LogId::parse(&last_event_id)) {
                 (Some(history), Some(key)) => {
