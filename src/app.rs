@@ -452,6 +452,7 @@ fn redis_log(
     let fields = options.fields.clone().unwrap_or_default();
     let log = upstream::redis::RedisLog::new(
         &url.to_string(),
+        options.ca_file.as_deref(),
         key,
         fields,
         connect_timeout,

@@ -189,15 +189,19 @@ impl Hub {
         hit
     }
 
-    /// The stream `key`, creating it (and starting its upstream) unless that would pass `limits.max_streams` or
-    /// the route's `max_streams`; an existing stream is always served.
+    /// Subscribes to the stream `key` like [`Hub::subscribe`], unless creating it would pass `limits.max_streams` or
+    /// the route's `max_streams` (an existing stream is always served). The subscription is registered before an
+    /// upstream connection this request starts (a new stream, or a dormant one woken up), so a subscriber without a
+    /// resume id gets every event of that connection, the first ones included (docs/protocol.md, "Opening a stream").
     pub fn admit(
         self: &Arc<Self>,
         key: StreamKey,
         settings: &Settings,
         start: &StartUpstream,
         headers: http::HeaderMap,
-    ) -> Result<Arc<Stream>, StreamLimit> {
+        resume: Resume<'_>,
+        kick: Option<Kick>,
+    ) -> Result<Subscription, StreamLimit> {
         let streams = lock(&self.streams);
         if !streams.contains_key(&key) {
             let refused = if streams.len() >= self.max_streams.load(Ordering::Relaxed) {
@@ -219,7 +223,7 @@ impl Hub {
                 return Err(limit);
             }
         }
-        Ok(self.wake(streams, key, settings, start, headers))
+        Ok(self.register(streams, key, settings, start, resume, kick, headers))
     }
 
     /// Sets the byte budget of all resume buffers together (`limits.max_buffer_bytes`).
@@ -244,8 +248,31 @@ impl Hub {
         kick: Option<Kick>,
         headers: http::HeaderMap,
     ) -> Subscription {
-        // Registered under the hub lock, so the stream cannot be forgotten between lookup and registration.
-        let streams = lock(&self.streams);
+        self.register(
+            lock(&self.streams),
+            key,
+            settings,
+            start,
+            resume,
+            kick,
+            headers,
+        )
+    }
+
+    /// Looks up or creates `key` and registers the subscriber under the held hub lock (so the stream cannot be
+    /// forgotten in between, nor its upstream publish before the subscriber's cursor is set), then starts the
+    /// upstream if the stream was new or dormant.
+    #[allow(clippy::too_many_arguments)]
+    fn register(
+        self: &Arc<Self>,
+        streams: std::sync::MutexGuard<'_, HashMap<StreamKey, Arc<Stream>>>,
+        key: StreamKey,
+        settings: &Settings,
+        start: &StartUpstream,
+        resume: Resume<'_>,
+        kick: Option<Kick>,
+        headers: http::HeaderMap,
+    ) -> Subscription {
         let (streams, stream) = self.lookup(streams, key, settings, start, headers);
         let (subscription, wake) = stream.register(resume, kick);
         drop(streams);
@@ -253,37 +280,6 @@ impl Hub {
             stream.start_upstream(token);
         }
         subscription
-    }
-
-    /// The stream `key`, creating it if needed; its upstream is (re)started and, without subscribers, its idle
-    /// deadline armed.
-    pub fn get_or_create(
-        self: &Arc<Self>,
-        key: StreamKey,
-        settings: &Settings,
-        start: &StartUpstream,
-        headers: http::HeaderMap,
-    ) -> Arc<Stream> {
-        self.wake(lock(&self.streams), key, settings, start, headers)
-    }
-
-    /// Looks up or creates `key` under the held lock and (re)starts its upstream.
-    fn wake(
-        self: &Arc<Self>,
-        streams: std::sync::MutexGuard<'_, HashMap<StreamKey, Arc<Stream>>>,
-        key: StreamKey,
-        settings: &Settings,
-        start: &StartUpstream,
-        headers: http::HeaderMap,
-    ) -> Arc<Stream> {
-        let (streams, stream) = self.lookup(streams, key, settings, start, headers);
-        let wake = stream.wake_locked(&mut lock(&stream.inner));
-        drop(streams);
-        if let Some(token) = wake {
-            stream.start_upstream(token);
-            stream.changed.notify_one();
-        }
-        stream
     }
 
     fn lookup<'a>(

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth;
 use crate::config::{Mode, TransportKind};
-use crate::hub::{Hub, StreamKey};
+use crate::hub::{Hub, Kick, Resume, StreamKey};
 use crate::logs::LogKind;
 use crate::metrics::Metrics;
 use crate::negotiate::{self, Decision, Facts};
@@ -312,22 +312,34 @@ fn read(
         auth::add_cors(&route.config, &request_headers, response.headers_mut());
         return Served::Now(response);
     }
-    // A new stream (and its upstream connection) only within the stream limits.
-    if let Err(limit) = router.hub.admit(
+    // A new stream (and its upstream connection) only within the stream limits. The reader is subscribed before
+    // an upstream connection it opens starts: it gets that connection's first events.
+    let resume = last_event_id.as_deref().map_or(Resume::Live, Resume::After);
+    let kick = Kick {
+        token: conn.kick.clone(),
+        transport: transport.as_str(),
+    };
+    let admitted = router.hub.admit(
         key.clone(),
         &route.settings,
         &route.start,
         upstream_headers.clone(),
-    ) {
-        tracing::debug!(stream = %key, limit = limit.as_str(), "Stream refused: limit reached");
-        let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "too many streams\n");
-        response.headers_mut().insert(
-            http::header::RETRY_AFTER,
-            HeaderValue::from_static(STREAM_LIMIT_RETRY_AFTER),
-        );
-        auth::add_cors(&route.config, &request_headers, response.headers_mut());
-        return Served::Now(response);
-    }
+        resume,
+        Some(kick),
+    );
+    let subscription = match admitted {
+        Ok(subscription) => subscription,
+        Err(limit) => {
+            tracing::debug!(stream = %key, limit = limit.as_str(), "Stream refused: limit reached");
+            let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "too many streams\n");
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from_static(STREAM_LIMIT_RETRY_AFTER),
+            );
+            auth::add_cors(&route.config, &request_headers, response.headers_mut());
+            return Served::Now(response);
+        }
+    };
     let ctx = StreamContext {
         upstream_headers,
         key,
@@ -349,7 +361,7 @@ fn read(
                 .as_deref()
                 .and_then(|q| negotiate::query_param(q, "open"))
                 .is_some_and(|v| v == "1");
-            let mut response = transports::sse::serve(ctx, last_event_id.as_deref(), announce);
+            let mut response = transports::sse::serve(ctx, subscription, announce);
             // An HTTP/1.0 stream is delimited by the close: hyper then says nothing of keep-alive (as the direct
             // path), where it would otherwise answer a `Connection: keep-alive` request with one.
             if req.version() == http::Version::HTTP_10 {
@@ -357,10 +369,8 @@ fn read(
             }
             Served::Sse(Box::new(response))
         }
-        TransportKind::Ws => transports::ws::serve(ctx, &req, last_event_id),
-        TransportKind::LongPoll => {
-            transports::longpoll::serve(ctx, query.as_deref(), last_event_id.as_deref())
-        }
+        TransportKind::Ws => transports::ws::serve(ctx, subscription, &req),
+        TransportKind::LongPoll => transports::longpoll::serve(ctx, subscription, query.as_deref()),
     };
     // Room for the transport and CORS headers only: a held poll keeps this map while it waits.
     let mut extra = http::HeaderMap::with_capacity(2);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use http::Response;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, Kick, Resume, StartUpstream, StreamKey, Subscription};
+use crate::hub::{Hub, StreamKey};
 use crate::metrics::Metrics;
 use crate::route::{ConnGuard, Route};
 use crate::{Body, full_body};
@@ -111,27 +111,6 @@ pub struct StreamContext {
     pub http_version: &'static str,
     /// Client headers for the upstream request (per-client mode only).
     pub upstream_headers: http::HeaderMap,
-}
-
-impl StreamContext {
-    /// Subscribes to the stream, creating it (and its upstream) on first use. `transport` labels a slow-consumer
-    /// disconnect.
-    pub fn subscribe(&self, resume: Resume<'_>, transport: &'static str) -> Subscription {
-        let start: &StartUpstream = &self.route.start;
-        let kick = Kick {
-            token: self.kick.clone(),
-            transport,
-        };
-        let headers = self.upstream_headers.clone();
-        self.hub.subscribe(
-            self.key.clone(),
-            &self.route.settings,
-            start,
-            resume,
-            Some(kick),
-            headers,
-        )
-    }
 }
 
 /// Keeps `pushbridge_connections_open` right for one client session.

@@ -140,6 +140,14 @@ fn check_accepts_exactly_what_run_accepts() {
             "streams[0].upstream.ca_file:",
         ),
         (
+            format!(
+                "{plain}streams:\n  - path: /e/{{c}}\n    upstream:\n      url: \"http://127.0.0.1:9/{{c}}\"\n      tee: {{ url: \"rediss://127.0.0.1:9\", key: k, ca_file: \"{}\" }}\n",
+                junk.display()
+            ),
+            "7:",
+            "streams[0].upstream.tee.ca_file:",
+        ),
+        (
             format!("{plain}limits: {{ max_connections: 3000000000000000000 }}\n"),
             "3:28: limits.max_connections:",
             "at most",

@@ -170,6 +170,9 @@ pub struct TeeConfig {
     /// Entry field names.
     #[serde(default)]
     pub fields: RedisFields,
+    /// CA certificates (PEM) a `rediss://` server's certificate must chain to, instead of the webpki roots.
+    #[serde(default, deserialize_with = "units::opt_path")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn tee_maxlen() -> usize {

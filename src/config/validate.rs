@@ -312,6 +312,9 @@ fn upstream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
     if let Some(ca) = &upstream.ca_file {
         report.readable(&format!("{at}.upstream.ca_file"), ca);
     }
+    if let Some(ca) = upstream.tee.as_ref().and_then(|tee| tee.ca_file.as_ref()) {
+        report.readable(&format!("{at}.upstream.tee.ca_file"), ca);
+    }
     report.positive(
         &format!("{at}.upstream.idle_timeout"),
         upstream.idle_timeout,

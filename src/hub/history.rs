@@ -117,6 +117,11 @@ impl DeepResume {
         &self.last
     }
 
+    /// The last id delivered (at first the client's resume id), parsed.
+    pub(super) fn last_key(&self) -> LogId {
+        self.last_key
+    }
+
     pub(super) async fn next(&mut self, stream: &Stream, max: usize) -> Step {
         loop {
             if stream.is_closed() {
@@ -260,6 +265,13 @@ impl Stream {
     /// Sets the stream's durable log (each upstream start sets the log its connector reads).
     pub fn set_history(&self, history: Arc<dyn History>) {
         *lock(&self.history) = Some(history);
+        self.durable
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the stream continues a durable log (its event ids are the log's ids).
+    pub fn is_durable(&self) -> bool {
+        self.durable.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn history(&self) -> Option<Arc<dyn History>> {

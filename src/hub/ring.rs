@@ -65,6 +65,14 @@ pub struct Ring {
     /// The upstream's last event id as of the newest event pushed (the WHATWG "last event ID string": set by an
     /// `id:`, reset by an empty one, kept by events without one). Outlives the events themselves.
     upstream_last_id: Option<Arc<str>>,
+    /// The sequence number of the first event after the point where `upstream_last_id` was set (what an upstream
+    /// resuming from it sends first).
+    last_id_next: u64,
+    /// The id of the newest event evicted (the one before `oldest()`), for naming a log position there.
+    last_evicted: Option<Arc<str>>,
+    /// Where the latest upstream session started: the sequence number of its first event and the id it resumed
+    /// after.
+    resumed_at: Option<(u64, Arc<str>)>,
     /// The held sequence numbers an upstream replay is still expected to repeat, in order.
     replay: Option<Range<u64>>,
     /// The resume id's own event, which an upstream may resend first (an inclusive resume).
@@ -82,6 +90,9 @@ impl Ring {
             max_age,
             epoch: epoch.into(),
             upstream_last_id: None,
+            last_id_next: 0,
+            last_evicted: None,
+            resumed_at: None,
             replay: None,
             replay_own: None,
             budget: None,
@@ -96,22 +107,26 @@ impl Ring {
     }
 
     /// A new upstream session resumed after `resumed_from` (`None`: it asked for no position). Opens the replay
-    /// window: the events held after the newest occurrence of that id (all of them when the id itself was evicted
-    /// but is still the upstream's last id), optionally preceded by that occurrence itself (apps that resume
-    /// inclusively resend it).
+    /// window: the events held after the point where the upstream's last id was set to it (its newest event with
+    /// that id, or an id-only block; all events held when that point was evicted), else after the newest event
+    /// with that id; optionally preceded by that event itself (apps that resume inclusively resend it).
     pub fn open_replay(&mut self, resumed_from: Option<&str>) {
         self.replay = None;
         self.replay_own = None;
         let Some(from) = resumed_from.filter(|id| !id.is_empty()) else {
+            self.resumed_at = None;
             return;
         };
-        let start = match self.ids.get(from) {
-            Some(&seq) => {
-                self.replay_own = Some(seq);
-                seq + 1
-            }
-            None if self.upstream_last_id.as_deref() == Some(from) => self.oldest(),
-            None => return,
+        self.resumed_at = Some((self.next_seq, from.into()));
+        let held = self.ids.get(from).copied();
+        let start = if self.upstream_last_id.as_deref() == Some(from) {
+            self.replay_own = held.filter(|&seq| seq + 1 == self.last_id_next);
+            self.last_id_next.max(self.oldest())
+        } else if let Some(seq) = held {
+            self.replay_own = Some(seq);
+            seq + 1
+        } else {
+            return;
         };
         if start < self.next_seq {
             self.replay = Some(start..self.next_seq);
@@ -139,6 +154,7 @@ impl Ring {
         };
         if !generated {
             self.upstream_last_id = Some(id.clone());
+            self.last_id_next = seq + 1;
         } else if reset {
             self.upstream_last_id = None;
         }
@@ -228,11 +244,13 @@ impl Ring {
     }
 
     fn pop_front(&mut self) {
-        if let Some(old) = self.events.pop_front()
-            && self.ids.get(&old.id) == Some(&old.seq)
-        {
+        let Some(old) = self.events.pop_front() else {
+            return;
+        };
+        if self.ids.get(&old.id) == Some(&old.seq) {
             self.ids.remove(&old.id);
         }
+        self.last_evicted = Some(old.id.clone());
     }
 
     /// The sequence number the next event will get.
@@ -292,6 +310,39 @@ impl Ring {
             Some(event) if self.ids.get(&event.id) == Some(&event.seq) => event.id.to_string(),
             _ => format!("{POSITION_PREFIX}{}:{seq}", self.epoch),
         }
+    }
+
+    /// For a ring continuing a durable log (`kind: redis`, every id an entry id): the log id after which the log
+    /// goes on with sequence `seq` — the id of the event before it (held or the newest evicted), the id the upstream
+    /// session that starts at `seq` resumed after, or at the head the upstream's last id (else `frontier`, the
+    /// newest id the connector has read). `None` when none of these is known.
+    pub fn log_position(&self, seq: u64, frontier: Option<Arc<str>>) -> Option<Arc<str>> {
+        let oldest = self.oldest();
+        let held_before = seq
+            .checked_sub(1)
+            .filter(|prev| (oldest..self.next_seq).contains(prev))
+            .and_then(|prev| self.events.get((prev - oldest) as usize));
+        if let Some(event) = held_before {
+            return Some(event.id.clone());
+        }
+        match &self.resumed_at {
+            Some((at, from)) if *at == seq => return Some(from.clone()),
+            _ => {}
+        }
+        if seq >= self.next_seq {
+            self.upstream_last_id.clone().or(frontier)
+        } else if seq == oldest {
+            self.last_evicted.clone()
+        } else {
+            None
+        }
+    }
+
+    /// The upstream set its last event id without an event (an SSE block with an `id:` and no data; `""` resets
+    /// it): a reconnect resumes from it, and what the upstream then resends starts after this point.
+    pub fn set_upstream_last_id(&mut self, id: &str) {
+        self.upstream_last_id = (!id.is_empty()).then(|| Arc::from(id));
+        self.last_id_next = self.next_seq;
     }
 
     /// The id an upstream (re)connection resumes after: the upstream's last event id as of the newest event (kept

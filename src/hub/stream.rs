@@ -95,6 +95,8 @@ pub struct Stream {
     pub(super) metrics: Arc<Metrics>,
     /// The durable log the ring continues, when the upstream is one (deep resume, `history.rs`).
     pub(super) history: Mutex<Option<Arc<dyn super::History>>>,
+    /// Set with `history` (never unset): the event ids are the log's ids.
+    pub(super) durable: AtomicBool,
     /// Sees each new event after it is buffered (`upstream.tee`).
     observer: std::sync::OnceLock<Observer>,
 }
@@ -145,6 +147,7 @@ impl Stream {
             hub,
             metrics,
             history: Mutex::new(None),
+            durable: AtomicBool::new(false),
             observer: std::sync::OnceLock::new(),
         })
     }
@@ -210,6 +213,12 @@ impl Stream {
     /// or header), `None` when it asked for no position. Opens the replay window (docs/protocol.md).
     pub fn upstream_connected(&self, resumed_from: Option<&str>) {
         lock(&self.inner).ring.open_replay(resumed_from);
+    }
+
+    /// The upstream set its last event id without sending an event (an SSE `id:` block without data; `""`: reset):
+    /// the next upstream connection resumes from it, as a browser's would (docs/protocol.md).
+    pub fn set_upstream_last_id(&self, id: &str) {
+        lock(&self.inner).ring.set_upstream_last_id(id);
     }
 
     pub fn has_observer(&self) -> bool {
@@ -374,14 +383,17 @@ impl Stream {
         if first {
             self.changed.notify_one();
         }
+        let resumed_from = match resume {
+            Resume::After(id) => Some(id),
+            Resume::Live => None,
+        };
         let subscription = Subscription::new(
             self.clone(),
             shared,
-            id,
-            cursor,
-            live_from,
+            (id, cursor, live_from),
             self.head.subscribe(),
             gap,
+            resumed_from,
         );
         (subscription, wake)
     }

@@ -55,18 +55,23 @@ pub struct Subscription {
     gap: Option<String>,
     /// Being served from the stream's durable log (the resume id is older than the ring).
     deep: Option<Box<DeepResume>>,
+    /// The newest log id this subscriber is past (its resume id, then each event it took), applied only on a
+    /// stream that continues a durable log: ring events not after it are skipped (a replica whose upstream is
+    /// behind the client's position repeats nothing), and its position never goes back before it.
+    floor: Option<(LogId, String)>,
 }
 
 impl Subscription {
+    /// `at`: the subscriber's id, its cursor and the head when it subscribed. `resumed_from`: the id it gave.
     pub(super) fn new(
         stream: Arc<Stream>,
         shared: Arc<SubShared>,
-        id: u64,
-        cursor: u64,
-        live_from: u64,
+        (id, cursor, live_from): (u64, u64, u64),
         rx: watch::Receiver<u64>,
         gap: Option<String>,
+        resumed_from: Option<&str>,
     ) -> Subscription {
+        let floor = resumed_from.and_then(|from| Some((LogId::parse(from)?, from.to_owned())));
         Subscription {
             stream,
             shared,
@@ -76,6 +81,7 @@ impl Subscription {
             rx,
             gap,
             deep: None,
+            floor,
         }
     }
 
@@ -90,6 +96,31 @@ impl Subscription {
 
     /// Waits for what comes next: a gap notice (once, first), up to `max` events, or the end.
     pub async fn next(&mut self, max: usize) -> Next {
+        if let Some(next) = self.log_step(max).await {
+            return next;
+        }
+        loop {
+            self.rx.borrow_and_update();
+            if let Some(next) = self.try_next(max) {
+                return next;
+            }
+            if self.rx.changed().await.is_err() {
+                return Next::Closed;
+            }
+        }
+    }
+
+    /// What is there without waiting for new events: the gap notice, a batch read from the stream's durable log
+    /// (awaited: a deep resume), or what the ring holds now; `None` when nothing is.
+    pub async fn ready(&mut self, max: usize) -> Option<Next> {
+        if let Some(next) = self.log_step(max).await {
+            return Some(next);
+        }
+        self.try_next(max)
+    }
+
+    /// The gap notice, or the next step of a deep resume; `None` once the subscriber reads the ring.
+    async fn log_step(&mut self, max: usize) -> Option<Next> {
         if let Some(last_event_id) = self.gap.take() {
             match (self.stream.history(), LogId::parse(&last_event_id)) {
                 (Some(history), Some(key)) => {
@@ -104,42 +135,71 @@ impl Subscription {
                         .with_label_values(&["gap"])
                         .inc();
                     self.stream.metrics.resumes_gap.inc();
-                    return Next::Gap { last_event_id };
+                    return Some(Next::Gap { last_event_id });
                 }
             }
         }
-        if let Some(deep) = self.deep.as_mut() {
-            // Boxed: the wait of every subscriber does not carry the room of a deep resume's read.
-            match Box::pin(deep.next(&self.stream, max)).await {
-                Step::Gap(last_event_id) => return Next::Gap { last_event_id },
-                Step::Events(events) => return Next::Events(events),
-                Step::Closed => return Next::Closed,
-                Step::Join(cursor) => {
-                    self.deep = None;
-                    self.cursor = cursor;
-                    self.shared.cursor.store(cursor, Ordering::Relaxed);
-                    self.shared.swept.store(u64::MAX, Ordering::Relaxed);
-                }
-            }
-        }
-        loop {
-            self.rx.borrow_and_update();
-            if let Some(next) = self.try_next(max) {
-                return next;
-            }
-            if self.rx.changed().await.is_err() {
-                return Next::Closed;
+        let deep = self.deep.as_mut()?;
+        // Boxed: the wait of every subscriber does not carry the room of a deep resume's read.
+        match Box::pin(deep.next(&self.stream, max)).await {
+            Step::Gap(last_event_id) => Some(Next::Gap { last_event_id }),
+            Step::Events(events) => Some(Next::Events(events)),
+            Step::Closed => Some(Next::Closed),
+            Step::Join(cursor) => {
+                self.floor = Some((deep.last_key(), deep.position().to_owned()));
+                self.deep = None;
+                self.cursor = cursor;
+                self.shared.cursor.store(cursor, Ordering::Relaxed);
+                self.shared.swept.store(u64::MAX, Ordering::Relaxed);
+                None
             }
         }
     }
 
     /// An id to resume from that continues exactly where this subscriber stands (the last event it read, or the
     /// position it started at): the id of the event before its cursor, or a position token (docs/protocol.md).
+    ///
+    /// On a stream continuing a durable log (`kind: redis`) it is a log id whenever one is known — valid on every
+    /// replica — and never before the subscriber's resume id; a position token only while the upstream has not
+    /// connected yet and the client gave no id ([`Subscription::settle`] waits for that).
     pub fn position(&self) -> String {
         if let Some(deep) = &self.deep {
             return deep.position().to_owned();
         }
-        lock(&self.stream.inner).ring.position(self.cursor)
+        if !self.stream.is_durable() {
+            return lock(&self.stream.inner).ring.position(self.cursor);
+        }
+        // Read before the ring: an entry read after this shows in the ring.
+        let frontier = self
+            .stream
+            .history()
+            .and_then(|history| history.frontier().borrow().clone());
+        let inner = lock(&self.stream.inner);
+        let in_ring = inner.ring.log_position(self.cursor, frontier);
+        let in_ring = in_ring.and_then(|id| Some((LogId::parse(&id)?, id)));
+        match (in_ring, &self.floor) {
+            (Some((key, id)), Some((floor, _))) if key >= *floor => id.to_string(),
+            (Some((_, id)), None) => id.to_string(),
+            (_, Some((_, floor))) => floor.clone(),
+            (None, None) => inner.ring.position(self.cursor),
+        }
+    }
+
+    /// Whether [`Subscription::position`] is valid on every replica: not a position token, on a stream that
+    /// continues a durable log (elsewhere always true).
+    pub fn settled(&self) -> bool {
+        !self.stream.is_durable() || self.deep.is_some() || LogId::parse(&self.position()).is_some()
+    }
+
+    /// Waits until the position is [`settled`](Subscription::settled): on a durable-log stream whose upstream has
+    /// not connected yet, for the connector's first position.
+    pub async fn settle(&mut self) {
+        if self.settled() {
+            return;
+        }
+        if let Some(history) = self.stream.history() {
+            let _ = history.frontier().wait_for(Option::is_some).await;
+        }
     }
 
     /// What is available now from the ring without waiting; `None` when nothing is, or while a gap notice or a
@@ -151,23 +211,45 @@ impl Subscription {
         if self.deep.is_some() || self.gap.is_some() {
             return None;
         }
-        let inner = lock(&self.stream.inner);
-        let ring = &inner.ring;
-        let behind = ring.head().saturating_sub(self.cursor);
-        if self.cursor < ring.oldest() {
-            return Some(Next::Lagged);
+        let durable = self.stream.is_durable();
+        loop {
+            let inner = lock(&self.stream.inner);
+            let ring = &inner.ring;
+            let behind = ring.head().saturating_sub(self.cursor);
+            if self.cursor < ring.oldest() {
+                return Some(Next::Lagged);
+            }
+            if behind == 0 {
+                return None;
+            }
+            let mut events = Vec::with_capacity(behind.min(max as u64) as usize);
+            ring.read(self.cursor, max, &mut events);
+            drop(inner);
+            if let Some(last) = events.last() {
+                self.cursor = last.seq + 1;
+                self.shared.cursor.store(self.cursor, Ordering::Relaxed);
+            }
+            if durable {
+                self.pass_floor(&mut events);
+                if events.is_empty() {
+                    continue;
+                }
+            }
+            return Some(Next::Events(events));
         }
-        if behind == 0 {
-            return None;
+    }
+
+    /// Drops the events not after the floor, and raises it to the last event kept.
+    fn pass_floor(&mut self, events: &mut Vec<Arc<Event>>) {
+        if let Some((floor, _)) = &self.floor {
+            events.retain(|e| LogId::parse(&e.id).is_none_or(|key| key > *floor));
         }
-        let mut events = Vec::with_capacity(behind.min(max as u64) as usize);
-        ring.read(self.cursor, max, &mut events);
-        drop(inner);
-        if let Some(last) = events.last() {
-            self.cursor = last.seq + 1;
-            self.shared.cursor.store(self.cursor, Ordering::Relaxed);
+        let last = events
+            .last()
+            .and_then(|e| Some((LogId::parse(&e.id)?, e.id.to_string())));
+        if last.is_some() {
+            self.floor = last;
         }
-        Some(Next::Events(events))
     }
 }
 

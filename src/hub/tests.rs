@@ -341,3 +341,21 @@ async fn a_paced_stream_wakes_its_subscribers_once_per_pace_with_every_event() {
         assert_eq!(data(sub.try_next(10).expect("ready")), ["a", "b", "c"]);
     }
 }
+
+/// Issue 15 item 3: the request that opens a stream gets what its upstream publishes the moment it starts (here:
+/// synchronously, the fastest an upstream can be).
+#[tokio::test]
+async fn the_request_that_opens_a_stream_gets_its_first_events() {
+    let hub = hub();
+    let start: StartUpstream = Arc::new(|stream: Arc<Stream>, _stop, _headers| {
+        publish(&stream, "a");
+        publish(&stream, "b");
+    });
+    let s = settings(100, 10);
+    let admitted = hub.admit(key("x"), &s, &start, Default::default(), Resume::Live, None);
+    let mut sub = admitted.expect("within the limits");
+    assert_eq!(
+        sub.try_next(10).map(data),
+        Some(vec!["a".into(), "b".into()])
+    );
+}

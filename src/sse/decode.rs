@@ -22,6 +22,10 @@ pub enum Item {
     /// A valid `retry:` line (one or more ASCII digits only; saturates at `u64::MAX` ms): the new reconnection
     /// time. Reported when the line is read, not at dispatch, as the spec sets the reconnection time at once.
     Retry(Duration),
+    /// A blank line ended a block that set the last event ID string without dispatching an event (an `id:` and no
+    /// data, or an event cut over the bound): the new last event ID string (`""`: reset). WHATWG §9.2.6 sets it at
+    /// every dispatch, before the empty-data check; an [`Item::Event`] carries its own.
+    LastEventId(String),
     /// An event (or a single line) exceeded max_event_bytes: its bytes were discarded up to the next blank
     /// line; decoding continues after it. `bytes` = how many bytes were seen when it was cut, that is the bytes
     /// of all the block's lines (line ends not counted) up to the blank line that ended it.
@@ -270,11 +274,14 @@ impl Decoder {
             self.last_id.clone_from(id);
         }
         let event_type = mem::take(&mut self.event_type);
-        if mem::take(&mut self.oversize) {
-            out.push(Item::Oversize { bytes: block_bytes });
-            return;
-        }
-        if self.data.is_empty() {
+        let oversize = mem::take(&mut self.oversize);
+        if oversize || self.data.is_empty() {
+            if let Some(id) = id {
+                out.push(Item::LastEventId(id));
+            }
+            if oversize {
+                out.push(Item::Oversize { bytes: block_bytes });
+            }
             return;
         }
         let mut data = mem::take(&mut self.data);

@@ -17,6 +17,10 @@ fn ev(id: Option<&str>, event: Option<&str>, data: &str) -> Item {
     })
 }
 
+fn last_id(id: &str) -> Item {
+    Item::LastEventId(id.to_owned())
+}
+
 fn retry(ms: u64) -> Item {
     Item::Retry(Duration::from_millis(ms))
 }
@@ -251,7 +255,7 @@ fn cases() -> Vec<Case> {
         case(
             "id containing nul ignored",
             b"id: 1\n\nid: a\0b\ndata: x\n\n",
-            vec![ev(none, none, "x")],
+            vec![last_id("1"), ev(none, none, "x")],
             "1",
         ),
         case(
@@ -263,8 +267,14 @@ fn cases() -> Vec<Case> {
         case(
             "id of a block without data still counts",
             b"id: 7\n\n",
-            vec![],
+            vec![last_id("7")],
             "7",
+        ),
+        case(
+            "empty id of a block without data resets",
+            b"id: 1\ndata: x\n\nid\n\n",
+            vec![ev(Some("1"), none, "x"), last_id("")],
+            "",
         ),
         case(
             "id of an unfinished block not committed",
@@ -353,6 +363,7 @@ fn cases() -> Vec<Case> {
             max: 10,
             input: b"id: 1\nevent: e\ndata:12345678901\nid: 2\nretry: 5\n\ndata:ok\n\n",
             items: vec![
+                last_id("1"),
                 Item::Oversize {
                     bytes: 5 + 8 + 16 + 5 + 8,
                 },

@@ -20,16 +20,16 @@ use http::{Response, StatusCode};
 use super::{OpenGauge, Served, StreamContext};
 use crate::config::LongPollConfig;
 use crate::event::Event;
-use crate::hub::{Next, Resume, Subscription};
+use crate::hub::{Next, Subscription};
 use crate::{Body, full_body};
 
 /// Metrics label and slow-consumer label of this transport.
 const TRANSPORT: &str = "long-poll";
 
-/// Answers one poll. `query` is the request's query string (for `callback=`); `last_event_id` is the cursor (the
-/// `last_event_id` query parameter or the `Last-Event-ID` header). A poll that has to wait is [`Served::Held`]:
-/// only its cursor, timer and context stay while it waits.
-pub fn serve(ctx: StreamContext, query: Option<&str>, last_event_id: Option<&str>) -> Served {
+/// Answers one poll from `subscription` (at the cursor: the `last_event_id` query parameter or the `Last-Event-ID`
+/// header). `query` is the request's query string (for `callback=` and `wait=`). A poll that has to wait is
+/// [`Served::Held`]: only its cursor, timer and context stay while it waits.
+pub fn serve(ctx: StreamContext, mut subscription: Subscription, query: Option<&str>) -> Served {
     let config = ctx.route.config.long_poll;
     let callback = match callback(query, config.jsonp) {
         Ok(callback) => callback,
@@ -40,12 +40,36 @@ pub fn serve(ctx: StreamContext, query: Option<&str>, last_event_id: Option<&str
         Err(reason) => return Served::Now(refuse(reason)),
     };
     let gauge = OpenGauge::new(&ctx.metrics, TRANSPORT, ctx.http_version);
-    let resume = last_event_id.map_or(Resume::Live, Resume::After);
-    let mut subscription = ctx.subscribe(resume, TRANSPORT);
     if wait.is_zero() {
         let mut gap = false;
-        let events = ready_now(&mut subscription, config.max_batch, &mut gap);
-        return Served::Now(respond(&ctx, subscription, gauge, events, gap, callback));
+        let first = ready(&mut subscription, config.max_batch, &mut gap).now_or_never();
+        if let Some(events) = first.as_ref()
+            && (!events.is_empty() || subscription.settled())
+        {
+            let events = first.unwrap_or_default();
+            return Served::Now(respond(&ctx, subscription, gauge, events, gap, callback));
+        }
+        // A deep resume's read of the durable log, or the first position of its connector, is still to come: the
+        // answer waits for that (never for new events), at most `long_poll.timeout`.
+        return Served::Held(
+            Box::pin(async move {
+                let settled = async {
+                    let events = match first {
+                        Some(events) => events,
+                        None => ready(&mut subscription, config.max_batch, &mut gap).await,
+                    };
+                    if events.is_empty() {
+                        subscription.settle().await;
+                    }
+                    events
+                };
+                let events = tokio::time::timeout(config.timeout, settled)
+                    .await
+                    .unwrap_or_default();
+                respond(&ctx, subscription, gauge, events, gap, callback)
+            }),
+            http::HeaderMap::new(),
+        );
     }
     Served::Held(
         Box::pin(async move {
@@ -118,15 +142,19 @@ async fn collect(
                 return (Vec::new(), gap);
             }
             Some(Next::Closed) => return (Vec::new(), gap),
-            None => return (ready_now(subscription, config.max_batch, &mut gap), gap),
+            None => {
+                let events = ready(subscription, config.max_batch, &mut gap).now_or_never();
+                return (events.unwrap_or_default(), gap);
+            }
         }
     }
 }
 
-/// What the subscription has without waiting (a pending gap notice included).
-fn ready_now(subscription: &mut Subscription, max: usize, gap: &mut bool) -> Vec<Arc<Event>> {
+/// What the subscription has without waiting for new events: the gap notice (sets `gap`), then a batch from the
+/// ring or, in a deep resume, from the durable log (awaited).
+async fn ready(subscription: &mut Subscription, max: usize, gap: &mut bool) -> Vec<Arc<Event>> {
     loop {
-        match subscription.next(max).now_or_never() {
+        match subscription.ready(max).await {
             Some(Next::Gap { .. }) => *gap = true,
             Some(Next::Events(events)) => return events,
             _ => return Vec::new(),

@@ -20,7 +20,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{OpenGauge, StreamContext};
-use crate::hub::{Next, Resume, Stream, Subscription};
+use crate::hub::{Next, Stream, Subscription};
 use crate::{Body, BoxError};
 
 /// The heartbeat: an empty comment line.
@@ -34,15 +34,13 @@ pub const MAX_WRITE: usize = 64 * 1024;
 /// comments) that the stream is not being held back by a buffering proxy.
 pub const OPEN_EVENT: &str = "pushbridge-open";
 
-/// Serves one SSE client. `last_event_id` comes from the `Last-Event-ID` header (or the query); `announce_open`
+/// Serves one SSE client from `subscription` (resumed from its `Last-Event-ID` header or query); `announce_open`
 /// adds the [`OPEN_EVENT`] to the first flush. The response's body is the [`Feed`].
 pub fn serve(
     ctx: StreamContext,
-    last_event_id: Option<&str>,
+    subscription: Subscription,
     announce_open: bool,
 ) -> http::Response<Feed> {
-    let resume = last_event_id.map_or(Resume::Live, Resume::After);
-    let subscription = ctx.subscribe(resume, "sse");
     let heartbeat = ctx.route.config.heartbeat;
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);

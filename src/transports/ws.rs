@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::{OpenGauge, Served, StreamContext};
 use crate::Body;
-use crate::hub::Resume;
+use crate::hub::Subscription;
 
 use handshake::Refusal;
 pub use session::{CLOSE_TIMEOUT, MISSED_PONGS, gap_envelope};
@@ -78,9 +78,9 @@ impl Upgrade {
     }
 }
 
-/// Answers the handshake (101, or 200 on HTTP/2) with the session to run on the connection; the session subscribes
-/// here, so nothing published between the answer and the upgrade is missed. `last_event_id` is the resume position.
-pub fn serve(ctx: StreamContext, req: &Request<()>, last_event_id: Option<String>) -> Served {
+/// Answers the handshake (101, or 200 on HTTP/2) with the session to run on the connection. `subscription` was
+/// registered when the request was admitted, so nothing published between the answer and the upgrade is missed.
+pub fn serve(ctx: StreamContext, subscription: Subscription, req: &Request<()>) -> Served {
     let protocol = req
         .extensions()
         .get::<hyper::ext::Protocol>()
@@ -107,10 +107,6 @@ pub fn serve(ctx: StreamContext, req: &Request<()>, last_event_id: Option<String
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    let subscription = ctx.subscribe(
-        last_event_id.as_deref().map_or(Resume::Live, Resume::After),
-        "ws",
-    );
     let gauge = OpenGauge::new(&ctx.metrics, "ws", ctx.http_version);
     let session = session::Session::new(ctx, subscription, forwarded, gauge);
     let mut response = Response::new(Upgrade { session, config });

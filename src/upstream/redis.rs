@@ -3,6 +3,7 @@
 //! bounded batches, `XINFO STREAM` for trimming; see `hub/history.rs`). Reconnects resume after the last id read:
 //! nothing Redis kept is lost, nothing is repeated.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,15 +49,16 @@ impl std::fmt::Debug for RedisLog {
 }
 
 impl RedisLog {
-    /// `url`: `redis://` or `rediss://` (credentials and database in the URL).
+    /// `url`: `redis://` or `rediss://` (credentials and database in the URL); `ca_file`, see [`client`].
     pub fn new(
         url: &str,
+        ca_file: Option<&Path>,
         key: String,
         fields: RedisFields,
         connect_timeout: Duration,
         max_event_bytes: usize,
     ) -> Result<Arc<RedisLog>, String> {
-        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+        let client = client(url, ca_file)?;
         Ok(Arc::new(RedisLog {
             client,
             key,
@@ -148,6 +150,26 @@ impl RedisLog {
             data,
         })
     }
+}
+
+/// A Redis client for `url`. With `rediss://` and `ca_file`, the server's certificate must chain to a certificate
+/// of that PEM file, which replaces the webpki roots (the Redis client takes one trust store); without `ca_file`,
+/// the webpki roots. `ca_file` has no effect on `redis://`. `check` calls this too, so it refuses what `run` would.
+pub fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, String> {
+    let tls = url
+        .get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"));
+    let Some(path) = ca_file.filter(|_| tls) else {
+        return redis::Client::open(url).map_err(|e| e.to_string());
+    };
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // The same parse (and messages) as the CA files of HTTPS upstreams.
+    crate::tls::parse_certs(&pem, path).map_err(|e| e.to_string())?;
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    redis::Client::build_with_tls(url, certificates).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The hub's view of a [`RedisLog`].

@@ -74,6 +74,7 @@ pub(super) async fn session(
                         data: event.data,
                     });
                 }
+                Item::LastEventId(id) => stream.set_upstream_last_id(&id),
                 Item::Retry(retry) => {
                     state.retry = Some(retry);
                     stream.set_retry(retry);

@@ -41,6 +41,7 @@ impl Tee {
     ) -> Result<Arc<Tee>, String> {
         let log = RedisLog::new(
             &config.url.to_string(),
+            config.ca_file.as_deref(),
             key,
             config.fields.clone(),
             connect_timeout,

@@ -129,3 +129,72 @@ streams:
     assert_eq!(warnings.len(), 3, "{warnings:#?}");
     assert!(warnings.iter().any(|l| l.contains("channel=restart")));
 }
+
+/// Issue 15 item 4: a block with an `id:` and no data dispatches no event but still sets the last event ID string
+/// (WHATWG §9.2.6, "dispatch the event", step 1): the reconnect sends it as a browser would; an empty `id:` alone
+/// clears it. An event without an id after such a block keeps it, and an app resuming after it resends that event:
+/// a replay, dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_only_block_sets_the_last_event_id_of_the_upstream_reconnect() {
+    let once = |bytes| Script { bytes, hold: false };
+    let hold = |bytes| Script { bytes, hold: true };
+    let app = ScriptApp::start(vec![
+        (
+            "/up/after",
+            vec![
+                once("id: 8\ndata: e8\n\nid: 9\n\n"),
+                hold("id: 10\ndata: e10\n\n"),
+            ],
+        ),
+        ("/up/alone", vec![once("id: 9\n\n"), hold("data: x\n\n")]),
+        (
+            "/up/reset",
+            vec![once("id: 5\ndata: a\n\nid:\n\n"), hold("data: b\n\n")],
+        ),
+        (
+            "/up/then",
+            vec![
+                once("id: 9\n\ndata: plain\n\n"),
+                // Resumed after 9: what followed 9, then a new event.
+                hold("data: plain\n\ndata: new\n\n"),
+            ],
+        ),
+    ])
+    .await;
+    let proxy = Proxy::start(&format!(
+        r#"
+streams:
+  - path: /events/{{channel}}
+    upstream: {{ url: "http://{}/up/{{channel}}", reconnect: {{ initial: 10ms, max: 50ms }} }}
+"#,
+        app.addr
+    ));
+    let addr = proxy.addr();
+    let mut clients = Vec::new();
+    for channel in ["after", "alone", "reset", "then"] {
+        let path = format!("/events/{channel}");
+        clients.push(connect(addr, Proto::H1).await.sse(addr, &path, None).await);
+    }
+    app.release();
+    let data = |events: Vec<pushbridge::sse::SseEvent>| -> Vec<String> {
+        events.into_iter().map(|e| e.data).collect()
+    };
+    let [after, alone, reset, then] = &mut clients[..] else {
+        unreachable!()
+    };
+    assert_eq!(data(after.take(2).await), ["e8", "e10"]);
+    assert_eq!(data(alone.take(1).await), ["x"]);
+    assert_eq!(data(reset.take(2).await), ["a", "b"]);
+    assert_eq!(data(then.take(2).await), ["plain", "new"]);
+    assert_eq!(app.last_event_ids("/up/after"), [None, Some("9".into())]);
+    assert_eq!(app.last_event_ids("/up/alone"), [None, Some("9".into())]);
+    assert_eq!(app.last_event_ids("/up/reset"), [None, None]);
+    assert_eq!(app.last_event_ids("/up/then"), [None, Some("9".into())]);
+    assert_eq!(
+        proxy
+            .metric("pushbridge_upstream_duplicates_total", "")
+            .await,
+        1.0,
+        "the resent `plain`"
+    );
+}

@@ -1,6 +1,7 @@
 //! A real `redis-server` for the Redis upstream tests: started on a free port with an append-only file
 //! (`appendfsync always`, so a kill loses nothing it acknowledged), ready once it answers PING, restartable on the
-//! same port and data directory, killed on drop. Plus a small client to append, trim and read entries.
+//! same port and data directory, killed on drop; or TLS-only (`rediss://`) with a certificate of a private CA.
+//! Plus a small client to append, trim and read entries.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -12,24 +13,51 @@ pub struct RedisServer {
     child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
+    tls: Option<Tls>,
+}
+
+/// A TLS-only server's certificate and key, and the CA (PEM) its clients trust.
+#[derive(Clone)]
+pub struct Tls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca_pem: String,
 }
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(None).await
+    }
+
+    /// A server listening only for TLS (`--tls-port`, clients not asked for certificates).
+    pub async fn start_tls(tls: Tls) -> RedisServer {
+        RedisServer::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<Tls>) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
-        let child = spawn(port, dir.path());
-        let server = RedisServer { child, port, dir };
+        let child = spawn(port, dir.path(), tls.as_ref());
+        let server = RedisServer {
+            child,
+            port,
+            dir,
+            tls,
+        };
         server.wait_ready().await;
         server
     }
 
+    /// `redis://127.0.0.1:<port>/0`, or `rediss://localhost:<port>/0` (the certificate's name) for TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match self.tls {
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+            Some(_) => format!("rediss://localhost:{}/0", self.port),
+        }
     }
 
     /// Kills the server (SIGKILL: no shutdown save; the AOF has every acknowledged write).
@@ -40,7 +68,7 @@ impl RedisServer {
 
     /// Starts it again on the same port and data directory.
     pub async fn restart(&mut self) {
-        self.child = spawn(self.port, self.dir.path());
+        self.child = spawn(self.port, self.dir.path(), self.tls.as_ref());
         self.wait_ready().await;
     }
 
@@ -64,9 +92,17 @@ impl RedisServer {
     }
 
     async fn try_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        redis::Client::open(self.url())?
-            .get_multiplexed_async_connection()
-            .await
+        let client = match &self.tls {
+            None => redis::Client::open(self.url())?,
+            Some(tls) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(tls.ca_pem.clone().into_bytes()),
+                },
+            )?,
+        };
+        client.get_multiplexed_async_connection().await
     }
 
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
@@ -124,16 +160,26 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &std::path::Path) -> Child {
-    Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
+fn spawn(port: u16, dir: &std::path::Path, tls: Option<&Tls>) -> Child {
+    let mut command = Command::new("redis-server");
+    match tls {
+        None => command.args(["--port", &port.to_string()]),
+        Some(tls) => {
+            let ca = dir.join("ca.pem");
+            std::fs::write(&ca, &tls.ca_pem).unwrap();
+            command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"])
+        }
+    };
+    command
+        .args(["--bind", "127.0.0.1", "--save", ""])
         .args(["--appendonly", "yes", "--appendfsync", "always"])
         .arg("--dir")
         .arg(dir)

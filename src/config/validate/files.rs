@@ -31,6 +31,14 @@ pub(super) fn check(config: &Config, report: &mut Report<'_>) {
         if let Some(ca) = &stream.upstream.ca_file {
             ca_file(report, &format!("streams[{i}].upstream.ca_file"), ca);
         }
+        if let Some(ca) = stream
+            .upstream
+            .tee
+            .as_ref()
+            .and_then(|t| t.ca_file.as_ref())
+        {
+            ca_file(report, &format!("streams[{i}].upstream.tee.ca_file"), ca);
+        }
     }
 }
 

@@ -194,6 +194,56 @@ fn a_replay_from_an_evicted_last_id_matches_from_the_oldest_held() {
 }
 
 #[test]
+fn an_id_only_block_sets_the_upstream_last_id_and_where_a_replay_starts() {
+    let mut ring = Ring::new(10, Duration::from_secs(60), "ep");
+    add(&mut ring, Some("1"), "a");
+    add(&mut ring, None, "b");
+    ring.set_upstream_last_id("1");
+    add(&mut ring, None, "c");
+    assert_eq!(ring.upstream_last_id().as_deref(), Some("1"));
+    // Resumed after the id-only "1" (not after the event "1"): the app resends only c, then a new b.
+    ring.open_replay(Some("1"));
+    assert!(!add(&mut ring, None, "c"));
+    assert!(add(&mut ring, None, "b"));
+    assert_eq!(data(&ring), ["a", "b", "c", "b"]);
+    // An id-only block with nothing after it: whatever comes next is new.
+    ring.set_upstream_last_id("9");
+    ring.open_replay(Some("9"));
+    assert!(add(&mut ring, None, "b"));
+    // An empty id-only block resets it.
+    ring.set_upstream_last_id("");
+    assert_eq!(ring.upstream_last_id(), None);
+}
+
+#[test]
+fn a_log_position_names_the_entry_before_a_sequence() {
+    let mut ring = Ring::new(2, Duration::from_secs(60), "ep");
+    assert_eq!(ring.log_position(0, None), None, "not connected yet");
+    assert_eq!(
+        ring.log_position(0, Some("5-0".into())).as_deref(),
+        Some("5-0")
+    );
+    ring.open_replay(Some("5-0"));
+    for id in ["6-0", "7-0", "8-0"] {
+        add(&mut ring, Some(id), "x");
+    }
+    // 6-0 was evicted; the session resumed after 5-0 at sequence 0.
+    let at = |seq| {
+        ring.log_position(seq, Some("9-0".into()))
+            .map(|id| id.to_string())
+    };
+    assert_eq!(at(0).as_deref(), Some("5-0"));
+    assert_eq!(at(1).as_deref(), Some("6-0"), "the newest evicted");
+    assert_eq!(at(2).as_deref(), Some("7-0"));
+    assert_eq!(at(3).as_deref(), Some("8-0"), "the head: the newest held");
+    let mut ring = Ring::new(1, Duration::from_secs(60), "ep");
+    for id in ["1-0", "2-0", "3-0"] {
+        add(&mut ring, Some(id), "x");
+    }
+    assert_eq!(ring.log_position(0, None), None, "lagged: unknown");
+}
+
+#[test]
 fn position_tokens_name_a_sequence_of_this_ring() {
     let mut ring = Ring::new(2, Duration::from_secs(60), "ep");
     assert_eq!(ring.position(0), "pb:ep:0");
