@@ -109,6 +109,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         permits,
         config,
     } = prepare(config)?;
+    crate::logs::library::limit_with(metrics.logs.clone());
 
     // Bind every address before serving anything: a bad one fails the start.
     let mut bound = Vec::new();

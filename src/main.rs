@@ -62,11 +62,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            init_logging(&config.log);
+            pushbridge::logs::init(&config.log);
             runtime(|| pushbridge::app::run(path, config))
         }
         Command::Demo(args) => {
-            init_logging(&LogConfig {
+            pushbridge::logs::init(&LogConfig {
                 format: LogFormat::Text,
                 level: "info".into(),
             });
@@ -96,20 +96,5 @@ where
             eprintln!("pushbridge: {}", pushbridge::error::chain(&*error));
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `RUST_LOG` overrides `log.level`.
-fn init_logging(log: &LogConfig) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }
