@@ -45,7 +45,10 @@ fn main() -> ExitCode {
             .map_err(pushbridge::BoxError::from)
             .and_then(pushbridge::app::check)
         {
-            Ok(()) => {
+            Ok(warnings) => {
+                for warning in warnings {
+                    eprintln!("{}: warning: {warning}", config.display());
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }

@@ -374,7 +374,7 @@ impl Metrics {
         for budget in ["stream", "global"] {
             self.buffer_evictions.with_label_values(&[budget]);
         }
-        for limit in ["global", "route", "pattern"] {
+        for limit in ["global", "route", "pattern", "fds"] {
             self.stream_refusals.with_label_values(&[limit]);
         }
         for reason in ["timeout", "error"] {

@@ -284,14 +284,24 @@ fn read(
         auth::add_cors(&route.config, &request_headers, response.headers_mut());
         return Served::Now(response);
     }
-    // A new stream (and its upstream connection) only within the stream limits.
-    if let Err(limit) = router.hub.admit(
-        key.clone(),
-        &route.settings,
-        &route.start,
-        upstream_headers.clone(),
-    ) {
-        tracing::debug!(stream = %key, limit = limit.as_str(), "Stream refused: limit reached");
+    // A new stream (and its upstream connection) only within the stream limits and the file descriptors left.
+    let admitted = if router.hub.get(&key).is_none()
+        && !crate::fds::room_for_stream(&router.metrics, &router.routes)
+    {
+        Err("fds")
+    } else {
+        router
+            .hub
+            .admit(
+                key.clone(),
+                &route.settings,
+                &route.start,
+                upstream_headers.clone(),
+            )
+            .map_err(|limit| limit.as_str())
+    };
+    if let Err(limit) = admitted {
+        tracing::debug!(stream = %key, limit, "Stream refused: limit reached");
         let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "too many streams\n");
         response.headers_mut().insert(
             http::header::RETRY_AFTER,
