@@ -1,13 +1,16 @@
 //! The admin listener (plain HTTP/1.1): `/metrics` (Prometheus text), `/healthz` (the process is alive) and
 //! `/readyz` (pushbridge can serve: listeners bound, config loaded, not draining, and — when `admin.ready_check`
 //! is set — the application's health URL answers 2xx). Client-chosen stream keys never affect readiness: a
-//! stream's upstream failures show in metrics and logs only. The listener has its own small connection cap, a
-//! request-head and idle timeout, and the client listener's accept back-off.
+//! stream's upstream failures show in metrics and logs only. The listener has its own small connection cap (at
+//! the cap a new connection evicts the oldest idle one: [`evict`]), a request-head and idle timeout, and the
+//! client listener's accept back-off.
 
+mod evict;
 mod ready;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -15,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::AdminConfig;
@@ -60,10 +63,23 @@ impl Admin {
     pub async fn serve(self, listener: TcpListener) {
         let admin = Arc::new(self);
         let permits = Arc::new(Semaphore::new(admin.config.max_connections));
-        let mut acceptor = Acceptor::new(listener, permits, "admin", admin.metrics.clone());
-        while let Some((tcp, _, permit)) = acceptor.next().await {
+        let connections = Arc::new(evict::Connections::default());
+        let mut acceptor = Acceptor::new(listener, permits.clone(), "admin", admin.metrics.clone());
+        loop {
+            // Accept first: a probe is never left in the kernel's queue behind idle sockets.
+            let (tcp, _) = acceptor.accept().await;
+            let Some(permit) = room(&permits, &connections, &mut acceptor).await else {
+                return;
+            };
             let first_by = Instant::now() + admin.config.timeout;
-            tokio::spawn(admin.clone().connection(tcp, Arc::new(permit), first_by));
+            // Registered here, in accept order: the oldest idle connection is the one accepted first.
+            let permit = Arc::new(permit);
+            let registration = connections.register(&permit);
+            tokio::spawn(
+                admin
+                    .clone()
+                    .connection(tcp, permit, registration, first_by),
+            );
         }
     }
 
@@ -71,6 +87,7 @@ impl Admin {
         self: Arc<Self>,
         tcp: tokio::net::TcpStream,
         permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+        registration: evict::Registration,
         first_by: Instant,
     ) {
         let (activity, requests) = Activity::new(permit.clone());
@@ -90,6 +107,9 @@ impl Admin {
         let mut conn = std::pin::pin!(conn);
         let result = tokio::select! {
             result = conn.as_mut() => result,
+            () = registration.evicted.cancelled() => {
+                return crate::listener::closed(&self.metrics, "admin", Close::Evicted);
+            }
             reason = activity.watch(first_by, self.config.timeout) => {
                 crate::listener::closed(&self.metrics, "admin", reason);
                 if reason == Close::HandshakeTimeout {
@@ -136,6 +156,34 @@ impl Admin {
                 }
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        }
+    }
+}
+
+/// How often a connection waiting for a permit looks again for an idle connection to evict (busy ones that
+/// finished their request but stay open).
+const RECHECK: Duration = Duration::from_millis(50);
+
+/// A permit for a new admin connection: a free one, else the one the oldest idle connection gives up; only while
+/// every connection is busy does it wait (counted as the limit reached). `None`: the permits closed.
+async fn room(
+    permits: &Arc<Semaphore>,
+    connections: &evict::Connections,
+    acceptor: &mut Acceptor,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = permits.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    let mut evicted = connections.evict_idle();
+    if !evicted {
+        acceptor.limit_reached();
+    }
+    let acquire = permits.clone().acquire_owned();
+    let mut acquire = std::pin::pin!(acquire);
+    loop {
+        tokio::select! {
+            permit = acquire.as_mut() => return permit.ok(),
+            () = tokio::time::sleep(RECHECK), if !evicted => evicted = connections.evict_idle(),
         }
     }
 }

@@ -89,13 +89,17 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
     })
 }
 
-/// `pushbridge check` after validation: runs [`prepare`] (on a small runtime of its own) and drops the result.
-pub fn check(config: Config) -> Result<(), crate::BoxError> {
+/// `pushbridge check` after validation: runs [`prepare`] (on a small runtime of its own) and drops the result;
+/// `Ok` holds the warnings `run` would log about this process (the open-file limit).
+pub fn check(config: Config) -> Result<Vec<String>, crate::BoxError> {
+    let warnings = crate::fds::start_warning(&config.limits)
+        .into_iter()
+        .collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move { prepare(config).map(drop) })?;
-    Ok(())
+    Ok(warnings)
 }
 
 /// Binds every listener and starts serving.
@@ -109,6 +113,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         permits,
         config,
     } = prepare(config)?;
+    crate::logs::library::limit_with(metrics.logs.clone());
 
     // Bind every address before serving anything: a bad one fails the start.
     let mut bound = Vec::new();
@@ -139,7 +144,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         listen_addrs.push(address);
         tokio::spawn(listener::serve(tcp, tls, shared.clone()));
     }
-    warn_if_fd_limit_low(&config);
+    crate::fds::warn_at_start(&config.limits);
     let admin_addr = match admin {
         Some((tcp, admin_config)) => {
             let address = tcp.local_addr().map_err(|source| StartError::Bind {
@@ -164,35 +169,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config: Mutex::new(config),
         tls: tls_all,
     })
-}
-
-/// File descriptors kept aside for upstream connections, files and the admin listener, per WARN below.
-const FD_RESERVE: u64 = 256;
-
-/// A WARN when `limits.max_connections` cannot be reached before the process runs out of file descriptors
-/// (Linux: the soft `RLIMIT_NOFILE` from /proc/self/limits); accept then fails (and backs off) first.
-fn warn_if_fd_limit_low(config: &Config) {
-    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
-        return;
-    };
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<u64>().ok());
-    let wanted = u64::try_from(config.limits.max_connections)
-        .unwrap_or(u64::MAX)
-        .saturating_add(FD_RESERVE);
-    if let Some(soft) = soft
-        && soft < wanted
-    {
-        tracing::warn!(
-            max_connections = config.limits.max_connections,
-            open_file_limit = soft,
-            "limits.max_connections is above the open-file limit (less {FD_RESERVE} for upstreams): raise the \
-             limit (ulimit -n) or lower max_connections"
-        );
-    }
 }
 
 fn listen_addrs_hint(tcp: &TcpListener) -> SocketAddr {

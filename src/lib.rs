@@ -15,7 +15,8 @@
 //! - [`server`]: per-request routing; [`listener`]: accept loop and TLS handshake; [`tls`]: rustls set-up.
 //! - [`config`]: YAML schema, defaults, load and validation; [`app`]: wiring and drain; [`shutdown`]: signals.
 //! - [`metrics`], [`admin`]: Prometheus registry and the admin listener; [`error`]: boundary error types and
-//!   URL redaction for logs; [`logs`]: the rate limit of log lines clients or upstreams can trigger.
+//!   URL redaction for logs; [`logs`]: the log output, its escaping and the rate limit of log lines clients,
+//!   upstreams or libraries can trigger; [`fds`]: the open-file limit and the descriptors a new stream needs.
 //! - [`demo`]: the self-contained `demo` subcommand.
 
 pub mod admin;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod event;
+pub mod fds;
 pub mod hub;
 pub mod listener;
 pub mod logs;

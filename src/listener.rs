@@ -194,6 +194,7 @@ pub(crate) fn closed(metrics: &Metrics, listener: &'static str, reason: Close) {
             )
         }
         Close::Idle => tracing::debug!(listener, "Connection closed: idle"),
+        Close::Evicted => tracing::debug!(listener, "Connection closed: idle, to make room"),
         Close::UnexpectedBytes => crate::log_limited!(
             metrics.logs,
             crate::logs::LogKind::Refused,

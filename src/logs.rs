@@ -1,16 +1,21 @@
-//! Log storms: lines that clients or the upstream can trigger at will (upstream failures and reconnects,
-//! malformed events, slow subscribers, failed client messages and auth checks, pass-through failures, refused
-//! cross-origin requests) go through
+//! The log output ([`init`]) and its bounds. Log storms: lines that clients or the upstream can trigger at will
+//! (upstream failures and reconnects, malformed events, slow subscribers, failed client messages and auth checks,
+//! pass-through failures, refused cross-origin requests, the libraries' own lines: [`library`]) go through
 //! a [`LogLimiter`]. In each [`INTERVAL`] at most [`PER_KEY`] lines per kind and key (a stream, an upstream) and
 //! [`PER_KIND`] lines per kind are written; the rest are counted in `pushbridge_log_lines_suppressed_total{kind}`
 //! and the next line written for that key carries `suppressed=N`. Memory is fixed: keys hash into [`SLOTS`] slots
-//! (keys that share a slot share its budget).
+//! (keys that share a slot share its budget). Text records carry no raw control character ([`escape`]).
+
+pub mod escape;
+pub mod library;
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounterVec;
+
+use crate::config::{LogConfig, LogFormat};
 
 /// The window over which lines are counted.
 pub const INTERVAL: Duration = Duration::from_secs(10);
@@ -40,10 +45,12 @@ pub enum LogKind {
     Passthrough,
     /// A client request was refused (e.g. a cross-origin page).
     Refused,
+    /// A library's line (h2's rapid-reset WARN, …), keyed by call site.
+    Library,
 }
 
 impl LogKind {
-    pub const ALL: [LogKind; 8] = [
+    pub const ALL: [LogKind; 9] = [
         LogKind::UpstreamFailed,
         LogKind::UpstreamSession,
         LogKind::UpstreamMalformed,
@@ -52,6 +59,7 @@ impl LogKind {
         LogKind::AuthCheck,
         LogKind::Passthrough,
         LogKind::Refused,
+        LogKind::Library,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,8 +72,36 @@ impl LogKind {
             LogKind::AuthCheck => "auth_check",
             LogKind::Passthrough => "passthrough",
             LogKind::Refused => "refused",
+            LogKind::Library => "library",
         }
     }
+}
+
+/// Installs the process's log output on stderr: `log.level` (`RUST_LOG` overrides it), `log.format`; library
+/// lines through the limiter ([`library`]); text records with control characters escaped ([`escape`]) and in
+/// colour only on a terminal.
+pub fn init(log: &LogConfig) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(library::LibraryLimit);
+    let _ = match log.format {
+        LogFormat::Json => registry.with(layer.json()).try_init(),
+        LogFormat::Text => registry
+            .with(
+                layer
+                    .fmt_fields(escape::EscapedFields::default())
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .try_init(),
+    };
 }
 
 /// Lines written and suppressed in the current interval.

@@ -45,7 +45,10 @@ fn main() -> ExitCode {
             .map_err(pushbridge::BoxError::from)
             .and_then(pushbridge::app::check)
         {
-            Ok(()) => {
+            Ok(warnings) => {
+                for warning in warnings {
+                    eprintln!("{}: warning: {warning}", config.display());
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
@@ -62,11 +65,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            init_logging(&config.log);
+            pushbridge::logs::init(&config.log);
             runtime(|| pushbridge::app::run(path, config))
         }
         Command::Demo(args) => {
-            init_logging(&LogConfig {
+            pushbridge::logs::init(&LogConfig {
                 format: LogFormat::Text,
                 level: "info".into(),
             });
@@ -96,20 +99,5 @@ where
             eprintln!("pushbridge: {}", pushbridge::error::chain(&*error));
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `RUST_LOG` overrides `log.level`.
-fn init_logging(log: &LogConfig) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }

@@ -95,8 +95,9 @@ pub struct Metrics {
     pub passthrough_body_timeouts: IntCounter,
     /// Pass-through WebSocket handshakes refused at `websocket.max_sessions`.
     pub passthrough_ws_refused: IntCounter,
-    /// Rate limit of log lines clients or upstreams can trigger; counts `pushbridge_log_lines_suppressed_total`.
-    pub logs: crate::logs::LogLimiter,
+    /// Rate limit of log lines clients or upstreams can trigger (libraries' lines too); counts
+    /// `pushbridge_log_lines_suppressed_total`.
+    pub logs: std::sync::Arc<crate::logs::LogLimiter>,
     /// Redis commands by operation (`read`: the upstream's XREAD, `history`: deep-resume reads, `tee`: XADD).
     pub redis_ops: IntCounterVec,
     /// Events not teed into Redis because the tee queue was full.
@@ -314,11 +315,11 @@ impl Metrics {
                 "pushbridge_passthrough_websocket_refusals_total",
                 "Pass-through WebSocket handshakes refused for too many open sessions.",
             )?,
-            logs: crate::logs::LogLimiter::new(counter_vec(
+            logs: std::sync::Arc::new(crate::logs::LogLimiter::new(counter_vec(
                 "pushbridge_log_lines_suppressed_total",
                 "Log lines not written by the log rate limit, by kind.",
                 &["kind"],
-            )?),
+            )?)),
             redis_ops: counter_vec(
                 "pushbridge_redis_operations_total",
                 "Redis commands by operation (read, history, tee) and result.",
@@ -373,7 +374,7 @@ impl Metrics {
         for budget in ["stream", "global"] {
             self.buffer_evictions.with_label_values(&[budget]);
         }
-        for limit in ["global", "route", "pattern"] {
+        for limit in ["global", "route", "pattern", "fds"] {
             self.stream_refusals.with_label_values(&[limit]);
         }
         for reason in ["timeout", "error"] {

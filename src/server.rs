@@ -312,25 +312,35 @@ fn read(
         auth::add_cors(&route.config, &request_headers, response.headers_mut());
         return Served::Now(response);
     }
-    // A new stream (and its upstream connection) only within the stream limits. The reader is subscribed before
-    // an upstream connection it opens starts: it gets that connection's first events.
+    // A new stream (and its upstream connection) only within the stream limits and the file descriptors left.
+    // The reader is subscribed before an upstream connection it opens starts: it gets that connection's first
+    // events.
     let resume = last_event_id.as_deref().map_or(Resume::Live, Resume::After);
     let kick = Kick {
         token: conn.kick.clone(),
         transport: transport.as_str(),
     };
-    let admitted = router.hub.admit(
-        key.clone(),
-        &route.settings,
-        &route.start,
-        upstream_headers.clone(),
-        resume,
-        Some(kick),
-    );
+    let admitted = if router.hub.get(&key).is_none()
+        && !crate::fds::room_for_stream(&router.metrics, &router.routes)
+    {
+        Err("fds")
+    } else {
+        router
+            .hub
+            .admit(
+                key.clone(),
+                &route.settings,
+                &route.start,
+                upstream_headers.clone(),
+                resume,
+                Some(kick),
+            )
+            .map_err(|limit| limit.as_str())
+    };
     let subscription = match admitted {
         Ok(subscription) => subscription,
         Err(limit) => {
-            tracing::debug!(stream = %key, limit = limit.as_str(), "Stream refused: limit reached");
+            tracing::debug!(stream = %key, limit, "Stream refused: limit reached");
             let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "too many streams\n");
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,

@@ -1,6 +1,6 @@
 //! Issue 8, item 8, on the real binary: the admin listener has its own small connection cap and a request-head
-//! and idle timeout (silent and idle admin sockets are closed on time; a probe waiting behind a full listener is
-//! served once they are), and the config watcher treats a file it cannot read for a moment as no change (no
+//! and idle timeout (silent and idle admin sockets are closed on time; at the cap a new connection takes the
+//! oldest idle one's place, and waits only behind busy ones — issue 16, item 7), and the config watcher treats a file it cannot read for a moment as no change (no
 //! failed reload counted, no spurious reload when it is back).
 
 mod support;
@@ -59,7 +59,8 @@ async fn silent_and_idle_admin_sockets_are_capped_and_closed() {
         "{took:?}"
     );
 
-    // Every admin permit held by a silent socket: a probe waits, and is answered once they are closed.
+    // Every admin permit held by a silent socket: a probe takes the oldest one's place at once; the others are
+    // closed at the timeout.
     let mut silent = Vec::new();
     for _ in 0..MAX {
         silent.push((TcpStream::connect(admin).await.unwrap(), Instant::now()));
@@ -67,10 +68,13 @@ async fn silent_and_idle_admin_sockets_are_capped_and_closed() {
     let since = Instant::now();
     assert_eq!(get_text(admin, "/healthz").await, (200, "ok\n".to_owned()));
     assert!(
-        since.elapsed() <= TIMEOUT + MARGIN,
+        since.elapsed() < TIMEOUT,
         "probe answered after {:?}",
         since.elapsed()
     );
+    let mut silent = silent.into_iter();
+    let (oldest, opened) = silent.next().unwrap();
+    assert!(closed_after(oldest, opened).await < TIMEOUT, "evicted");
     for (tcp, opened) in silent {
         let took = closed_after(tcp, opened).await;
         assert!(
@@ -79,17 +83,60 @@ async fn silent_and_idle_admin_sockets_are_capped_and_closed() {
         );
     }
     let metrics = get_text(admin, "/metrics").await.1;
+    let closed = |reason: &str| {
+        series(
+            &metrics,
+            &format!(
+                "pushbridge_connections_closed_total{{listener=\"admin\",reason=\"{reason}\"}}"
+            ),
+        )
+    };
+    assert_eq!(closed("evicted"), 1.0);
+    assert!(closed("handshake_timeout") >= (MAX - 1) as f64);
+    assert_eq!(
+        series(
+            &metrics,
+            "pushbridge_connection_limit_reached_total{listener=\"admin\"}"
+        ),
+        0.0
+    );
+}
+
+/// Only when every admin connection has a request in flight (here the one permit, held by `/readyz` waiting for a
+/// silent application) does a new one wait for a permit: counted, and served once one is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_admin_listener_of_busy_connections_makes_new_ones_wait() {
+    let silent_app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let check = Duration::from_millis(800);
+    let yaml = format!(
+        "listen:\n  - address: \"127.0.0.1:0\"\nadmin: {{ address: \"127.0.0.1:0\", max_connections: 1, ready_check: \"http://{}/health\", ready_check_timeout: {}ms }}\nlog: {{ format: json }}\n",
+        silent_app.local_addr().unwrap(),
+        check.as_millis()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = support::binary::start(dir.path(), &yaml, 1, true);
+    let admin = proxy.admin.unwrap();
+
+    let busy = tokio::spawn(get_text(admin, "/readyz"));
+    // The application is asked: the only permit is busy until the check times out.
+    let (_held, _) = tokio::time::timeout(WAIT, silent_app.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let since = Instant::now();
+    assert_eq!(get_text(admin, "/healthz").await.0, 200);
+    assert!(
+        since.elapsed() + Duration::from_millis(200) >= check,
+        "served after {:?}, before the permit was free",
+        since.elapsed()
+    );
+    assert_eq!(busy.await.unwrap().0, 503);
+    let metrics = get_text(admin, "/metrics").await.1;
     assert!(
         series(
             &metrics,
             "pushbridge_connection_limit_reached_total{listener=\"admin\"}"
         ) >= 1.0
-    );
-    assert!(
-        series(
-            &metrics,
-            "pushbridge_connections_closed_total{listener=\"admin\",reason=\"handshake_timeout\"}"
-        ) >= MAX as f64
     );
 }
 
@@ -195,4 +242,56 @@ async fn running_out_of_file_descriptors_recovers_without_log_storms_or_reloads(
         !lines.iter().any(|l| l.contains("Config reload")),
         "{lines:#?}"
     );
+}
+
+/// Idle sockets opened against the admin port (more than its connection cap).
+const FLOOD: usize = 40;
+/// How soon a probe must be answered while the admin port is flooded (a kubelet probe's usual timeout).
+const PROBE_WITHIN: Duration = Duration::from_secs(1);
+
+/// Issue 16, item 7: idle sockets on the admin port (default cap 16, default timeout 10 s) do not keep probes
+/// waiting: a new connection takes the place of the longest-idle one, so `/healthz` and `/readyz` answer at once,
+/// and the evicted sockets are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_at_once_while_idle_sockets_flood_the_admin_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "listen:\n  - address: \"127.0.0.1:0\"\nadmin: { address: \"127.0.0.1:0\" }\nlog: { format: json }\n";
+    let proxy = support::binary::start(dir.path(), yaml, 1, true);
+    let admin = proxy.admin.unwrap();
+
+    // A scraper's keep-alive connection, idle after one request, and then a flood of silent sockets.
+    let mut scraper = support::client::connect(admin, support::client::Proto::H1).await;
+    let scrape = http::Request::get("/metrics")
+        .header("host", admin.to_string())
+        .body(support::client::empty())
+        .unwrap();
+    assert_eq!(scraper.send(scrape).await.status(), 200);
+    let mut flood = Vec::new();
+    for _ in 0..FLOOD {
+        flood.push(TcpStream::connect(admin).await.unwrap());
+    }
+    for path in ["/healthz", "/readyz", "/healthz"] {
+        let since = Instant::now();
+        let answer = tokio::time::timeout(PROBE_WITHIN, get_text(admin, path)).await;
+        assert!(
+            answer.is_ok_and(|(status, _)| status == 200),
+            "{path} not answered within {PROBE_WITHIN:?} ({:?})",
+            since.elapsed()
+        );
+    }
+    // The oldest idle sockets made room: the scraper's and the flood's first ones, closed by the server.
+    let mut closed = 0;
+    for tcp in flood.iter_mut().take(FLOOD - 16) {
+        let mut buf = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(WAIT, tcp.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, FLOOD - 16);
+    let metrics = get_text(admin, "/metrics").await.1;
+    let evicted = series(
+        &metrics,
+        "pushbridge_connections_closed_total{listener=\"admin\",reason=\"evicted\"}",
+    );
+    assert!(evicted >= (FLOOD + 1 - 16) as f64, "{evicted} evicted");
 }

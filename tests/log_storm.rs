@@ -114,3 +114,95 @@ streams:
         written.len()
     );
 }
+
+/// Connections doing HTTP/2 rapid reset, each opening and resetting streams until h2 closes it with
+/// `ENHANCE_YOUR_CALM` (and logs a WARN).
+const RESET_CONNECTIONS: usize = 60;
+/// Streams opened and reset per connection at most (h2 gives up after 20 reset before being accepted).
+const RESETS_PER_CONNECTION: usize = 100;
+
+/// One rapid-reset connection: open a stream and reset it, in a loop; how the server ended the connection:
+/// `Some(true)` with `ENHANCE_YOUR_CALM`, `Some(false)` with another error (a reset that overtook the GOAWAY),
+/// `None` without error.
+async fn rapid_reset(addr: std::net::SocketAddr) -> Option<bool> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    for _ in 0..RESETS_PER_CONNECTION {
+        let Ok(mut sender) = client.clone().ready().await else {
+            break;
+        };
+        let req = http::Request::get(format!("http://{addr}/anything"))
+            .body(())
+            .unwrap();
+        match sender.send_request(req, true) {
+            Ok((_, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
+            Err(_) => break,
+        }
+    }
+    // The client keeps the connection open: only the server ends it.
+    let ended = tokio::time::timeout(support::client::WAIT, conn)
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    drop(client);
+    let error = ended.err()?;
+    Some(error.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM))
+}
+
+/// Issue 16, item 6: rapid reset makes h2 write one WARN per connection. Library lines go through the same limit
+/// (the `library` kind): every such WARN is written (within the bounds) or counted as suppressed. One client
+/// thread, so each connection's streams and resets leave in one burst (as an attacker sends them).
+#[tokio::test(flavor = "current_thread")]
+async fn rapid_reset_warnings_from_the_http2_library_are_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"
+listen: [{ address: "127.0.0.1:0" }]
+admin: { address: "127.0.0.1:0" }
+log: { format: json }
+"#;
+    let started = Instant::now();
+    let bin = binary::start(dir.path(), yaml, 1, true);
+    let (addr, admin) = (bin.listen[0], bin.admin.unwrap());
+
+    let (mut calmed, mut failed) = (0, 0);
+    for _ in 0..RESET_CONNECTIONS {
+        match rapid_reset(addr).await {
+            Some(true) => calmed += 1,
+            Some(false) => failed += 1,
+            None => {}
+        }
+    }
+    assert!(
+        calmed > PER_KIND,
+        "only {calmed} connections were closed for rapid reset"
+    );
+    // Each WARN is written (or counted) before its GOAWAY is sent, so all of them are in by now.
+    let elapsed = started.elapsed();
+    let mut lines = Vec::new();
+    while let Ok(line) = bin.log.recv_timeout(Duration::from_millis(300)) {
+        lines.push(line);
+    }
+    let written = lines
+        .iter()
+        .filter(|l| l.contains("\"target\":\"h2::"))
+        .count();
+    let intervals = (elapsed.as_millis() / INTERVAL.as_millis()) as usize + 1;
+    assert!(
+        written >= 1 && written <= PER_KEY * intervals,
+        "{written} h2 lines for {calmed} connections in {elapsed:?}"
+    );
+    let (_, text) = get_text(admin, "/metrics").await;
+    let suppressed = metric(
+        &text,
+        r#"pushbridge_log_lines_suppressed_total{kind="library"}"#,
+    );
+    let accounted = written + suppressed as usize;
+    assert!(
+        calmed <= accounted && accounted <= calmed + failed,
+        "each rapid-reset WARN written or counted: {written} + {suppressed}, {calmed} (+ {failed}) connections"
+    );
+    println!(
+        "{calmed} rapid-reset connections in {elapsed:?}: {written} lines written, {suppressed} suppressed"
+    );
+}

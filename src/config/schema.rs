@@ -153,7 +153,8 @@ pub struct AdminConfig {
     /// Socket address to bind (plaintext), e.g. `127.0.0.1:9090` or `${POD_IP}:9090`.
     #[serde(deserialize_with = "units::socket_addr")]
     pub address: SocketAddr,
-    /// Simultaneous admin connections; 1 to 1024. More wait in the kernel's accept queue.
+    /// Simultaneous admin connections; 1 to 1024. At the cap a new one replaces the oldest idle one; it waits in the
+    /// kernel's accept queue only while every connection has a request in flight.
     #[serde(default = "d::admin_max_connections")]
     pub max_connections: usize,
     /// Time allowed for a request head, and the longest an idle admin connection is kept; at most 5m.

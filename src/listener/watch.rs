@@ -14,6 +14,8 @@ use crate::metrics::Metrics;
 
 /// How often a limit-reached or accept-error line is logged at most.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// The longest pause after failed accepts.
+pub const MAX_PAUSE: Duration = Duration::from_millis(100);
 
 /// The accept side of one listener.
 pub struct Acceptor {
@@ -50,35 +52,47 @@ impl Acceptor {
     pub async fn next(
         &mut self,
     ) -> Option<(TcpStream, std::net::SocketAddr, OwnedSemaphorePermit)> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                self.limit_reached();
+                self.permits.clone().acquire_owned().await.ok()?
+            }
+        };
+        let (tcp, peer) = self.accept().await;
+        Some((tcp, peer, permit))
+    }
+
+    /// Counts (and, rate-limited, logs) that new connections wait for a permit.
+    pub fn limit_reached(&mut self) {
+        self.metrics
+            .connection_limit_reached
+            .with_label_values(&[self.label])
+            .inc();
+        if let Some(suppressed) = self.limit_log.allow() {
+            tracing::warn!(
+                listener = self.label,
+                suppressed,
+                "Connection limit reached; new connections wait until one closes"
+            );
+        }
+    }
+
+    /// The next connection, whatever the permits. Accept errors (EMFILE and friends) are counted, logged at most
+    /// once per [`LOG_EVERY`] and retried after a pause of 10 ms doubling to [`MAX_PAUSE`]: no spinning, and
+    /// never seconds without accepting once descriptors are free again.
+    pub async fn accept(&mut self) -> (TcpStream, std::net::SocketAddr) {
         loop {
-            let permit = match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(tokio::sync::TryAcquireError::Closed) => return None,
-                Err(tokio::sync::TryAcquireError::NoPermits) => {
-                    self.metrics
-                        .connection_limit_reached
-                        .with_label_values(&[self.label])
-                        .inc();
-                    if let Some(suppressed) = self.limit_log.allow() {
-                        tracing::warn!(
-                            listener = self.label,
-                            suppressed,
-                            "Connection limit reached; new connections wait until one closes"
-                        );
-                    }
-                    self.permits.clone().acquire_owned().await.ok()?
-                }
-            };
             match self.listener.accept().await {
-                Ok((tcp, peer)) => {
+                Ok(accepted) => {
                     self.errors = 0;
-                    return Some((tcp, peer, permit));
+                    return accepted;
                 }
                 Err(error) => {
-                    // EMFILE and friends: wait a little instead of spinning or exiting.
                     self.errors = self.errors.saturating_add(1);
                     let pause =
-                        Duration::from_millis(10u64.saturating_mul(1 << self.errors.min(7)));
+                        Duration::from_millis(10u64 << (self.errors - 1).min(4)).min(MAX_PAUSE);
                     self.metrics
                         .accept_errors
                         .with_label_values(&[self.label])
@@ -86,7 +100,6 @@ impl Acceptor {
                     if let Some(suppressed) = self.error_log.allow() {
                         tracing::warn!(%error, ?pause, listener = self.label, suppressed, "Accept failed");
                     }
-                    drop(permit);
                     tokio::time::sleep(pause).await;
                 }
             }
@@ -127,16 +140,24 @@ pub enum Close {
     Idle,
     /// More than the direct path's bound of bytes sent while an SSE stream was open (nothing reads them).
     UnexpectedBytes,
+    /// Idle on a full admin listener: closed to make room for a new connection.
+    Evicted,
 }
 
 impl Close {
-    pub const ALL: [Close; 3] = [Close::HandshakeTimeout, Close::Idle, Close::UnexpectedBytes];
+    pub const ALL: [Close; 4] = [
+        Close::HandshakeTimeout,
+        Close::Idle,
+        Close::UnexpectedBytes,
+        Close::Evicted,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Close::HandshakeTimeout => "handshake_timeout",
             Close::Idle => "idle",
             Close::UnexpectedBytes => "unexpected_bytes",
+            Close::Evicted => "evicted",
         }
     }
 }
@@ -149,8 +170,9 @@ pub struct Activity {
     requests: Arc<AtomicU64>,
 }
 
-/// Handles on the permit held for the whole connection: the watch's and the service's.
-const OWN_HANDLES: usize = 2;
+/// Handles on the permit held for the whole connection: the watch's and the service's (more: something is in
+/// flight).
+pub const OWN_HANDLES: usize = 2;
 
 /// Counts the requests of one connection (held by its service).
 #[derive(Clone)]

@@ -1,4 +1,4 @@
-//! Runs the real `pushbridge` binary with a config file and finds its bound addresses from its JSON log.
+//! Runs the real `pushbridge` binary with a config file and finds its bound addresses from its log (JSON or text).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -96,15 +96,9 @@ fn spawn(
             .recv_timeout(Duration::from_secs(20))
             .expect("pushbridge start-up log");
         startup.push(line);
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&startup[startup.len() - 1])
-        else {
-            continue;
-        };
-        let fields = &value["fields"];
-        let address = fields["address"].as_str().and_then(|a| a.parse().ok());
-        match (fields["message"].as_str(), address) {
-            (Some("Listening"), Some(address)) => listen.push(address),
-            (Some("Admin listening"), Some(address)) => admin_addr = Some(address),
+        match listening(&startup[startup.len() - 1]) {
+            Some(("Listening", address)) => listen.push(address),
+            Some(("Admin listening", address)) => admin_addr = Some(address),
             _ => {}
         }
     }
@@ -115,6 +109,57 @@ fn spawn(
         log: rx,
         startup,
     }
+}
+
+/// The message and address of a `Listening` / `Admin listening` line, JSON or text (colour codes ignored).
+fn listening(line: &str) -> Option<(&'static str, SocketAddr)> {
+    let (message, address) = match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(value) => {
+            let fields = &value["fields"];
+            (
+                fields["message"].as_str()?.to_owned(),
+                fields["address"].as_str()?.to_owned(),
+            )
+        }
+        Err(_) => {
+            let plain = strip_ansi(line);
+            let message = if plain.contains(" Admin listening ") {
+                "Admin listening"
+            } else if plain.contains(" Listening ") {
+                "Listening"
+            } else {
+                return None;
+            };
+            let address = plain
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("address="))?
+                .to_owned();
+            (message.to_owned(), address)
+        }
+    };
+    let address = address.parse().ok()?;
+    ["Listening", "Admin listening"]
+        .into_iter()
+        .find(|m| *m == message)
+        .map(|m| (m, address))
+}
+
+/// `line` without ANSI SGR sequences (`ESC [ … m`).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Binary {
