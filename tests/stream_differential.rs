@@ -155,7 +155,7 @@ async fn json_apps_match_their_documented_mapping() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "stream differential finding: without `resume`, replayed ids are delivered again (docs say dropped)"]
+#[ignore = "stream differential finding: without `resume`, replayed ids are delivered again (documented; ARCHITECTURE §3 says dropped: open)"]
 async fn known_json_replays_without_resume_are_dropped() {
     let started = Instant::now();
     let outcomes = json_corpus(true).await;
