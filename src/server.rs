@@ -226,13 +226,13 @@ pub async fn reader(
     conn: ConnInfo,
 ) -> Served {
     match gate(router, &route, params, &req, conn.scheme).await {
-        Ok(key) => read(router, route, key, req, conn),
+        Ok(key) => read(router, route, key, req, conn).await,
         Err(refusal) => Served::Now(refusal),
     }
 }
 
 /// Serves a reader: negotiate, then the chosen transport.
-fn read(
+async fn read(
     router: &Router,
     route: Arc<Route>,
     key: StreamKey,
@@ -337,7 +337,7 @@ fn read(
             )
             .map_err(|limit| limit.as_str())
     };
-    let subscription = match admitted {
+    let mut subscription = match admitted {
         Ok(subscription) => subscription,
         Err(limit) => {
             tracing::debug!(stream = %key, limit, "Stream refused: limit reached");
@@ -350,6 +350,15 @@ fn read(
             return Served::Now(response);
         }
     };
+    // A fresh Redis stream: the connector's start position comes before the SSE headers or the WebSocket open, so
+    // an entry appended once the client is told it is subscribed is never before it (long-poll: `settle`).
+    if transport != TransportKind::LongPoll {
+        let _ = tokio::time::timeout(
+            route.config.upstream.connect_timeout,
+            subscription.settle_start(),
+        )
+        .await;
+    }
     let ctx = StreamContext {
         upstream_headers,
         key,

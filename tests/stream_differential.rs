@@ -12,10 +12,8 @@
 //!
 //! Every scenario's app waits (a gate) until the clients are subscribed, except in the fresh-streams run, whose app
 //! writes two events the moment it is connected. Known differences are in `#[ignore]`d tests that assert the same
-//! comparison strictly (`cargo test --test stream_differential -- --ignored` shows whether they still differ):
-//! issue 15 items 3, 4 and 5 (fixed on another branch), and three findings of this suite (fresh Redis streams,
-//! replays without `resume`, long-poll across reused ids). The whole file, ignored tests included, runs in about
-//! 30 s; without them in a few seconds.
+//! comparison strictly (`cargo test --test stream_differential -- --ignored` shows whether they still differ).
+//! The whole file runs in about 30 s.
 //!
 //! Needs node with tests/stream_differential/node_modules (`bash .ci/stream-diff-deps`) and redis-server; the
 //! Chromium tests also need tests/browser/node_modules and /usr/bin/chromium (`bash .ci/browser-deps`), or
@@ -116,17 +114,6 @@ async fn sse_apps_match_chromium() {
     verdict("sse corpus vs chromium", started, &outcomes, false);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15 item 4: fixed on branch wt-streams"]
-async fn known_sse_id_only_block_sets_last_event_id() {
-    if !chromium_available() {
-        return;
-    }
-    let started = Instant::now();
-    let outcomes = sse_corpus(Reference::Chromium, true).await;
-    verdict("sse id-only block vs chromium", started, &outcomes, true);
-}
-
 async fn json_corpus(known: bool) -> Vec<Outcome> {
     let env = Env::start(&json_kinds::routes()).await;
     let cases = corpus_json::corpus();
@@ -168,7 +155,7 @@ async fn json_apps_match_their_documented_mapping() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "stream differential finding: without `resume`, replayed ids are delivered again (docs say dropped)"]
+#[ignore = "stream differential finding: without `resume`, replayed ids are delivered again (documented; ARCHITECTURE §3 says dropped: open)"]
 async fn known_json_replays_without_resume_are_dropped() {
     let started = Instant::now();
     let outcomes = json_corpus(true).await;
@@ -198,19 +185,6 @@ async fn redis_streams_match_xrange() {
     verdict("redis corpus vs XRANGE", started, &outcomes, false);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15 item 5: fixed on branch wt-streams"]
-async fn known_redis_long_poll_wait0_deep_resume() {
-    let started = Instant::now();
-    let outcomes = redis_corpus(true).await;
-    verdict(
-        "redis long-poll wait=0 deep resume vs XRANGE",
-        started,
-        &outcomes,
-        true,
-    );
-}
-
 async fn fresh_streams(upstreams: &[Upstream], redis: Option<&RedisServer>) -> Vec<Outcome> {
     let mut routes = corpus_sse::routes();
     routes.push_str(&json_kinds::routes());
@@ -237,8 +211,7 @@ async fn fresh_streams(upstreams: &[Upstream], redis: Option<&RedisServer>) -> V
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15 item 3: fixed on branch wt-streams"]
-async fn known_fresh_streams_in_parallel_get_their_first_events() {
+async fn fresh_streams_in_parallel_get_their_first_events() {
     let started = Instant::now();
     let upstreams = [
         Upstream::Sse,
@@ -251,8 +224,7 @@ async fn known_fresh_streams_in_parallel_get_their_first_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "stream differential finding: a fresh Redis stream drops entries appended between subscription and connect"]
-async fn known_fresh_redis_streams_keep_entries_appended_after_subscribing() {
+async fn fresh_redis_streams_keep_entries_appended_after_subscribing() {
     let started = Instant::now();
     let redis = RedisServer::start().await;
     let outcomes = fresh_streams(&[Upstream::Redis], Some(&redis)).await;

@@ -82,6 +82,8 @@ pub struct Stream {
     pub(super) stop: CancellationToken,
     closed: AtomicBool,
     upstream: AtomicU8,
+    /// Woken at every upstream state change.
+    upstream_changed: Notify,
     /// Set while the upstream is dormant (wins over `upstream`, which a stopping connector may still write).
     dormant: AtomicBool,
     /// The upstream's `retry:` in milliseconds (`u64::MAX`: none yet).
@@ -139,6 +141,7 @@ impl Stream {
             stop: CancellationToken::new(),
             closed: AtomicBool::new(false),
             upstream: AtomicU8::new(UpstreamState::Connecting as u8),
+            upstream_changed: Notify::new(),
             dormant: AtomicBool::new(true),
             retry_ms: AtomicU64::new(u64::MAX),
             changed: Arc::new(Notify::new()),
@@ -167,11 +170,27 @@ impl Stream {
 
     pub fn set_upstream(&self, state: UpstreamState) {
         let was = self.upstream.swap(state as u8, Ordering::AcqRel);
+        if was != state as u8 {
+            self.upstream_changed.notify_waiters();
+        }
         if state == UpstreamState::Up
             && was != UpstreamState::Up as u8
             && let Some(hub) = self.hub.upgrade()
         {
             hub.forget_refusal(&self.key);
+        }
+    }
+
+    /// Waits until the upstream is no longer [`UpstreamState::Connecting`] (connected, or its attempt failed).
+    pub async fn attempted(&self) {
+        loop {
+            let notified = self.upstream_changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.upstream() != UpstreamState::Connecting {
+                return;
+            }
+            notified.await;
         }
     }
 

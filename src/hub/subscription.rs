@@ -202,6 +202,20 @@ impl Subscription {
         }
     }
 
+    /// For a reader told it is subscribed before any event (SSE headers, WebSocket open): on a fresh durable-log
+    /// stream, waits until the connector has its start position, so every entry appended after this returns
+    /// reaches the reader; not past a failed first attempt (the connector then starts at the log's end on connect).
+    pub async fn settle_start(&mut self) {
+        if self.settled() {
+            return;
+        }
+        let stream = self.stream.clone();
+        tokio::select! {
+            () = self.settle() => {}
+            () = stream.attempted() => {}
+        }
+    }
+
     /// What is available now from the ring without waiting; `None` when nothing is, or while a gap notice or a
     /// deep resume comes first (only [`Subscription::next`] serves those).
     pub fn try_next(&mut self, max: usize) -> Option<Next> {

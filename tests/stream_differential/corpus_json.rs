@@ -10,7 +10,7 @@ use super::harness::MAX_EVENT_BYTES;
 use super::json_kinds::{Case, JConn, Kind, Msg, Shape, end_doc};
 
 /// Not an issue 15 item: without `resume`, an upstream's replay of held ids after a reconnect reaches clients again.
-pub const NO_RESUME_FINDING: &str = "stream differential finding: without `resume`, replayed ids are delivered again (docs say dropped)";
+pub const NO_RESUME_FINDING: &str = "stream differential finding: without `resume`, replayed ids are delivered again (documented now; ARCHITECTURE §3 says dropped: open)";
 
 const ALL: &[Kind] = &[Kind::Ws, Kind::Ndjson, Kind::Poll];
 

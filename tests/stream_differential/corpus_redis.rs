@@ -100,7 +100,6 @@ pub fn corpus() -> Vec<Case> {
             name: "deep-resume-wait0",
             before: backlog,
             transports: &[Transport::LongPollNow],
-            known: Some("issue 15 item 5: fixed on branch wt-streams"),
             ..case("deep-resume-wait0", vec![entry(&[("data", "live")])])
         },
     ]

@@ -297,7 +297,6 @@ pub fn corpus() -> Vec<Case> {
         Case {
             node: false,
             chromium: true,
-            known: Some("issue 15 item 4: fixed on branch wt-streams"),
             ..case(
                 "id-only-block-then-close",
                 &[],
