@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::clients::{self, Client, Drivers, Endpoint, Request};
-use crate::normalise::normalise;
+use crate::normalise::{self, normalise};
 use crate::peers::Pushbridge;
 
 /// What an application can do (py_apps.py's endpoints).
@@ -151,6 +151,7 @@ async fn case(
         if dump {
             println!("through pushbridge {through:?}: {obs:#}");
         }
+        normalise::host_added(&mut obs, &direct.authority());
         normalise(&mut obs, &through.authority());
         seen_through.push(obs);
     }

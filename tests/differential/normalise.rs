@@ -52,12 +52,16 @@ pub fn normalise(obs: &mut Value, authority: &str) {
             response_fields(fields, echo_body && key == "headers");
         }
     }
-    if let Some(informational) = obs["informational"].as_array_mut() {
-        // P8: pushbridge answers `Expect: 100-continue` itself when it starts forwarding the body.
-        informational.retain(|block| block[0] != 100);
-        for block in informational {
-            response_fields(&mut block[1], false);
-        }
+    // P8: pushbridge answers `Expect: 100-continue` itself when it starts forwarding the body; P14: other 1xx
+    // responses are not forwarded.
+    if let Some(map) = obs.as_object_mut() {
+        map.remove("informational");
+    }
+    // P13: a 304 reaches an HTTP/1.1 client without `Content-Length`.
+    if obs["status"] == 304
+        && let Some(fields) = obs["headers"].as_array_mut()
+    {
+        fields.retain(|p| p[0] != "content-length");
     }
     // gRPC calls: trailing metadata are trailer fields.
     if let Some(map) = obs.as_object_mut() {
@@ -82,6 +86,19 @@ pub fn normalise(obs: &mut Value, authority: &str) {
     inherent(obs, authority);
 }
 
+/// P12: a request without `Host` (HTTP/1.0) reaches the application with `Host` = the application's address
+/// (`app_authority`); called on what arrived through pushbridge before [`normalise`].
+pub fn host_added(obs: &mut Value, app_authority: &str) {
+    if let Some(list) = obs["app"]["headers"].as_array_mut() {
+        list.retain(|p| {
+            !(p[0]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case("host"))
+                && p[1] == app_authority)
+        });
+    }
+}
+
 /// The application's account of a request.
 fn request_fields(app: &mut Value) {
     let http2 = app["http_version"]
@@ -90,6 +107,10 @@ fn request_fields(app: &mut Value) {
     // P3: the version pushbridge speaks to the application is its `protocol`, not the client's.
     if let Some(map) = app.as_object_mut() {
         map.remove("http_version");
+    }
+    // P11: request trailers reach only an HTTP/2 application.
+    if !http2 && let Some(map) = app.as_object_mut() {
+        map.remove("trailers");
     }
     // P5 for the request's trailer fields.
     if let Some(trailers) = app.get_mut("trailers").filter(|t| t.is_array()) {
