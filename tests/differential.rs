@@ -86,28 +86,7 @@ const KNOWN_UNTIL_MERGE: &[Known] = &[
 ];
 
 /// Differences this suite found that issue 15 does not list (reported to the lead; not failures until decided).
-const FINDINGS: &[Known] = &[
-    Known {
-        pattern: "*/raw-h1/http10-no-host",
-        why: "new: a request without Host (HTTP/1.0) reaches the app with Host = the upstream's address",
-    },
-    Known {
-        pattern: "*/curl-h1/status-line-reason",
-        why: "new: the app's HTTP/1.1 reason phrase is replaced by the standard one",
-    },
-    Known {
-        pattern: "aiohttp/*/ws-echo-client-closes-4002",
-        why: "new: the reply to a client's close is pushbridge's echo of its code, not the app's (1000)",
-    },
-    Known {
-        pattern: "nginx-h1/curl-h1/status-304",
-        why: "new: `Content-Length: 0` of a 304 is dropped for an HTTP/1.1 client",
-    },
-    Known {
-        pattern: "aiohttp/raw-h1/next-client-after-request-trailers",
-        why: "new: request trailers go on to an HTTP/1.1 app over a pooled connection; aiohttp hands them to the next request, another client's",
-    },
-];
+const FINDINGS: &[Known] = &[];
 
 /// Bound on one test (start-up included).
 const WHOLE: Duration = Duration::from_secs(240);
