@@ -213,10 +213,13 @@ async fn client_close_reply(
         }
     })
     .await;
-    let Ok(Some(frame)) = reply else {
-        let app_done = Ok(reply.is_ok());
-        let client_done = tokio::time::timeout(CLOSE_TIMEOUT, finish(client, Finish::Reply)).await;
-        return (client_done, app_done);
+    let frame = match reply {
+        Ok(Some(frame)) => frame,
+        answered => {
+            let client_done =
+                tokio::time::timeout(CLOSE_TIMEOUT, finish(client, Finish::Reply)).await;
+            return (client_done, Ok(answered.is_ok()));
+        }
     };
     // The application's handshake is complete once tungstenite ends its stream.
     let app_done = tokio::time::timeout(CLOSE_TIMEOUT, finish(app, Finish::Drop)).await;
