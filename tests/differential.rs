@@ -91,7 +91,7 @@ const FINDINGS: &[Known] = &[];
 /// Bound on one test (start-up included).
 const WHOLE: Duration = Duration::from_secs(240);
 
-const PY_CAN: &[Can] = &[Can::Echo, Can::Reject, Can::Status, Can::Bytes];
+const PY_CAN: &[Can] = &[Can::Echo, Can::Reject, Can::Status, Can::Bytes, Can::Reason];
 const HYPERCORN_H2C_CAN: &[Can] = &[
     Can::Echo,
     Can::Reject,
@@ -104,12 +104,14 @@ const NODE_CAN: &[Can] = &[
     Can::Echo,
     Can::Reject,
     Can::Status,
+    Can::Reason,
     Can::Bytes,
     Can::Trailers,
     Can::Hints,
     Can::Refusals,
 ];
 const NGINX_CAN: &[Can] = &[Can::Echo, Can::Reject, Can::Status];
+const NGINX_H1_CAN: &[Can] = &[Can::Echo, Can::Reject, Can::Status, Can::Reason];
 
 fn routes(apps: &[App]) -> Vec<Route> {
     apps.iter()
@@ -221,7 +223,7 @@ async fn node_nginx_http(strict: bool) {
             h1: Some(nginx.h1),
             h2c: Some(nginx.h2c),
             upstream: (nginx.h1, false),
-            can: NGINX_CAN,
+            can: NGINX_H1_CAN,
         },
         App {
             name: "nginx-h2c",

@@ -21,6 +21,8 @@ pub enum Can {
     Status,
     /// `…/bytes/N`.
     Bytes,
+    /// `…/reason/status/NNN`: its own reason phrase, reached over HTTP/1.1 (P3: an HTTP/2 application has none).
+    Reason,
     /// `…/trailers` with a response trailer.
     Trailers,
     /// `…/hints`: 103 Early Hints.

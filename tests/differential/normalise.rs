@@ -59,7 +59,7 @@ pub fn normalise(obs: &mut Value, authority: &str) {
     }
     // P13: a 304 reaches an HTTP/1.1 client without `Content-Length`.
     if obs["status"] == 304
-        && let Some(fields) = obs["headers"].as_array_mut()
+        && let Some(fields) = obs.get_mut("headers").and_then(Value::as_array_mut)
     {
         fields.retain(|p| p[0] != "content-length");
     }
@@ -89,7 +89,11 @@ pub fn normalise(obs: &mut Value, authority: &str) {
 /// P12: a request without `Host` (HTTP/1.0) reaches the application with `Host` = the application's address
 /// (`app_authority`); called on what arrived through pushbridge before [`normalise`].
 pub fn host_added(obs: &mut Value, app_authority: &str) {
-    if let Some(list) = obs["app"]["headers"].as_array_mut() {
+    if let Some(list) = obs
+        .get_mut("app")
+        .and_then(|app| app.get_mut("headers"))
+        .and_then(Value::as_array_mut)
+    {
         list.retain(|p| {
             !(p[0]
                 .as_str()
@@ -109,7 +113,10 @@ fn request_fields(app: &mut Value) {
         map.remove("http_version");
     }
     // P11: request trailers reach only an HTTP/2 application.
-    if !http2 && let Some(map) = app.as_object_mut() {
+    // (hypercorn over HTTP/2 reports none as null.)
+    if (!http2 || app["trailers"].is_null())
+        && let Some(map) = app.as_object_mut()
+    {
         map.remove("trailers");
     }
     // P5 for the request's trailer fields.
