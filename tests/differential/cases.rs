@@ -92,7 +92,17 @@ pub async fn run(
                 let id = format!("{}/{}/{}", app.name, client.name(), scenario.name);
                 let request = (scenario.request)(&app.prefix);
                 let dump = std::env::var("PUSHBRIDGE_DIFF_DUMP").is_ok_and(|d| id.contains(&d));
-                let diff = case(drivers, scenario, client, &request, &direct, &through, dump).await;
+                let diff = case(
+                    drivers,
+                    scenario,
+                    client,
+                    &request,
+                    &direct,
+                    &through,
+                    app.upstream,
+                    dump,
+                )
+                .await;
                 outcomes.push(Outcome { id, diff });
             }
         }
@@ -138,6 +148,7 @@ fn through_endpoint(pb: &Pushbridge, client: Client) -> Endpoint {
 }
 
 /// Runs one case; `Some(diff)` when the two sides differ.
+#[allow(clippy::too_many_arguments)] // one case's parts, each used once
 async fn case(
     drivers: &mut Drivers,
     scenario: &Scenario,
@@ -145,6 +156,7 @@ async fn case(
     request: &Request,
     direct: &Endpoint,
     through: &Endpoint,
+    upstream: (u16, bool),
     dump: bool,
 ) -> Option<String> {
     let mut seen_through = Vec::new();
@@ -153,7 +165,8 @@ async fn case(
         if dump {
             println!("through pushbridge {through:?}: {obs:#}");
         }
-        normalise::host_added(&mut obs, &direct.authority());
+        normalise::host_added(&mut obs, &format!("127.0.0.1:{}", upstream.0));
+        normalise::request_trailers(&mut obs, upstream.1);
         normalise(&mut obs, &through.authority());
         seen_through.push(obs);
     }
@@ -175,6 +188,7 @@ async fn case(
         if dump {
             println!("directly {direct:?}: {obs:#}");
         }
+        normalise::request_trailers(&mut obs, upstream.1);
         normalise(&mut obs, &direct.authority());
         seen_direct.push(obs);
     }

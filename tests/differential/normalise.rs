@@ -103,6 +103,14 @@ pub fn host_added(obs: &mut Value, app_authority: &str) {
     }
 }
 
+/// P11: request trailers reach only an HTTP/2 application; on a route to an HTTP/1.1 one (`h2` false) they are
+/// not compared (called on both sides before [`normalise`]).
+pub fn request_trailers(obs: &mut Value, h2: bool) {
+    if !h2 && let Some(app) = obs.get_mut("app").and_then(Value::as_object_mut) {
+        app.remove("trailers");
+    }
+}
+
 /// The application's account of a request.
 fn request_fields(app: &mut Value) {
     let http2 = app["http_version"]
@@ -112,9 +120,8 @@ fn request_fields(app: &mut Value) {
     if let Some(map) = app.as_object_mut() {
         map.remove("http_version");
     }
-    // P11: request trailers reach only an HTTP/2 application.
-    // (hypercorn over HTTP/2 reports none as null.)
-    if (!http2 || app["trailers"].is_null())
+    // Inherent: no request trailers, reported as null or [] by some applications.
+    if app["trailers"].as_array().is_none_or(Vec::is_empty)
         && let Some(map) = app.as_object_mut()
     {
         map.remove("trailers");
@@ -162,6 +169,8 @@ fn request_fields(app: &mut Value) {
     fields.retain(|(name, _)| !FORWARDING.contains(&name.as_str()));
     // Inherent: the client's own per-version fields.
     fields.retain(|(name, _)| !CLIENT_VERSION_FIELDS.contains(&name.as_str()));
+    // Inherent: nginx's echo reports an absent `Host` as an empty one.
+    fields.retain(|(name, value)| !(name == "host" && value.is_empty()));
     // P7: extensions are not offered to the application.
     fields.retain(|(name, _)| name != "sec-websocket-extensions");
     app["headers"] = sorted(fields);
