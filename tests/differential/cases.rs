@@ -156,7 +156,7 @@ async fn case(
     request: &Request,
     direct: &Endpoint,
     through: &Endpoint,
-    upstream: (u16, bool),
+    app: &App,
     dump: bool,
 ) -> Option<String> {
     let mut seen_through = Vec::new();
@@ -165,8 +165,14 @@ async fn case(
         if dump {
             println!("through pushbridge {through:?}: {obs:#}");
         }
-        normalise::host_added(&mut obs, &format!("127.0.0.1:{}", upstream.0));
-        normalise::request_trailers(&mut obs, upstream.1);
+        // The application's own addresses (an HTTP/2 one may report the `:authority` it got as `host`).
+        for port in [Some(app.upstream.0), app.h1, app.h2c]
+            .into_iter()
+            .flatten()
+        {
+            normalise::host_added(&mut obs, &format!("127.0.0.1:{port}"));
+        }
+        normalise::request_trailers(&mut obs, app.upstream.1);
         normalise(&mut obs, &through.authority());
         seen_through.push(obs);
     }
@@ -188,7 +194,7 @@ async fn case(
         if dump {
             println!("directly {direct:?}: {obs:#}");
         }
-        normalise::request_trailers(&mut obs, upstream.1);
+        normalise::request_trailers(&mut obs, app.upstream.1);
         normalise(&mut obs, &direct.authority());
         seen_direct.push(obs);
     }
