@@ -93,14 +93,7 @@ pub async fn run(
                 let request = (scenario.request)(&app.prefix);
                 let dump = std::env::var("PUSHBRIDGE_DIFF_DUMP").is_ok_and(|d| id.contains(&d));
                 let diff = case(
-                    drivers,
-                    scenario,
-                    client,
-                    &request,
-                    &direct,
-                    &through,
-                    app.upstream,
-                    dump,
+                    drivers, scenario, client, &request, &direct, &through, app, dump,
                 )
                 .await;
                 outcomes.push(Outcome { id, diff });
