@@ -148,7 +148,12 @@ impl Passthrough {
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
                 parts.version = Version::HTTP_11;
+                // The application's reason phrase is kept for an HTTP/1.x client (HTTP/2 has none).
+                let reason = parts.extensions.remove::<hyper::ext::ReasonPhrase>();
                 parts.extensions = http::Extensions::new();
+                if let Some(reason) = reason {
+                    parts.extensions.insert(reason);
+                }
                 let body = ResponseBody::new(body, done);
                 Response::from_parts(parts, body.boxed_unsync())
             }

@@ -2,7 +2,8 @@
 //! dropped), the rest of the client's request body must arrive within `passthrough.body_timeout`, so a client
 //! that trickles a body the application no longer wants cannot hold the connection (and the upstream request)
 //! forever. While the response is still streaming (gRPC bidirectional streams, long uploads answered at the end)
-//! the body is not limited. Trailers pass through in both directions (`Frame::trailers`).
+//! the body is not limited. Trailers pass through in both directions (`Frame::trailers`), except request trailers
+//! to an HTTP/1.1 application ([`RequestBody::without_trailers`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +29,8 @@ pub struct RequestBody {
     deadline: Option<Pin<Box<Sleep>>>,
     timeout: Duration,
     metrics: Option<Arc<Metrics>>,
+    /// End the body at its trailers instead of sending them.
+    drop_trailers: bool,
 }
 
 /// The error a request body ends with when its deadline passes.
@@ -44,7 +47,16 @@ impl RequestBody {
             deadline: None,
             timeout: Duration::ZERO,
             metrics: None,
+            drop_trailers: false,
         }
+    }
+
+    /// This body without its trailers, for an HTTP/1.1 application: some (aiohttp) take request trailers as the
+    /// head of the next request on the connection, which the pool may give to another client (as nginx does,
+    /// request trailers are not sent over HTTP/1.1).
+    pub fn without_trailers(mut self) -> RequestBody {
+        self.drop_trailers = true;
+        self
     }
 }
 
@@ -61,6 +73,7 @@ pub fn timed(
         deadline: None,
         timeout,
         metrics: Some(metrics),
+        drop_trailers: false,
     };
     (body, ResponseDone(Some(tx)))
 }
@@ -78,6 +91,16 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         if let Poll::Ready(frame) = Pin::new(inner).poll_frame(cx) {
+            if this.drop_trailers
+                && let Some(Ok(frame)) = &frame
+                && frame.is_trailers()
+            {
+                tracing::debug!(
+                    "Pass-through request trailers not sent to an HTTP/1.1 application"
+                );
+                this.inner = None;
+                return Poll::Ready(None);
+            }
             return Poll::Ready(frame.map(|r| r.map_err(BoxError::from)));
         }
         if let Some(done) = this.response_done.as_mut() {

@@ -119,7 +119,9 @@ impl Upstream {
     ) -> Result<Response<Incoming>, Failure> {
         match &self.multiplexed {
             Some(multiplexed) => multiplexed.send(req, http1).await,
-            None => Ok(http1.request(req).await?),
+            None => Ok(http1
+                .request(req.map(RequestBody::without_trailers))
+                .await?),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::clients::{self, Client, Drivers, Endpoint, Request};
-use crate::normalise::normalise;
+use crate::normalise::{self, normalise};
 use crate::peers::Pushbridge;
 
 /// What an application can do (py_apps.py's endpoints).
@@ -21,6 +21,8 @@ pub enum Can {
     Status,
     /// `…/bytes/N`.
     Bytes,
+    /// `…/reason/status/NNN`: its own reason phrase, reached over HTTP/1.1 (P3: an HTTP/2 application has none).
+    Reason,
     /// `…/trailers` with a response trailer.
     Trailers,
     /// `…/hints`: 103 Early Hints.
@@ -90,7 +92,10 @@ pub async fn run(
                 let id = format!("{}/{}/{}", app.name, client.name(), scenario.name);
                 let request = (scenario.request)(&app.prefix);
                 let dump = std::env::var("PUSHBRIDGE_DIFF_DUMP").is_ok_and(|d| id.contains(&d));
-                let diff = case(drivers, scenario, client, &request, &direct, &through, dump).await;
+                let diff = case(
+                    drivers, scenario, client, &request, &direct, &through, app, dump,
+                )
+                .await;
                 outcomes.push(Outcome { id, diff });
             }
         }
@@ -136,6 +141,7 @@ fn through_endpoint(pb: &Pushbridge, client: Client) -> Endpoint {
 }
 
 /// Runs one case; `Some(diff)` when the two sides differ.
+#[allow(clippy::too_many_arguments)] // one case's parts, each used once
 async fn case(
     drivers: &mut Drivers,
     scenario: &Scenario,
@@ -143,6 +149,7 @@ async fn case(
     request: &Request,
     direct: &Endpoint,
     through: &Endpoint,
+    app: &App,
     dump: bool,
 ) -> Option<String> {
     let mut seen_through = Vec::new();
@@ -151,6 +158,14 @@ async fn case(
         if dump {
             println!("through pushbridge {through:?}: {obs:#}");
         }
+        // The application's own addresses (an HTTP/2 one may report the `:authority` it got as `host`).
+        for port in [Some(app.upstream.0), app.h1, app.h2c]
+            .into_iter()
+            .flatten()
+        {
+            normalise::host_added(&mut obs, &format!("127.0.0.1:{port}"));
+        }
+        normalise::request_trailers(&mut obs, app.upstream.1);
         normalise(&mut obs, &through.authority());
         seen_through.push(obs);
     }
@@ -172,6 +187,7 @@ async fn case(
         if dump {
             println!("directly {direct:?}: {obs:#}");
         }
+        normalise::request_trailers(&mut obs, app.upstream.1);
         normalise(&mut obs, &direct.authority());
         seen_direct.push(obs);
     }

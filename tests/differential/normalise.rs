@@ -52,12 +52,16 @@ pub fn normalise(obs: &mut Value, authority: &str) {
             response_fields(fields, echo_body && key == "headers");
         }
     }
-    if let Some(informational) = obs["informational"].as_array_mut() {
-        // P8: pushbridge answers `Expect: 100-continue` itself when it starts forwarding the body.
-        informational.retain(|block| block[0] != 100);
-        for block in informational {
-            response_fields(&mut block[1], false);
-        }
+    // P8: pushbridge answers `Expect: 100-continue` itself when it starts forwarding the body; P14: other 1xx
+    // responses are not forwarded.
+    if let Some(map) = obs.as_object_mut() {
+        map.remove("informational");
+    }
+    // P13: a 304 reaches an HTTP/1.1 client without `Content-Length`.
+    if obs["status"] == 304
+        && let Some(fields) = obs.get_mut("headers").and_then(Value::as_array_mut)
+    {
+        fields.retain(|p| p[0] != "content-length");
     }
     // gRPC calls: trailing metadata are trailer fields.
     if let Some(map) = obs.as_object_mut() {
@@ -82,6 +86,31 @@ pub fn normalise(obs: &mut Value, authority: &str) {
     inherent(obs, authority);
 }
 
+/// P12: a request without `Host` (HTTP/1.0) reaches the application with `Host` = the application's address
+/// (`app_authority`); called on what arrived through pushbridge before [`normalise`].
+pub fn host_added(obs: &mut Value, app_authority: &str) {
+    if let Some(list) = obs
+        .get_mut("app")
+        .and_then(|app| app.get_mut("headers"))
+        .and_then(Value::as_array_mut)
+    {
+        list.retain(|p| {
+            !(p[0]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case("host"))
+                && p[1] == app_authority)
+        });
+    }
+}
+
+/// P11: request trailers reach only an HTTP/2 application; on a route to an HTTP/1.1 one (`h2` false) they are
+/// not compared (called on both sides before [`normalise`]).
+pub fn request_trailers(obs: &mut Value, h2: bool) {
+    if !h2 && let Some(app) = obs.get_mut("app").and_then(Value::as_object_mut) {
+        app.remove("trailers");
+    }
+}
+
 /// The application's account of a request.
 fn request_fields(app: &mut Value) {
     let http2 = app["http_version"]
@@ -90,6 +119,12 @@ fn request_fields(app: &mut Value) {
     // P3: the version pushbridge speaks to the application is its `protocol`, not the client's.
     if let Some(map) = app.as_object_mut() {
         map.remove("http_version");
+    }
+    // Inherent: no request trailers, reported as null or [] by some applications.
+    if app["trailers"].as_array().is_none_or(Vec::is_empty)
+        && let Some(map) = app.as_object_mut()
+    {
+        map.remove("trailers");
     }
     // P5 for the request's trailer fields.
     if let Some(trailers) = app.get_mut("trailers").filter(|t| t.is_array()) {
@@ -134,6 +169,8 @@ fn request_fields(app: &mut Value) {
     fields.retain(|(name, _)| !FORWARDING.contains(&name.as_str()));
     // Inherent: the client's own per-version fields.
     fields.retain(|(name, _)| !CLIENT_VERSION_FIELDS.contains(&name.as_str()));
+    // Inherent: nginx's echo reports an absent `Host` as an empty one.
+    fields.retain(|(name, value)| !(name == "host" && value.is_empty()));
     // P7: extensions are not offered to the application.
     fields.retain(|(name, _)| name != "sec-websocket-extensions");
     app["headers"] = sorted(fields);

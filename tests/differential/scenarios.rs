@@ -132,7 +132,7 @@ pub const HTTP: &[Scenario] = &[
     Scenario {
         name: "status-line-reason",
         clients: &[CurlH1],
-        needs: Can::Status,
+        needs: Can::Reason,
         repeat: 1,
         refused: None,
         request: |p| Request {

@@ -40,7 +40,10 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: Framing, conn: Conn) {
     });
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
+        Some(reason) => out.extend_from_slice(reason.as_bytes()),
+        None => out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes()),
+    }
     out.extend_from_slice(b"\r\n");
     for (name, value) in &parts.headers {
         out.extend_from_slice(name.as_str().as_bytes());

@@ -81,7 +81,11 @@ impl Multiplexed {
     ) -> Result<Response<Incoming>, Failure> {
         let (mut sender, mut number) = match self.connection(None).await? {
             Via::H2(sender, number) => (sender, number),
-            Via::Http1 => return Ok(http1.request(req).await?),
+            Via::Http1 => {
+                return Ok(http1
+                    .request(req.map(RequestBody::without_trailers))
+                    .await?);
+            }
         };
         self.to_http2(&mut req)?;
         let mut retried = false;

@@ -1,7 +1,8 @@
 //! One pass-through WebSocket session: messages copied both ways between the client and the application
 //! (tungstenite on each side, small buffers), until either side closes. Control frames pass too: pings and pongs
 //! are relayed (tungstenite also answers each ping itself, so a pinger may see two pongs, which RFC 6455 §5.5.3
-//! allows), and a close frame is relayed to the other side with its code.
+//! allows), and a close frame is relayed to the other side with its code; a client's close gets the application's
+//! reply.
 //!
 //! pushbridge itself closes (RFC 6455 §7.4.1): 1001 to both on drain and after `idle_timeout` without a frame
 //! either way; 1009 to a side that sent a message over `max_message` and 1002 to one that broke the protocol
@@ -22,8 +23,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -130,11 +131,15 @@ impl Session {
             ),
             End::Drain => (away(), away()),
         };
-        let (client_done, app_done) = futures_util::future::join(
-            tokio::time::timeout(CLOSE_TIMEOUT, finish(&mut client, to_client)),
-            tokio::time::timeout(CLOSE_TIMEOUT, finish(&mut app, to_app)),
-        )
-        .await;
+        let (client_done, app_done) = if matches!(end, End::Closed(Side::Client)) {
+            client_close_reply(&mut client, &mut app).await
+        } else {
+            futures_util::future::join(
+                tokio::time::timeout(CLOSE_TIMEOUT, finish(&mut client, to_client)),
+                tokio::time::timeout(CLOSE_TIMEOUT, finish(&mut app, to_app)),
+            )
+            .await
+        };
         drop(open);
         futures_util::future::join(
             teardown(client.get_mut(), client_done.unwrap_or(false)),
@@ -186,6 +191,46 @@ fn read_error(side: Side, error: &WsError) -> End {
         WsError::Protocol(_) => End::Fault(side, CloseCode::Protocol, "protocol error"),
         _ => End::Gone(side),
     }
+}
+
+/// The client closed: its close went on to the application, whose reply (its own code, not an echo of the
+/// client's) is written to the client in place of the echo tungstenite queued; the echo only when the application
+/// does not answer within [`CLOSE_TIMEOUT`]. The client stream is not flushed before, so the echo never leaves.
+async fn client_close_reply(
+    client: &mut Ws,
+    app: &mut Ws,
+) -> (
+    Result<bool, tokio::time::error::Elapsed>,
+    Result<bool, tokio::time::error::Elapsed>,
+) {
+    let reply = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        loop {
+            match app.next().await {
+                Some(Ok(Message::Close(frame))) => return Some(frame),
+                Some(Ok(_)) => continue,
+                None | Some(Err(_)) => return None,
+            }
+        }
+    })
+    .await;
+    let frame = match reply {
+        Ok(Some(frame)) => frame,
+        answered => {
+            let client_done =
+                tokio::time::timeout(CLOSE_TIMEOUT, finish(client, Finish::Reply)).await;
+            return (client_done, Ok(answered.is_ok()));
+        }
+    };
+    // The application's handshake is complete once tungstenite ends its stream.
+    let app_done = tokio::time::timeout(CLOSE_TIMEOUT, finish(app, Finish::Drop)).await;
+    let mut bytes = Vec::new();
+    let written = match Frame::close(frame).format(&mut bytes) {
+        Ok(()) => tokio::time::timeout(CLOSE_TIMEOUT, client.get_mut().write_all(&bytes))
+            .await
+            .is_ok_and(|r| r.is_ok()),
+        Err(_) => false,
+    };
+    (Ok(written), app_done)
 }
 
 /// Ends one side as `how` says (the caller bounds the time); true when nothing more can come from it: the
