@@ -39,6 +39,26 @@ pub const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Most bytes read and discarded while lingering.
 pub const LINGER_BYTES: usize = 16 << 20;
 
+/// Waits for the peer's answer to a close frame already sent (RFC 6455 §7.1.1): true once tungstenite ends the
+/// stream (the closing handshake completed), false when it fails first. The caller bounds the time.
+pub async fn close_answered<S>(ws: &mut S) -> bool
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    while let Some(item) = ws.next().await {
+        if item.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// A lingering close, after the close frame went out: shuts the sending side (TCP FIN, or END_STREAM on HTTP/2),
 /// then reads and discards what the peer still sends — say the rest of the message it was closed for — until it
 /// hangs up too, for at most [`LINGER_TIME`] and [`LINGER_BYTES`]. A socket closed with unread bytes resets the

@@ -258,13 +258,7 @@ async fn finish(ws: &mut Ws, how: Finish) -> bool {
         return false;
     }
     // Until the closing handshake completes (tungstenite ends the stream) or fails.
-    loop {
-        match ws.next().await {
-            None => return true,
-            Some(Ok(_)) => continue,
-            Some(Err(_)) => return false,
-        }
-    }
+    crate::transports::ws::close_answered(ws).await
 }
 
 /// Shuts a side's socket down: with a lingering close when it may still be sending (`done` false), so closing

@@ -319,15 +319,8 @@ where
         if ws.send(Message::Close(Some(frame))).await.is_err() || !wait || !readable {
             return false;
         }
-        // RFC 6455 §7.1.1: the server closes the TCP connection once the peer answered the close frame
-        // (tungstenite then ends the stream; an error means it was not answered).
-        loop {
-            match ws.next().await {
-                None => return true,
-                Some(Ok(_)) => continue,
-                Some(Err(_)) => return false,
-            }
-        }
+        // RFC 6455 §7.1.1: the server closes the TCP connection once the peer answered the close frame.
+        super::close_answered(&mut ws).await
     })
     .await
     .unwrap_or(false);
