@@ -41,11 +41,11 @@ use scenarios::{GRPC, HTTP, WEBSOCKET};
 const KNOWN_UNTIL_MERGE: &[Known] = &[
     Known {
         pattern: "*/curl-h2-tls/early-413-unread-3mib",
-        why: "issue 15 item 7 (rest): an HTTP/2 client sometimes gets a stream error instead of the early 413",
+        why: "issue 15 item 7 (rest): curl 7.88 over HTTP/2 gets the 413, then ends its upload with an END_STREAM short of its content-length, a stream error (RFC 9113 §8.1.1): exit 92 in some repeats (tests/passthrough_early.rs pins the status)",
     },
     Known {
         pattern: "hypercorn-h2c/curl-h1/early-413-unread-3mib",
-        why: "issue 15 item 7 (rest): the early 413 of an HTTP/2 application sometimes arrives without its body",
+        why: "issue 15 item 7 (rest): hypercorn over h2c answers and closes the connection with the body unread; h2 sometimes fails the answer's body on the reset (about 1 in 20)",
     },
 ];
 

@@ -49,8 +49,9 @@ fn start(app: SocketAddr, protocol: &str) -> Started {
 const TOO_LARGE: &[u8] =
     b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 10\r\nconnection: close\r\n\r\ntoo large\n";
 
-/// POSTs a 3 MiB body over a fresh connection while reading; returns the status line's code.
-async fn upload(addr: SocketAddr) -> u16 {
+/// POSTs a 3 MiB body over a fresh connection while reading; returns what arrived until the answer's body
+/// (`too large`) was complete, the connection ended, or [`WAIT`] passed.
+async fn upload(addr: SocketAddr) -> String {
     const SIZE: usize = 3 << 20;
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut read, mut write) = tcp.into_split();
@@ -74,33 +75,79 @@ async fn upload(addr: SocketAddr) -> u16 {
     });
     let mut response = Vec::new();
     let mut buf = [0u8; 4096];
-    tokio::time::timeout(WAIT, async {
-        while !response.windows(2).any(|w| w == b"\r\n") {
+    let _ = tokio::time::timeout(WAIT, async {
+        while !response.windows(10).any(|w| w == b"too large\n") {
             match read.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => response.extend_from_slice(&buf[..n]),
             }
         }
     })
-    .await
-    .expect("a status line in time");
+    .await;
     writer.abort();
-    let line = String::from_utf8_lossy(&response);
-    line.split(' ')
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// The status code of `response` (0 without a status line) and whether its body arrived.
+fn answer(response: &str) -> (u16, bool) {
+    let code = response
+        .split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {line:?}"))
+        .unwrap_or(0);
+    (code, response.contains("too large\n"))
 }
 
 #[tokio::test]
 async fn an_early_413_reaches_the_client_every_time() {
     let app = raw_app(TOO_LARGE).await;
     let proxy = start(app, "http1");
-    let mut codes = Vec::new();
+    let mut answers = Vec::new();
     for _ in 0..15 {
-        codes.push(upload(proxy.addr()).await);
+        answers.push(answer(&upload(proxy.addr()).await));
     }
-    assert_eq!(codes, [413; 15]);
+    assert_eq!(answers, [(413, true); 15]);
+}
+
+/// curl over HTTP/2 (prior knowledge), uploading 3 MiB: the status it reports (`000`: none).
+fn curl_h2_upload(addr: SocketAddr, body: &std::path::Path) -> String {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["--max-time", "10", "--data-binary"])
+        .arg(format!("@{}", body.display()))
+        .arg(format!("http://{addr}/upload"))
+        .output()
+        .expect("curl (installed by .ci/diff-deps)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A real HTTP/2 client (curl) gets the early 413 of an HTTP/1.1 application every time. Without the rest of its
+/// body read first, the stream reset that follows the answer raced it: curl 7.88 reported no status in about one
+/// run in three (error 92). curl still ends some uploads with an `END_STREAM` short of its `content-length`,
+/// which HTTP/2 makes a stream error (RFC 9113 §8.1.1), so its exit code is not asserted: the status is.
+#[tokio::test]
+async fn an_http2_client_gets_the_early_413() {
+    let app = raw_app(TOO_LARGE).await;
+    let proxy = start(app, "http1");
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![b'x'; 3 << 20]).unwrap();
+    let addr = proxy.addr();
+    let codes = tokio::task::spawn_blocking(move || {
+        (0..20)
+            .map(|_| curl_h2_upload(addr, &body))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(codes, ["413"; 20]);
 }
 
 /// A 103 with a `Link`, then the final 200 (`x-final`, a `Link` too, body `ok`), then the connection closes.

@@ -4,6 +4,11 @@
 //! forever. While the response is still streaming (gRPC bidirectional streams, long uploads answered at the end)
 //! the body is not limited. Trailers pass through in both directions (`Frame::trailers`), except request trailers
 //! to an HTTP/1.1 application ([`RequestBody::without_trailers`]).
+//!
+//! An application that answers early and stops reading (closes, or resets its HTTP/2 stream) drops the request
+//! body while the client is still sending it. Dropping it at once would reset the client (TCP reset on HTTP/1.1,
+//! `RST_STREAM` on HTTP/2) while the answer is on its way, and clients lose it (curl: no status, or error 92). So
+//! the rest is read and discarded for a while first ([`linger`]), as a server's lingering close does.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,12 +18,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use crate::BoxError;
 use crate::metrics::Metrics;
+use crate::transports::ws::{LINGER_BYTES, LINGER_TIME};
 
 /// The request body of a pass-through request: the client's body (or none, for a WebSocket upgrade) under the
 /// deadline armed by the paired [`ResponseBody`].
@@ -134,6 +141,51 @@ impl Body for RequestBody {
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        if inner.is_end_stream() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let time = self.timeout.min(LINGER_TIME);
+            runtime.spawn(linger(inner, time, self.metrics.take()));
+        }
+    }
+}
+
+/// Reads and discards the rest of a request body the application no longer reads, for at most `time` (the
+/// smaller of `passthrough.body_timeout` and 2 s) and [`LINGER_BYTES`], so the client reads the answer before
+/// its request is cut; a cut is counted with the body timeouts.
+async fn linger(mut body: Incoming, time: Duration, metrics: Option<Arc<Metrics>>) {
+    let mut left = LINGER_BYTES;
+    let drained = tokio::time::timeout(time, async {
+        while let Some(frame) = body.frame().await {
+            match frame.map(Frame::into_data) {
+                Ok(Ok(data)) => match left.checked_sub(data.len()) {
+                    Some(rest) => left = rest,
+                    None => return false,
+                },
+                Ok(Err(_)) => {}       // trailers
+                Err(_) => return true, // the client is gone: nothing to cut
+            }
+        }
+        true
+    })
+    .await;
+    if drained != Ok(true) {
+        tracing::debug!(
+            ?time,
+            "Pass-through request body still arriving after the early answer: cut"
+        );
+        if let Some(metrics) = metrics {
+            metrics.passthrough_body_timeouts.inc();
+        }
     }
 }
 
