@@ -23,8 +23,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use harness::{Browser, Nginx, PageState, Tools, Until, browser_version, node_runs, skip_or_fail};
+use harness::{Browser, PageState, Tools, Until, browser_version, node_runs, skip_or_fail};
 use support::client::{self, Proto};
+use support::nginx::Nginx;
 use support::proxy;
 use support::upstream::SseUpstream;
 
@@ -84,7 +85,7 @@ async fn run_all(tools: Tools) {
     run.browser.close("direct").await;
 
     // 2. nginx with its defaults does not forward Upgrade: the WebSocket handshake fails, SSE works.
-    let nginx = Nginx::start(&tools, direct, PROXY_DEFAULT, None).await;
+    let nginx = Nginx::start(tools.nginx(), direct, PROXY_DEFAULT, None).await;
     let (state, _witness) = run
         .scenario("nginx-default", nginx.addr(), SHORT_DEADLINES, false, "sse")
         .await;
@@ -98,7 +99,7 @@ async fn run_all(tools: Tools) {
         ("nginx-buffering", PROXY_BUFFERING),
         ("nginx-buffering-gzip", PROXY_BUFFERING_GZIP),
     ] {
-        let nginx = Nginx::start(&tools, direct, proxying, None).await;
+        let nginx = Nginx::start(tools.nginx(), direct, proxying, None).await;
         let (state, witness) = run
             .scenario(name, nginx.addr(), "", false, "long-poll")
             .await;
@@ -150,14 +151,14 @@ async fn run_all(tools: Tools) {
 
 async fn switch_scenario(run: &mut Run, tools: &Tools) {
     let name = "switch";
-    let nginx = Nginx::start(tools, run.direct, PROXY_UPGRADE, None).await;
+    let nginx = Nginx::start(tools.nginx(), run.direct, PROXY_UPGRADE, None).await;
     let port = nginx.addr().port();
     let witness = Witness::start(run.direct, name).await;
     let url = page_url(nginx.addr(), name, SHORT_DEADLINES);
     let newest = run.load(name, Some((&url, false)), Some(&witness)).await;
     let before = run.browser.wait(name, Until::events(EVENTS, "ws")).await;
     drop(nginx);
-    let nginx = Nginx::start(tools, run.direct, PROXY_BUFFERING, Some(port)).await;
+    let nginx = Nginx::start(tools.nginx(), run.direct, PROXY_BUFFERING, Some(port)).await;
     let after = run
         .browser
         .wait(name, Until::events(before.ids.len() + EVENTS, "long-poll"))
@@ -181,7 +182,7 @@ async fn switch_scenario(run: &mut Run, tools: &Tools) {
 
 async fn restart_scenario(run: &mut Run, tools: &Tools) {
     let name = "restart";
-    let nginx = Nginx::start(tools, run.direct, PROXY_BUFFERING, None).await;
+    let nginx = Nginx::start(tools.nginx(), run.direct, PROXY_BUFFERING, None).await;
     let port = nginx.addr().port();
     let witness = Witness::start(run.direct, name).await;
     let url = page_url(nginx.addr(), name, "probeInterval=4000");
@@ -218,7 +219,7 @@ async fn restart_scenario(run: &mut Run, tools: &Tools) {
         "the dropped transport is retried first: {down:?}"
     );
     // Back before the next round (its backoff is at least 500 ms): long-poll again, at once, nothing walked.
-    let nginx = Nginx::start(tools, run.direct, PROXY_BUFFERING, Some(port)).await;
+    let nginx = Nginx::start(tools.nginx(), run.direct, PROXY_BUFFERING, Some(port)).await;
     let restarted = run.browser.mark(name, "restarted").await;
     let back = run
         .browser
@@ -235,7 +236,7 @@ async fn restart_scenario(run: &mut Run, tools: &Tools) {
 
     // nginx comes back forwarding Upgrade: long-poll is retried first, then the probe finds the WebSocket.
     drop(nginx);
-    let nginx = Nginx::start(tools, run.direct, PROXY_UPGRADE, Some(port)).await;
+    let nginx = Nginx::start(tools.nginx(), run.direct, PROXY_UPGRADE, Some(port)).await;
     run.browser.mark(name, "upgraded").await;
     let upgraded = run
         .browser

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 
 use support::binary;
 use support::client::WAIT;
+use support::nginx::Nginx;
 use support::upstream::SseUpstream;
 use support::ws_app::WsApp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -135,4 +136,85 @@ streams:
         up = upstream.addr
     ));
     repeat(proxy.addr(), "/events/news").await;
+}
+
+/// nginx set up for WebSocket in front of the pass-through relay: its client must get the 1009 too. nginx tunnels
+/// the upgraded connection; a reset from pushbridge would make it drop the close frame (1006 in a browser). How
+/// nginx then ends its own side is nginx's business: only the close code is asserted.
+#[tokio::test]
+async fn behind_nginx_the_client_gets_1009() {
+    let Some(nginx) = support::nginx::path() else {
+        assert!(
+            std::env::var("PUSHBRIDGE_SKIP_BROWSER").is_ok_and(|v| v == "1"),
+            "nginx missing: run `bash .ci/browser-deps`"
+        );
+        return;
+    };
+    let app = WsApp::start().await;
+    let proxy = binary::started(&format!(
+        "listen:\n  - address: \"127.0.0.1:0\"\npassthrough:\n  upstream: \"http://{}\"\n  websocket: {{ max_message: 1KiB }}\n",
+        app.addr
+    ));
+    let nginx = Nginx::start(&nginx, proxy.addr(), PROXY_UPGRADE, None).await;
+    for attempt in 0..8 {
+        let tcp = upgrade(nginx.addr(), "/chat").await;
+        assert_eq!(close_code(tcp).await, 1009, "attempt {attempt}");
+    }
+}
+
+/// Forwards `Upgrade`, as nginx set up for WebSocket does.
+const PROXY_UPGRADE: &str = "proxy_http_version 1.1;\n\
+    proxy_set_header Upgrade $http_upgrade;\n\
+    proxy_set_header Connection \"upgrade\";\n\
+    proxy_buffering off;";
+
+/// Sends the over-size message (as [`oversize_message`]) and returns the close code received, however the stream
+/// ends after it.
+async fn close_code(tcp: TcpStream) -> u16 {
+    let (mut read, mut write) = tcp.into_split();
+    let writer = tokio::spawn(async move {
+        let mut header = vec![0x81, 0x80 | 127];
+        header.extend_from_slice(&(PAYLOAD as u64).to_be_bytes());
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        write.write_all(&header).await?;
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..PAYLOAD / chunk.len() {
+            write.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(write)
+    });
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(WAIT, async {
+        while !has_close(&received) {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    assert!(has_close(&received), "no close frame in {received:?}");
+    let close = close_frame(&received);
+    u16::from_be_bytes([close[0], close[1]])
+}
+
+/// Whether `bytes` (server frames, unmasked) hold a whole close frame.
+fn has_close(mut bytes: &[u8]) -> bool {
+    while bytes.len() >= 2 {
+        let (len, header) = match bytes[1] & 0x7f {
+            126 if bytes.len() >= 4 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+            126 | 127 => return false,
+            n => (usize::from(n), 2),
+        };
+        if bytes.len() < header + len {
+            return false;
+        }
+        if bytes[0] & 0x0f == 0x8 {
+            return true;
+        }
+        bytes = &bytes[header + len..];
+    }
+    false
 }

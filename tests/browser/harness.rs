@@ -14,12 +14,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::timeout;
 
 const PAGE: &str = include_str!("page.html");
-const NGINX_CONF: &str = include_str!("nginx.conf.in");
 const SKIP_ENV: &str = "PUSHBRIDGE_SKIP_BROWSER";
 /// Bound on one wait for a condition in the page.
 const WAIT_MS: u64 = 20_000;
@@ -95,16 +94,19 @@ pub struct Tools {
 }
 
 impl Tools {
+    pub fn nginx(&self) -> &Path {
+        &self.nginx
+    }
+}
+
+impl Tools {
     /// Finds Chromium, nginx, node and the driver's node_modules; fails naming `.ci/browser-deps` when one is
     /// missing, unless [`SKIP_ENV`] is set.
     pub fn find() -> Option<Tools> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let chromium = std::env::var_os("PUSHBRIDGE_CHROMIUM")
             .map_or(PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-            .map(PathBuf::from)
-            .into_iter()
-            .find(|p| p.exists());
+        let nginx = crate::support::nginx::path();
         let mut missing = Vec::new();
         if !chromium.exists() {
             missing.push("chromium (/usr/bin/chromium)");
@@ -182,108 +184,6 @@ pub async fn serve_page() -> SocketAddr {
         }
     });
     addr
-}
-
-/// nginx as a child process in its own temp dir (config, pid, logs, temp files), killed on drop.
-pub struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    /// Starts nginx in front of `upstream` with the `proxy` directives, on `port` (or a free one).
-    pub async fn start(
-        tools: &Tools,
-        upstream: SocketAddr,
-        proxy: &str,
-        port: Option<u16>,
-    ) -> Nginx {
-        let port = match port {
-            Some(port) => port,
-            None => std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port(),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let conf = NGINX_CONF
-            .replace("{{DIR}}", &dir.path().display().to_string())
-            .replace("{{PORT}}", &port.to_string())
-            .replace("{{UPSTREAM}}", &upstream.to_string())
-            .replace("{{PROXY}}", proxy);
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new(&tools.nginx)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("nginx did not start ({e}): run `bash .ci/browser-deps`"));
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let ready = timeout(Duration::from_secs(10), async {
-            loop {
-                if TcpStream::connect(addr).await.is_ok() {
-                    return Ok(());
-                }
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(status);
-                }
-                // Polls for readiness; no ordering depends on this pause.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        if !matches!(ready, Ok(Ok(()))) {
-            let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-            panic!("nginx did not listen on {addr} ({ready:?}); error.log:\n{log}");
-        }
-        Nginx {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // One process (master_process off): killing it closes every connection and frees the port.
-        let _ = self.child.start_kill();
-        if let Some(pid) = self.child.id() {
-            wait_gone(pid);
-        }
-    }
-}
-
-/// Waits (bounded) until process `pid` has exited, so its port can be bound again.
-fn wait_gone(pid: u32) {
-    let proc = PathBuf::from(format!("/proc/{pid}/stat"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < deadline {
-        let state = std::fs::read_to_string(&proc).unwrap_or_default();
-        // Gone, or a zombie (its sockets are closed already).
-        if state.is_empty()
-            || state
-                .rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();

@@ -71,10 +71,7 @@ pub fn available() -> bool {
 }
 
 fn nginx_path() -> Option<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
-        .map(PathBuf::from)
-        .into_iter()
-        .find(|p| p.exists())
+    crate::support::nginx::path()
 }
 
 /// A child process in its own process group; the group is killed on drop.

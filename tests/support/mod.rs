@@ -7,6 +7,7 @@ pub mod client;
 pub mod feeds;
 pub mod h2ws;
 pub mod json_upstream;
+pub mod nginx;
 pub mod proxy;
 pub mod raw;
 pub mod recorder;
