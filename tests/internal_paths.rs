@@ -204,6 +204,17 @@ async fn passthrough_drops_forged_pushbridge_headers() {
     let got = received(&seen, "/ws");
     assert_eq!(got.len(), 1);
     assert_clean(&got[0].2, "websocket handshake");
+    // Over HTTP/2 (RFC 8441): the application declines, so the client gets 502; what it received counts.
+    let mut h2 = support::h2ws::H2Client::connect(addr).await;
+    let forged = [
+        ("x-pushbridge-params", "room=forged"),
+        ("x-pushbridge-stream", FORGED),
+        ("x-original-uri", "/forged"),
+    ];
+    h2.websocket_with("/ws2", &forged).await;
+    let got = received(&seen, "/ws2");
+    assert_eq!(got.len(), 1);
+    assert_clean(&got[0].2, "HTTP/2 websocket handshake");
 }
 
 #[tokio::test]
@@ -313,6 +324,12 @@ async fn internal_paths_are_refused_on_the_public_listener() {
             .unwrap();
         assert_eq!(send(addr, Proto::H1, req).await.0, 404);
     }
+    // An HTTP/2 WebSocket (RFC 8441 extended CONNECT); its client asks for one ordinary path first.
+    let mut h2 = support::h2ws::H2Client::connect(addr).await;
+    for path in ["/internal/events/x", "/%69nternal/events/x"] {
+        assert_eq!(h2.websocket(path).await.0, 404, "{path}");
+    }
+    seen.lock().unwrap().retain(|s| s.1 != "/_h2ws/settings");
     assert!(
         seen.lock().unwrap().is_empty(),
         "the application saw {:?}",
@@ -340,7 +357,7 @@ async fn internal_paths_are_refused_on_the_public_listener() {
         .lines()
         .find(|l| l.starts_with("pushbridge_passthrough_internal_refused_total"))
         .unwrap_or_else(|| panic!("no refusal counter:\n{metrics}"));
-    assert!(line.ends_with(" 42"), "{line}");
+    assert!(line.ends_with(" 44"), "{line}");
 }
 
 #[tokio::test]
