@@ -400,3 +400,42 @@ async fn expose_internal_lets_them_through_and_check_warns() {
     let quiet = check(&safe);
     assert!(!quiet.contains("reachable"), "{quiet}");
 }
+
+/// A reload that moves a stream upstream onto the pass-through's origin (the `passthrough:` block unchanged)
+/// starts refusing its path, and moving it away stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_follows_where_the_internal_urls_are() {
+    let (app, seen) = app().await;
+    let elsewhere = format!(
+        r#"
+listen: [{{ address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+log: {{ format: json }}
+passthrough:
+  upstream: "http://{app}"
+  routes: [{{ prefix: /h2, upstream: "http://{app}", protocol: h2c }}]
+
+streams:
+  - name: chat
+    path: /chat/{{room}}
+    upstream: {{ url: "http://127.0.0.1:1/internal/events/{{room}}" }}
+"#
+    );
+    let (proxy, dir) = start(&elsewhere);
+    let addr = proxy.listen[0];
+    let get = || async move {
+        let req = request(addr, Method::GET, "/internal/events/x", Proto::H1)
+            .body(empty())
+            .unwrap();
+        send(addr, Proto::H1, req).await.0
+    };
+    assert_eq!(get().await, 200);
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml(app, "")).unwrap();
+    tokio::task::block_in_place(|| proxy.wait_log("Config reloaded", support::client::WAIT));
+    assert_eq!(get().await, 404);
+    std::fs::write(&path, &elsewhere).unwrap();
+    tokio::task::block_in_place(|| proxy.wait_log("Config reloaded", support::client::WAIT));
+    assert_eq!(get().await, 200);
+    assert_eq!(received(&seen, "/internal/events/x").len(), 2);
+}
