@@ -4,9 +4,12 @@
 //! gRPC works). A WebSocket handshake (HTTP/1.1 `Upgrade`, or RFC 8441 extended CONNECT) is relayed to the
 //! application as an HTTP/1.1 Upgrade and the session proxied frame by frame ([`websocket`]).
 //!
-//! Hop-by-hop headers are dropped both ways (RFC 9110 §7.6.1) except `TE: trailers`, and forwarding headers set
-//! ([`headers`]). It is not an open proxy: plain `CONNECT` and `TRACE` are 405, an HTTP/1 absolute-form target
-//! (RFC 9112 §3.2.2) is 400, and the upstream never depends on the request's host. Upstream failures are 502
+//! Hop-by-hop headers are dropped both ways (RFC 9110 §7.6.1) except `TE: trailers`, a client's own
+//! `X-Pushbridge-*`, `X-Original-URI` and `X-Original-Method` dropped, and forwarding headers set ([`headers`]). A
+//! request for one of the application's internal URLs (a stream upstream, `client_messages.forward` or
+//! `auth.check` on the upstream's origin) is 404 unless `expose_internal` ([`internal`]). It is not an open
+//! proxy: plain `CONNECT` and `TRACE` are 405, an HTTP/1 absolute-form target (RFC 9112 §3.2.2) is 400, and the
+//! upstream never depends on the request's host. Upstream failures are 502
 //! (refused, unreachable, broken connection) or 504 (connect timeout, no response headers within
 //! `response_timeout`). A request body still arriving `body_timeout` after the response ended is cut ([`body`]).
 
