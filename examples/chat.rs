@@ -3,7 +3,11 @@
 //! `x-pushbridge-params`; the app publishes every message on the room's SSE stream `/internal/events/{room}`,
 //! which pushbridge fans out. `/` is the chat page.
 //!
-//! cargo run --example chat            # app on 127.0.0.1:8090
+//! The app trusts `x-pushbridge-params` only because of where it listens: `/internal/*` is served on a second,
+//! internal port bound to a loopback address, which is not the pass-through upstream, so only pushbridge (on the
+//! same host, the sidecar layout) reaches it. The public port serves the page and nothing under `/internal/`.
+//!
+//! cargo run --example chat            # page on 127.0.0.1:8090, internal endpoints on 127.0.0.1:8091
 //! cargo run -- run -c examples/chat.yaml   # pushbridge in front, then open http://127.0.0.1:8080/
 
 use std::collections::HashMap;
@@ -56,23 +60,58 @@ impl Rooms {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let address: SocketAddr = std::env::args()
-        .nth(1)
-        .as_deref()
-        .unwrap_or("127.0.0.1:8090")
-        .parse()?;
-    let listener = tokio::net::TcpListener::bind(address).await?;
+    let mut args = std::env::args().skip(1);
+    let public: SocketAddr = args.next().as_deref().unwrap_or("127.0.0.1:8090").parse()?;
+    let internal: SocketAddr = args.next().as_deref().unwrap_or("127.0.0.1:8091").parse()?;
+    if !internal.ip().is_loopback() {
+        return Err(format!(
+            "the internal port must be bound to a loopback address, not {internal}"
+        )
+        .into());
+    }
+    let public = tokio::net::TcpListener::bind(public).await?;
+    let internal = tokio::net::TcpListener::bind(internal).await?;
     println!(
-        "chat app on http://{address}/ — put pushbridge in front: cargo run -- run -c examples/chat.yaml"
+        "chat app on http://{}/ (internal endpoints on {}) — put pushbridge in front: cargo run -- run -c examples/chat.yaml",
+        public.local_addr()?,
+        internal.local_addr()?
     );
+    serve(public, internal).await
+}
+
+/// Serves the page on `public` and the internal endpoints on `internal`, sharing the rooms.
+pub async fn serve(
+    public: tokio::net::TcpListener,
+    internal: tokio::net::TcpListener,
+) -> Result<(), BoxError> {
     let rooms = Arc::new(Rooms::default());
+    let page = tokio::spawn(accept(public, rooms.clone(), Port::Public));
+    let result = accept(internal, rooms, Port::Internal).await;
+    page.abort();
+    result
+}
+
+/// Which of the two listeners a request came in on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Port {
+    /// The page: the pass-through upstream, reachable by any client through pushbridge.
+    Public,
+    /// `/internal/*`: only pushbridge's stream routes and client messages use it.
+    Internal,
+}
+
+async fn accept(
+    listener: tokio::net::TcpListener,
+    rooms: Arc<Rooms>,
+    port: Port,
+) -> Result<(), BoxError> {
     loop {
         let (tcp, _) = listener.accept().await?;
         let rooms = rooms.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let rooms = rooms.clone();
-                async move { Ok::<_, Infallible>(respond(req, &rooms).await) }
+                async move { Ok::<_, Infallible>(respond(req, &rooms, port).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), service)
@@ -81,15 +120,18 @@ async fn main() -> Result<(), BoxError> {
     }
 }
 
-async fn respond(req: Request<Incoming>, rooms: &Rooms) -> Response<Body> {
+async fn respond(req: Request<Incoming>, rooms: &Rooms, port: Port) -> Response<Body> {
     let path = req.uri().path().to_owned();
-    if path == "/" {
+    if port == Port::Public && path == "/" {
         let mut response = Response::new(full_body(PAGE));
         response.headers_mut().insert(
             "content-type",
             http::HeaderValue::from_static("text/html; charset=utf-8"),
         );
         return response;
+    }
+    if port == Port::Public {
+        return status(StatusCode::NOT_FOUND);
     }
     if path == "/internal/messages" && req.method() == http::Method::POST {
         let params = req

@@ -90,10 +90,12 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
 }
 
 /// `pushbridge check` after validation: runs [`prepare`] (on a small runtime of its own) and drops the result;
-/// `Ok` holds the warnings `run` would log about this process (the open-file limit).
+/// `Ok` holds the warnings `run` would log about this process (the open-file limit) and its layout (internal URLs
+/// of the application a client can reach through the pass-through).
 pub fn check(config: Config) -> Result<Vec<String>, crate::BoxError> {
     let warnings = crate::fds::start_warning(&config.limits)
         .into_iter()
+        .chain(crate::config::internal_url_warnings(&config))
         .collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -195,7 +197,11 @@ pub fn build_router(
     }
     let passthrough = match &config.passthrough {
         Some(cfg) => {
-            let passthrough = Passthrough::new(cfg, metrics.clone(), drain.token());
+            for warning in crate::config::internal_url_warnings(config) {
+                tracing::warn!("Internal URL: {warning}");
+            }
+            let internal = crate::config::internal_urls(config);
+            let passthrough = Passthrough::new(cfg, &internal, metrics.clone(), drain.token());
             Some(passthrough.map_err(|e| StartError::Passthrough(e.to_string()))?)
         }
         None => None,

@@ -131,11 +131,14 @@ pub fn add_preflight(route: &StreamConfig, response: &mut HeaderMap) {
 }
 
 /// The client headers of `request` that this route forwards to the application (HTTP/2 cookie crumbs joined into
-/// one `Cookie`: every receiver is spoken to over HTTP/1.1).
+/// one `Cookie`: every receiver is spoken to over HTTP/1.1). A field pushbridge sets itself (`X-Pushbridge-*`,
+/// `X-Original-URI`, `X-Original-Method`) is never forwarded, even when listed.
 pub fn forwarded_headers(route: &StreamConfig, request: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     let mut copy = |name: &str| {
-        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes())
+            && !crate::passthrough::is_pushbridge_owned(&name)
+        {
             for value in request.get_all(&name) {
                 out.append(name.clone(), value.clone());
             }

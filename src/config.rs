@@ -7,9 +7,11 @@
 //! Layout: `schema` (structs and `DEFAULT_*` consts; `schema/stream` a route's behaviour blocks, `schema/process`
 //! limits, shutdown and log; `passthrough` holds the `passthrough:` part), `units`
 //! (durations, sizes, `${ENV}`), `route` ([`RoutePattern`], [`UrlTemplate`]), `params` (per-parameter rules), `spans` (field path →
-//! line/column), `errors`, `validate`, `kinds` (upstream-kind options: JSON pointers, resume, poll).
+//! line/column), `errors`, `validate`, `kinds` (upstream-kind options: JSON pointers, resume, poll), `internal` (the
+//! application URLs pushbridge requests itself, which the pass-through refuses to clients).
 
 mod errors;
+mod internal;
 mod kinds;
 mod params;
 mod passthrough;
@@ -25,6 +27,9 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use errors::{ConfigError, Problem};
+pub use internal::{
+    InternalUrl, Origin, internal_urls, passthrough_origins, warnings as internal_url_warnings,
+};
 pub use kinds::*;
 pub use params::{ParamPattern, ParamRule, ParamRules, params_admitted};
 pub use passthrough::*;

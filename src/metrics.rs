@@ -95,6 +95,8 @@ pub struct Metrics {
     pub passthrough_body_timeouts: IntCounter,
     /// Pass-through WebSocket handshakes refused at `websocket.max_sessions`.
     pub passthrough_ws_refused: IntCounter,
+    /// Pass-through requests refused for naming one of the application's internal URLs.
+    pub passthrough_internal_refused: IntCounter,
     /// Rate limit of log lines clients or upstreams can trigger (libraries' lines too); counts
     /// `pushbridge_log_lines_suppressed_total`.
     pub logs: std::sync::Arc<crate::logs::LogLimiter>,
@@ -314,6 +316,10 @@ impl Metrics {
             passthrough_ws_refused: counter(
                 "pushbridge_passthrough_websocket_refusals_total",
                 "Pass-through WebSocket handshakes refused for too many open sessions.",
+            )?,
+            passthrough_internal_refused: counter(
+                "pushbridge_passthrough_internal_refused_total",
+                "Pass-through requests refused (404) for a path the configuration uses as an internal URL of the application.",
             )?,
             logs: std::sync::Arc::new(crate::logs::LogLimiter::new(counter_vec(
                 "pushbridge_log_lines_suppressed_total",

@@ -4,14 +4,18 @@
 //! gRPC works). A WebSocket handshake (HTTP/1.1 `Upgrade`, or RFC 8441 extended CONNECT) is relayed to the
 //! application as an HTTP/1.1 Upgrade and the session proxied frame by frame ([`websocket`]).
 //!
-//! Hop-by-hop headers are dropped both ways (RFC 9110 §7.6.1) except `TE: trailers`, and forwarding headers set
-//! ([`headers`]). It is not an open proxy: plain `CONNECT` and `TRACE` are 405, an HTTP/1 absolute-form target
-//! (RFC 9112 §3.2.2) is 400, and the upstream never depends on the request's host. Upstream failures are 502
+//! Hop-by-hop headers are dropped both ways (RFC 9110 §7.6.1) except `TE: trailers`, a client's own
+//! `X-Pushbridge-*`, `X-Original-URI` and `X-Original-Method` dropped, and forwarding headers set ([`headers`]). A
+//! request for one of the application's internal URLs (a stream upstream, `client_messages.forward` or
+//! `auth.check` on the upstream's origin) is 404 unless `expose_internal` ([`internal`]). It is not an open
+//! proxy: plain `CONNECT` and `TRACE` are 405, an HTTP/1 absolute-form target (RFC 9112 §3.2.2) is 400, and the
+//! upstream never depends on the request's host. Upstream failures are 502
 //! (refused, unreachable, broken connection) or 504 (connect timeout, no response headers within
 //! `response_timeout`). A request body still arriving `body_timeout` after the response ended is cut ([`body`]).
 
 mod body;
 mod headers;
+mod internal;
 mod upstream;
 mod websocket;
 
@@ -27,7 +31,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{PassthroughConfig, PassthroughWebSocket};
+use crate::config::{InternalUrl, PassthroughConfig, PassthroughWebSocket};
 use crate::metrics::Metrics;
 use crate::route::{ConnInfo, plain};
 use crate::{Body, BoxError};
@@ -35,7 +39,7 @@ use crate::{Body, BoxError};
 use body::ResponseBody;
 use upstream::{Failure, HttpClient, Table};
 
-pub(crate) use headers::join_cookies;
+pub(crate) use headers::{is_pushbridge_owned, join_cookies};
 pub use websocket::CLOSE_REASONS;
 
 /// The pass-through proxy; cheap to clone.
@@ -60,14 +64,15 @@ struct Inner {
 }
 
 impl Passthrough {
-    /// Builds the route table (with each HTTP/2 upstream's connection slot) and the HTTP/1.1 pool; fails on a
-    /// non-http(s) upstream or an unusable `ca_file`.
+    /// Builds the route table (with each HTTP/2 upstream's connection slot and the `internal` URLs it refuses)
+    /// and the HTTP/1.1 pool; fails on a non-http(s) upstream or an unusable `ca_file`.
     pub fn new(
         cfg: &PassthroughConfig,
+        internal: &[InternalUrl],
         metrics: Arc<Metrics>,
         drain: CancellationToken,
     ) -> Result<Passthrough, BoxError> {
-        let table = Table::new(cfg)?;
+        let table = Table::new(cfg, internal)?;
         let http1 = upstream::http1_client(cfg)?;
         Ok(Passthrough {
             inner: Arc::new(Inner {
@@ -91,6 +96,9 @@ impl Passthrough {
     /// `text/plain` body.
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         let client = conn.peer;
+        if let Some(refusal) = self.refuse_internal(&req, conn) {
+            return refusal;
+        }
         if req.method() == Method::CONNECT || req.method() == Method::TRACE {
             let protocol = req.extensions().get::<hyper::ext::Protocol>();
             if protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket")) {
@@ -161,7 +169,27 @@ impl Passthrough {
         }
     }
 
-    /// Rewrites a client request head for the application: hop-by-hop fields out (`TE: trailers` kept), cookie
+    /// The 404 for a request naming one of the application's internal URLs ([`internal`]); plain `CONNECT` and
+    /// `TRACE` are left to their 405.
+    fn refuse_internal(&self, req: &Request<Incoming>, conn: &ConnInfo) -> Option<Response<Body>> {
+        let tunnel = req.method() == Method::CONNECT
+            && req.extensions().get::<hyper::ext::Protocol>().is_none();
+        let path = req.uri().path();
+        if tunnel || req.method() == Method::TRACE || !self.inner.table.select(path).refuses(path) {
+            return None;
+        }
+        self.inner.metrics.passthrough_internal_refused.inc();
+        crate::log_limited!(
+            self.inner.metrics.logs,
+            crate::logs::LogKind::Passthrough,
+            conn.peer.ip(),
+            warn!(client = %conn.peer, uri = %crate::error::redact(req.uri()), "pass-through refused an internal URL of the application")
+        );
+        Some(plain(StatusCode::NOT_FOUND, "not found\n"))
+    }
+
+    /// Rewrites a client request head for the application: hop-by-hop fields out (`TE: trailers` kept), the
+    /// fields pushbridge sets itself out (`X-Pushbridge-*`, `X-Original-URI`, `X-Original-Method`), cookie
     /// crumbs joined, forwarding fields set, `Host` the client's (an HTTP/2 upstream gets it as `:authority`),
     /// HTTP/1.1 framing (the client's version is hyper's business on each side).
     fn upstream_head(&self, parts: &mut http::request::Parts, conn: &ConnInfo) {
@@ -176,6 +204,7 @@ impl Passthrough {
         };
         let trailers = headers::wants_trailers(&parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers);
+        headers::strip_pushbridge_owned(&mut parts.headers);
         headers::join_cookies(&mut parts.headers);
         if trailers {
             parts

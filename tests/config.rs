@@ -81,7 +81,7 @@ fn the_example_loads() {
 
     let params = stream.path.matches("/events/news").unwrap();
     let url = stream.upstream.url.render(&params).unwrap();
-    assert_eq!(url, "http://127.0.0.1:8081/internal/events/news");
+    assert_eq!(url, "http://127.0.0.1:8082/internal/events/news");
     // The copy compiled into the binary is the same file.
     assert_eq!(pushbridge::config::EXAMPLE_YAML, example_text());
 }

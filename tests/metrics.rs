@@ -238,8 +238,10 @@ passthrough: { upstream: "http://127.0.0.1:1", connect_timeout: 1s }
 streams:
   - name: dead
     path: /dead/{channel}
-    upstream: { url: "http://127.0.0.1:1/{channel}", reconnect: { initial: 10ms, max: 20ms } }
+    upstream: { url: "http://127.0.0.1:2/{channel}", reconnect: { initial: 10ms, max: 20ms } }
 "#;
+    // (Port 2, not the pass-through's: a stream upstream at the root of the pass-through's origin would make the
+    // pass-through refuse every path, docs/SECURITY.md.)
     let proxy = proxy::start(yaml).await;
     let (addr, admin) = (proxy.addr(), proxy.admin());
     assert_eq!(

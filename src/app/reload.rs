@@ -123,11 +123,22 @@ impl Running {
             .filter(|name| !config.streams.iter().any(|s| s.name == **name))
             .map(|name| name.to_string())
             .collect();
+        // The internal URLs the pass-through refuses come from the streams: a change there rebuilds it too.
+        let internal = crate::config::internal_urls(&config);
         let passthrough = match (&config.passthrough, &current.passthrough) {
-            (new, old) if new == old => old_router.passthrough.clone(),
+            (new, old) if new == old && internal == crate::config::internal_urls(&current) => {
+                old_router.passthrough.clone()
+            }
             (Some(cfg), _) => {
-                let passthrough =
-                    Passthrough::new(cfg, self.metrics.clone(), old_router.drain.clone());
+                for warning in crate::config::internal_url_warnings(&config) {
+                    tracing::warn!("Internal URL: {warning}");
+                }
+                let passthrough = Passthrough::new(
+                    cfg,
+                    &internal,
+                    self.metrics.clone(),
+                    old_router.drain.clone(),
+                );
                 Some(passthrough.map_err(|e| StartError::Passthrough(e.to_string()))?)
             }
             (None, _) => None,

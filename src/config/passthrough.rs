@@ -61,6 +61,10 @@ pub struct PassthroughConfig {
     /// WebSocket sessions on pass-through paths.
     #[serde(default)]
     pub websocket: PassthroughWebSocket,
+    /// Proxy requests for the application's internal URLs (stream upstreams, `client_messages.forward`,
+    /// `auth.check`) on a pass-through upstream's origin; by default they are refused with 404.
+    #[serde(default)]
+    pub expose_internal: bool,
 }
 
 impl PassthroughConfig {
@@ -77,6 +81,7 @@ impl PassthroughConfig {
             forwarded: ForwardedHeaders::default(),
             trusted_proxies: Vec::new(),
             websocket: PassthroughWebSocket::default(),
+            expose_internal: false,
         }
     }
 }

@@ -39,6 +39,25 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether pushbridge sets this field itself on its requests to the application (`X-Pushbridge-*` on client
+/// messages and auth checks, `X-Original-URI` and `X-Original-Method` on auth checks): never taken from a client.
+pub(crate) fn is_pushbridge_owned(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.starts_with("x-pushbridge-") || name == "x-original-uri" || name == "x-original-method"
+}
+
+/// Removes every field [`is_pushbridge_owned`].
+pub(crate) fn strip_pushbridge_owned(headers: &mut HeaderMap) {
+    let owned: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_pushbridge_owned(name))
+        .cloned()
+        .collect();
+    for name in owned {
+        headers.remove(name);
+    }
+}
+
 /// Joins every `Cookie` field line into one, separated by `"; "`. An HTTP/2 client may send each cookie as its
 /// own field (RFC 9113 §8.2.3), which an HTTP/1.1 hop must not see as several lines (RFC 6265 §5.4); done on every
 /// request pushbridge forwards, whatever the next hop's version.
@@ -278,6 +297,23 @@ mod tests {
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["content-type", "trailer", "x-keep"]);
+    }
+
+    #[test]
+    fn strips_the_fields_pushbridge_sets() {
+        let mut headers = map(&[
+            ("x-pushbridge-params", "room=admins"),
+            ("X-Pushbridge-Stream", "x"),
+            ("x-pushbridge-anything", "x"),
+            ("x-original-uri", "/x"),
+            ("x-original-method", "GET"),
+            ("x-original-host", "kept"),
+            ("x-pushbridgex", "kept"),
+        ]);
+        strip_pushbridge_owned(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-original-host", "x-pushbridgex"]);
     }
 
     #[test]

@@ -17,8 +17,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::RequestBody;
+use super::internal::Refused;
 use crate::BoxError;
-use crate::config::{PassthroughConfig, UpstreamProtocol, normalize_prefix};
+use crate::config::{InternalUrl, Origin, PassthroughConfig, UpstreamProtocol, normalize_prefix};
 use connector::Connector;
 use multiplexed::Multiplexed;
 
@@ -51,10 +52,17 @@ pub(super) struct Upstream {
     prefix: String,
     /// The HTTP/2 connection (h2c, and `auto` over https: plaintext `auto` is HTTP/1.1, there is no ALPN).
     multiplexed: Option<Multiplexed>,
+    /// The application's internal paths on this upstream's origin.
+    refused: Refused,
 }
 
 impl Upstream {
-    fn new(url: &Uri, protocol: UpstreamProtocol, tls: &Tls) -> Result<Upstream, BoxError> {
+    fn new(
+        url: &Uri,
+        protocol: UpstreamProtocol,
+        tls: &Tls,
+        internal: &[InternalUrl],
+    ) -> Result<Upstream, BoxError> {
         let scheme = match url.scheme() {
             Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
             _ => {
@@ -83,7 +91,13 @@ impl Upstream {
             authority,
             prefix: url.path().trim_end_matches('/').to_owned(),
             multiplexed,
+            refused: Refused::new(Origin::of(url).as_ref(), internal),
         })
+    }
+
+    /// Whether a request for `path` would reach one of the application's internal paths (see [`Refused`]).
+    pub fn refuses(&self, path: &str) -> bool {
+        !self.refused.is_empty() && self.refused.covers(&format!("{}{path}", self.prefix))
     }
 
     /// The upstream URI for a request: upstream scheme and authority, the upstream's path prefix joined with the
@@ -134,17 +148,20 @@ pub(super) struct Table {
 }
 
 impl Table {
-    pub fn new(cfg: &PassthroughConfig) -> Result<Table, BoxError> {
+    /// The table for `cfg`; each upstream refuses the `internal` URLs on its origin (none when
+    /// `expose_internal`).
+    pub fn new(cfg: &PassthroughConfig, internal: &[InternalUrl]) -> Result<Table, BoxError> {
         let tls = Tls::new(cfg)?;
+        let internal = if cfg.expose_internal { &[] } else { internal };
         let mut routes = Vec::with_capacity(cfg.routes.len());
         for route in &cfg.routes {
-            let upstream = Upstream::new(&route.upstream, route.protocol, &tls)?;
+            let upstream = Upstream::new(&route.upstream, route.protocol, &tls, internal)?;
             routes.push((normalize_prefix(&route.prefix).to_owned(), upstream));
         }
         routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(Table {
             routes,
-            default: Upstream::new(&cfg.upstream, cfg.protocol, &tls)?,
+            default: Upstream::new(&cfg.upstream, cfg.protocol, &tls, internal)?,
         })
     }
 
@@ -224,7 +241,7 @@ mod tests {
     fn longest_whole_segment_prefix_wins() {
         let yaml = "upstream: http://default\nroutes:\n  - { prefix: /api/, upstream: http://api }\n  - { prefix: /api/v2, upstream: http://v2, protocol: h2c }\n  - { prefix: /, upstream: http://root }\n";
         let cfg: PassthroughConfig = serde_yaml::from_str(yaml).unwrap();
-        let table = Table::new(&cfg).unwrap();
+        let table = Table::new(&cfg, &[]).unwrap();
         let host = |path: &str| table.select(path).authority.to_string();
         assert_eq!(host("/api"), "api");
         assert_eq!(host("/api/x"), "api");
@@ -239,7 +256,7 @@ mod tests {
             "upstream: http://default\nroutes: [{ prefix: /a, upstream: http://a }]\n",
         )
         .unwrap();
-        let table = Table::new(&no_root).unwrap();
+        let table = Table::new(&no_root, &[]).unwrap();
         assert_eq!(table.select("/b").authority.as_str(), "default");
     }
 
@@ -250,6 +267,7 @@ mod tests {
             &"https://app:8443/base/".parse().unwrap(),
             UpstreamProtocol::Http1,
             &Tls::new(&cfg).unwrap(),
+            &[],
         )
         .unwrap();
         let uri = upstream.uri(&"/x/y?q=1".parse().unwrap()).unwrap();
