@@ -45,7 +45,7 @@ const KNOWN_UNTIL_MERGE: &[Known] = &[
     },
     Known {
         pattern: "hypercorn-h2c/curl-h1/early-413-unread-3mib",
-        why: "issue 15 item 7 (rest): hypercorn over h2c answers and closes the connection with the body unread; h2 sometimes fails the answer's body on the reset (about 1 in 20)",
+        why: "issue 15 item 7 (rest): hypercorn over h2c answers and closes the connection with the body unread; when the connection's end is read before hyper reads the answer's last DATA, h2 0.4.20 (`State::recv_eof`) turns the half-closed stream into a broken-pipe error and the END_STREAM it had is lost (about 1 in 20; docs/protocol.md)",
     },
 ];
 
