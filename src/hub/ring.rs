@@ -77,6 +77,9 @@ pub struct Ring {
     replay: Option<Range<u64>>,
     /// The resume id's own event, which an upstream may resend first (an inclusive resume).
     replay_own: Option<u64>,
+    /// A session that sent no resume position has published nothing yet: if its first event has an id and repeats
+    /// the held event with that id, it opens the replay window there (the app replays without being asked).
+    replay_anchor: bool,
     budget: Option<Budget>,
 }
 
@@ -95,6 +98,7 @@ impl Ring {
             resumed_at: None,
             replay: None,
             replay_own: None,
+            replay_anchor: false,
             budget: None,
         }
     }
@@ -109,12 +113,16 @@ impl Ring {
     /// A new upstream session resumed after `resumed_from` (`None`: it asked for no position). Opens the replay
     /// window: the events held after the point where the upstream's last id was set to it (its newest event with
     /// that id, or an id-only block; all events held when that point was evicted), else after the newest event
-    /// with that id; optionally preceded by that event itself (apps that resume inclusively resend it).
+    /// with that id; optionally preceded by that event itself (apps that resume inclusively resend it). Without a
+    /// position the window opens at the session's first event when that event has an id and repeats the held event
+    /// with that id (ARCHITECTURE §3: held ids an upstream replays are dropped); events without an id never anchor.
     pub fn open_replay(&mut self, resumed_from: Option<&str>) {
         self.replay = None;
         self.replay_own = None;
+        self.replay_anchor = false;
         let Some(from) = resumed_from.filter(|id| !id.is_empty()) else {
             self.resumed_at = None;
+            self.replay_anchor = true;
             return;
         };
         self.resumed_at = Some((self.next_seq, from.into()));
@@ -207,6 +215,16 @@ impl Ring {
     /// Whether `(id, event, data)` is the next event of the replay window; closes the window when it is not, or
     /// when it was the last one. The resume id's own event may come first, once.
     fn is_replay(&mut self, id: Option<&str>, event: Option<&str>, data: &str) -> bool {
+        if std::mem::take(&mut self.replay_anchor) {
+            let held = id.and_then(|id| self.ids.get(id).copied());
+            let Some(seq) = held.filter(|&seq| self.held_matches(seq, id, event, data)) else {
+                return false;
+            };
+            if seq + 1 < self.next_seq {
+                self.replay = Some(seq + 1..self.next_seq);
+            }
+            return true;
+        }
         if let Some(own) = self.replay_own.take()
             && self.held_matches(own, id, event, data)
         {

@@ -9,9 +9,6 @@ use super::corpus_sse::NOT_LONG_POLL;
 use super::harness::MAX_EVENT_BYTES;
 use super::json_kinds::{Case, JConn, Kind, Msg, Shape, end_doc};
 
-/// Not an issue 15 item: without `resume`, an upstream's replay of held ids after a reconnect reaches clients again.
-pub const NO_RESUME_FINDING: &str = "stream differential finding: without `resume`, replayed ids are delivered again (documented now; ARCHITECTURE §3 says dropped: open)";
-
 const ALL: &[Kind] = &[Kind::Ws, Kind::Ndjson, Kind::Poll];
 
 fn doc(value: Value) -> Msg {
@@ -198,9 +195,9 @@ pub fn corpus() -> Vec<Case> {
                 ],
             )
         },
+        // Without `resume` the app replays from its start: held ids repeating what the ring holds are dropped
+        // (ARCHITECTURE §3; issue 15 finding B2, delivered again before).
         Case {
-            known: Some(NO_RESUME_FINDING),
-            transports: NOT_LONG_POLL,
             ..case(
                 "replay-without-resume",
                 &[Kind::Ws, Kind::Ndjson],

@@ -171,13 +171,45 @@ fn a_replay_after_resume_is_dropped_in_order_until_the_first_mismatch() {
     assert!(!add(&mut ring, Some("2"), "b"));
     assert!(add(&mut ring, Some("2"), "b"));
 
-    // No position asked for, or one the ring does not know: no window.
+    // A position the ring does not know: no window.
     let mut ring = Ring::new(10, Duration::from_secs(60), "ep");
     add(&mut ring, Some("1"), "a");
-    ring.open_replay(None);
-    assert!(add(&mut ring, Some("1"), "a"));
     ring.open_replay(Some("zzz"));
     assert!(add(&mut ring, Some("1"), "a"));
+}
+
+#[test]
+fn without_a_position_a_replay_is_dropped_from_the_first_event_on() {
+    let mut ring = Ring::new(10, Duration::from_secs(60), "ep");
+    for (id, data) in [("1", "a"), ("2", "b")] {
+        add(&mut ring, Some(id), data);
+    }
+    // The app replays what it has (from its start or from later), then goes on.
+    ring.open_replay(None);
+    assert!(!add(&mut ring, Some("1"), "a"));
+    assert!(!add(&mut ring, Some("2"), "b"));
+    assert!(add(&mut ring, Some("3"), "c"));
+    ring.open_replay(None);
+    assert!(!add(&mut ring, Some("2"), "b"));
+    assert!(!add(&mut ring, Some("3"), "c"));
+    assert!(add(&mut ring, Some("2"), "b"));
+    // Only the session's first event anchors: a reused id with new data, or a held event later on, is new.
+    ring.open_replay(None);
+    assert!(add(&mut ring, Some("1"), "a2"));
+    assert!(add(&mut ring, Some("3"), "c"));
+    assert_eq!(data(&ring), ["a", "b", "c", "b", "a2", "c"]);
+}
+
+#[test]
+fn events_without_an_id_never_open_a_replay_window() {
+    // An SSE app without ids (heartbeats, a hello on connect) reconnects with no Last-Event-ID: all delivered.
+    let mut ring = Ring::new(10, Duration::from_secs(60), "ep");
+    add(&mut ring, None, "ping");
+    add(&mut ring, None, "ping");
+    ring.open_replay(None);
+    assert!(add(&mut ring, None, "ping"));
+    assert!(add(&mut ring, None, "ping"));
+    assert_eq!(ring.len(), 4);
 }
 
 #[test]
