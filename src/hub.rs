@@ -1,7 +1,8 @@
 //! The registry of streams. Per stream (one per route and path-parameter values): id assignment, the ring buffer
 //! (bounded by count and age), fan-out to subscribers through a head-sequence watch, resume lookup by event id or
 //! position token, slow-consumer detection, and the idle rule: after `idle_timeout` without subscribers only the
-//! upstream connection closes; the stream and its ring stay (dormant) until every event has aged out.
+//! upstream connection closes; the stream and its ring stay (dormant) until every event has aged out, or until a new
+//! stream needs its slot at a stream limit (the oldest dormant stream is evicted first).
 //!
 //! A subscriber's state is a cursor (the next sequence number it wants) into the shared ring: nothing is queued per
 //! subscriber, so memory is bounded by the ring whatever the clients do.
@@ -112,6 +113,8 @@ pub struct Hub {
     max_streams: AtomicUsize,
     /// When the last stream-limit WARN was logged.
     limit_warned: Mutex<Option<std::time::Instant>>,
+    /// When the last dormant-stream eviction was logged.
+    evict_logged: Mutex<Option<std::time::Instant>>,
     /// Keys the upstream answered 404/403/410 (`limits.negative_cache_ttl`).
     negative: Mutex<negative::NegativeCache>,
     /// `limits.wake_pacing`.
@@ -129,6 +132,7 @@ impl Hub {
             },
             max_streams: AtomicUsize::new(usize::MAX),
             limit_warned: Mutex::new(None),
+            evict_logged: Mutex::new(None),
             negative: Mutex::default(),
             wake_pacing: Mutex::default(),
         })
@@ -190,7 +194,8 @@ impl Hub {
     }
 
     /// Subscribes to the stream `key` like [`Hub::subscribe`], unless creating it would pass `limits.max_streams` or
-    /// the route's `max_streams` (an existing stream is always served). The subscription is registered before an
+    /// the route's `max_streams` and no dormant stream can be evicted to make room (an existing stream is always
+    /// served). The subscription is registered before an
     /// upstream connection this request starts (a new stream, or a dormant one woken up), so a subscriber without a
     /// resume id gets every event of that connection, the first ones included (docs/protocol.md, "Opening a stream").
     pub fn admit(
@@ -202,19 +207,16 @@ impl Hub {
         resume: Resume<'_>,
         kick: Option<Kick>,
     ) -> Result<Subscription, StreamLimit> {
-        let streams = lock(&self.streams);
+        let mut streams = lock(&self.streams);
         if !streams.contains_key(&key) {
-            let refused = if streams.len() >= self.max_streams.load(Ordering::Relaxed) {
-                Some(StreamLimit::Global)
-            } else if settings.max_streams != usize::MAX
-                && streams.keys().filter(|k| k.route == key.route).count() >= settings.max_streams
-            {
-                Some(StreamLimit::Route)
-            } else {
-                None
-            };
-            if let Some(limit) = refused {
+            let mut evicted = Vec::new();
+            let room = self.make_room(&mut streams, &key, settings, &mut evicted);
+            if !evicted.is_empty() {
+                self.metrics.streams_open.set(streams.len() as i64);
+            }
+            if let Err(limit) = room {
                 drop(streams);
+                self.close_evicted(evicted);
                 self.warn_limit(limit, &key);
                 self.metrics
                     .stream_refusals
@@ -222,8 +224,71 @@ impl Hub {
                     .inc();
                 return Err(limit);
             }
+            let subscription = self.register(streams, key, settings, start, resume, kick, headers);
+            self.close_evicted(evicted);
+            return Ok(subscription);
         }
         Ok(self.register(streams, key, settings, start, resume, kick, headers))
+    }
+
+    /// Room for one more stream like `key` within the route's `max_streams` and `limits.max_streams`: where a limit
+    /// is reached, the oldest dormant stream (upstream closed, no subscriber) of the route, or of any route, is
+    /// removed into `evicted` (its buffer goes; a later resume from it gets a gap notice). A live request wins
+    /// over a dormant stream; `Err` when no dormant stream is left to evict.
+    fn make_room(
+        &self,
+        streams: &mut HashMap<StreamKey, Arc<Stream>>,
+        key: &StreamKey,
+        settings: &Settings,
+        evicted: &mut Vec<Arc<Stream>>,
+    ) -> Result<(), StreamLimit> {
+        if settings.max_streams != usize::MAX
+            && streams.keys().filter(|k| k.route == key.route).count() >= settings.max_streams
+        {
+            let oldest = oldest_dormant(streams, |k| k.route == key.route);
+            evicted.push(self.evict(streams, oldest, StreamLimit::Route)?);
+        }
+        if streams.len() >= self.max_streams.load(Ordering::Relaxed) {
+            let oldest = oldest_dormant(streams, |_| true);
+            evicted.push(self.evict(streams, oldest, StreamLimit::Global)?);
+        }
+        Ok(())
+    }
+
+    /// Removes the dormant stream `oldest` for `limit` (counted in `pushbridge_stream_evictions_total`).
+    fn evict(
+        &self,
+        streams: &mut HashMap<StreamKey, Arc<Stream>>,
+        oldest: Option<StreamKey>,
+        limit: StreamLimit,
+    ) -> Result<Arc<Stream>, StreamLimit> {
+        let stream = oldest.and_then(|key| streams.remove(&key)).ok_or(limit)?;
+        self.metrics
+            .stream_evictions
+            .with_label_values(&[limit.as_str()])
+            .inc();
+        Ok(stream)
+    }
+
+    /// Closes streams evicted for a new one (outside the hub lock), with an INFO at most once a minute.
+    fn close_evicted(&self, evicted: Vec<Arc<Stream>>) {
+        let Some(first) = evicted.first() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut last = lock(&self.evict_logged);
+        if last.is_none_or(|at| now.duration_since(at) >= stream::REUSED_ID_WARN_PERIOD) {
+            *last = Some(now);
+            drop(last);
+            tracing::info!(
+                stream = %first.key(),
+                "Stream limit reached: the oldest dormant stream was closed for a new one, its buffer dropped \
+                 (logged at most once a minute)"
+            );
+        }
+        for stream in evicted {
+            stream.close();
+        }
     }
 
     /// Sets the byte budget of all resume buffers together (`limits.max_buffer_bytes`).
@@ -371,6 +436,19 @@ impl Hub {
             stream.close();
         }
     }
+}
+
+/// The dormant stream among those `keys` selects that has been without subscribers longest.
+fn oldest_dormant(
+    streams: &HashMap<StreamKey, Arc<Stream>>,
+    keys: impl Fn(&StreamKey) -> bool,
+) -> Option<StreamKey> {
+    streams
+        .iter()
+        .filter(|(key, _)| keys(key))
+        .filter_map(|(key, stream)| Some((stream.dormant_since()?, key)))
+        .min_by_key(|(since, _)| *since)
+        .map(|(_, key)| key.clone())
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the hub's invariants are restored by

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub paced_wakes: IntCounter,
     /// New streams refused, by limit (`global`: limits.max_streams, `route`: the route's, `pattern`: `params` rules).
     pub stream_refusals: IntCounterVec,
+    /// Dormant streams closed to admit a new one at a stream limit, by limit (global, route).
+    pub stream_evictions: IntCounterVec,
     /// Requests answered from the negative cache (a key the upstream answered 404/403/410 moments ago).
     pub negative_cache_hits: IntCounter,
     /// Bytes held by every resume buffer (events and their encodings).
@@ -173,6 +175,11 @@ impl Metrics {
             stream_refusals: counter_vec(
                 "pushbridge_stream_refusals_total",
                 "New streams refused: for a stream limit (global, route: 503) or a parameter rule (pattern: 404).",
+                &["limit"],
+            )?,
+            stream_evictions: counter_vec(
+                "pushbridge_stream_evictions_total",
+                "Dormant streams (upstream closed, no subscriber) closed with their buffer to admit a new stream at a stream limit (global, route).",
                 &["limit"],
             )?,
             negative_cache_hits: counter(
@@ -382,6 +389,9 @@ impl Metrics {
         }
         for limit in ["global", "route", "pattern", "fds"] {
             self.stream_refusals.with_label_values(&[limit]);
+        }
+        for limit in ["global", "route"] {
+            self.stream_evictions.with_label_values(&[limit]);
         }
         for reason in ["timeout", "error"] {
             self.tls_failures.with_label_values(&[reason]);

@@ -315,7 +315,12 @@ async fn read(
     // A new stream (and its upstream connection) only within the stream limits and the file descriptors left.
     // The reader is subscribed before an upstream connection it opens starts: it gets that connection's first
     // events.
-    let resume = last_event_id.as_deref().map_or(Resume::Live, Resume::After);
+    // A long-poll client sends back the cursor its previous answer gave (a plain id only while unambiguous).
+    let resume = match last_event_id.as_deref() {
+        None => Resume::Live,
+        Some(cursor) if transport == TransportKind::LongPoll => Resume::Cursor(cursor),
+        Some(id) => Resume::After(id),
+    };
     let kick = Kick {
         token: conn.kick.clone(),
         transport: transport.as_str(),

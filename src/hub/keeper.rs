@@ -110,6 +110,14 @@ impl Stream {
         }
     }
 
+    /// When the stream's last subscriber left, if it is dormant now (shared, upstream closed, no subscriber): a
+    /// stream a new one may replace at the stream limits.
+    pub(super) fn dormant_since(&self) -> Option<Instant> {
+        let inner = lock(&self.inner);
+        let dormant = !self.per_client() && inner.subs.is_empty() && inner.upstream.is_none();
+        dormant.then_some(inner.idle_since)
+    }
+
     /// Whether the stream may be forgotten: no subscriber, and (shared) dormant with an empty ring.
     pub(super) fn unused(&self) -> bool {
         let inner = lock(&self.inner);

@@ -53,11 +53,27 @@ pub struct Budget {
 /// How a position token starts (`pb:<epoch>:<seq>`, see [`Ring::position`]).
 pub const POSITION_PREFIX: &str = "pb:";
 
+/// The occurrences of one id in the ring (an upstream may reuse ids).
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    newest: u64,
+    count: usize,
+    /// An occurrence was evicted while a newer one was held: a cursor naming the id may have meant the evicted one.
+    shadowed: bool,
+}
+
+impl Held {
+    /// The id names one event and always did while it was held: a cursor can be the plain id.
+    fn unambiguous(&self) -> bool {
+        self.count == 1 && !self.shadowed
+    }
+}
+
 #[derive(Debug)]
 pub struct Ring {
     events: VecDeque<Arc<Event>>,
-    /// Each id held, to the sequence number of its newest occurrence.
-    ids: HashMap<Arc<str>, u64>,
+    /// Each id held: its newest occurrence, how many are held, whether an older one was evicted meanwhile.
+    ids: HashMap<Arc<str>, Held>,
     next_seq: u64,
     max_events: usize,
     max_age: Duration,
@@ -77,6 +93,9 @@ pub struct Ring {
     replay: Option<Range<u64>>,
     /// The resume id's own event, which an upstream may resend first (an inclusive resume).
     replay_own: Option<u64>,
+    /// A session that sent no resume position has published nothing yet: if its first event has an id and repeats
+    /// the held event with that id, it opens the replay window there (the app replays without being asked).
+    replay_anchor: bool,
     budget: Option<Budget>,
 }
 
@@ -95,6 +114,7 @@ impl Ring {
             resumed_at: None,
             replay: None,
             replay_own: None,
+            replay_anchor: false,
             budget: None,
         }
     }
@@ -109,16 +129,20 @@ impl Ring {
     /// A new upstream session resumed after `resumed_from` (`None`: it asked for no position). Opens the replay
     /// window: the events held after the point where the upstream's last id was set to it (its newest event with
     /// that id, or an id-only block; all events held when that point was evicted), else after the newest event
-    /// with that id; optionally preceded by that event itself (apps that resume inclusively resend it).
+    /// with that id; optionally preceded by that event itself (apps that resume inclusively resend it). Without a
+    /// position the window opens at the session's first event when that event has an id and repeats the held event
+    /// with that id (ARCHITECTURE §3: held ids an upstream replays are dropped); events without an id never anchor.
     pub fn open_replay(&mut self, resumed_from: Option<&str>) {
         self.replay = None;
         self.replay_own = None;
+        self.replay_anchor = false;
         let Some(from) = resumed_from.filter(|id| !id.is_empty()) else {
             self.resumed_at = None;
+            self.replay_anchor = true;
             return;
         };
         self.resumed_at = Some((self.next_seq, from.into()));
-        let held = self.ids.get(from).copied();
+        let held = self.ids.get(from).map(|held| held.newest);
         let start = if self.upstream_last_id.as_deref() == Some(from) {
             self.replay_own = held.filter(|&seq| seq + 1 == self.last_id_next);
             self.last_id_next.max(self.oldest())
@@ -166,7 +190,17 @@ impl Ring {
         }
         let new = Arc::new(new);
         self.next_seq += 1;
-        self.ids.insert(id, seq);
+        self.ids
+            .entry(id)
+            .and_modify(|held| {
+                held.newest = seq;
+                held.count += 1;
+            })
+            .or_insert(Held {
+                newest: seq,
+                count: 1,
+                shadowed: false,
+            });
         self.events.push_back(new.clone());
         while self.events.len() > self.max_events {
             self.pop_front();
@@ -207,6 +241,16 @@ impl Ring {
     /// Whether `(id, event, data)` is the next event of the replay window; closes the window when it is not, or
     /// when it was the last one. The resume id's own event may come first, once.
     fn is_replay(&mut self, id: Option<&str>, event: Option<&str>, data: &str) -> bool {
+        if std::mem::take(&mut self.replay_anchor) {
+            let held = id.and_then(|id| self.ids.get(id)).map(|held| held.newest);
+            let Some(seq) = held.filter(|&seq| self.held_matches(seq, id, event, data)) else {
+                return false;
+            };
+            if seq + 1 < self.next_seq {
+                self.replay = Some(seq + 1..self.next_seq);
+            }
+            return true;
+        }
         if let Some(own) = self.replay_own.take()
             && self.held_matches(own, id, event, data)
         {
@@ -247,8 +291,13 @@ impl Ring {
         let Some(old) = self.events.pop_front() else {
             return;
         };
-        if self.ids.get(&old.id) == Some(&old.seq) {
-            self.ids.remove(&old.id);
+        if let Some(held) = self.ids.get_mut(&old.id) {
+            held.count = held.count.saturating_sub(1);
+            if held.count == 0 {
+                self.ids.remove(&old.id);
+            } else {
+                held.shadowed = true;
+            }
         }
         self.last_evicted = Some(old.id.clone());
     }
@@ -280,9 +329,33 @@ impl Ring {
     /// Where a client that last saw `last_id` resumes: after the newest event with that id, or at the position a
     /// [`Ring::position`] token names (when it is still held: from the oldest event on, up to the head).
     pub fn resume(&self, last_id: &str) -> ResumeAt {
-        if let Some(&seq) = self.ids.get(last_id) {
-            return ResumeAt::Found(seq + 1);
+        if let Some(held) = self.ids.get(last_id) {
+            return ResumeAt::Found(held.newest + 1);
         }
+        self.resume_token(last_id)
+    }
+
+    /// Where a client resumes from a cursor [`Ring::position`] gave it (a long-poll `last_event_id`). A plain id is
+    /// given only while it names one event, so when the upstream has reused it since, the cursor means its oldest
+    /// held occurrence; when an occurrence was evicted meanwhile (maybe the one meant), a gap. Unlike
+    /// [`Ring::resume`], whose id is the last one a client saw in an event (an SSE `Last-Event-ID`).
+    pub fn resume_cursor(&self, cursor: &str) -> ResumeAt {
+        let Some(held) = self.ids.get(cursor) else {
+            return self.resume_token(cursor);
+        };
+        if held.shadowed {
+            return ResumeAt::Gap(self.oldest());
+        }
+        let oldest = self
+            .events
+            .iter()
+            .find(|e| *e.id == *cursor)
+            .map_or(held.newest, |e| e.seq);
+        ResumeAt::Found(oldest + 1)
+    }
+
+    /// Where a position token resumes (a gap when it is not one of this ring's, or no longer held).
+    fn resume_token(&self, last_id: &str) -> ResumeAt {
         match self.token_seq(last_id) {
             Some(seq) if (self.oldest()..=self.next_seq).contains(&seq) => ResumeAt::Found(seq),
             _ => ResumeAt::Gap(self.oldest()),
@@ -299,15 +372,23 @@ impl Ring {
         seq.parse().ok()
     }
 
-    /// An id a client can resume from to get every event from sequence `seq` on: the id of the event before it when
-    /// that id resolves to it, else a position token `pb:<epoch>:<seq>`.
+    /// A cursor a client can resume from ([`Ring::resume_cursor`]) to get every event from sequence `seq` on: the
+    /// id of the event before it when that id names only that event (and always did while held), else a position
+    /// token `pb:<epoch>:<seq>` (an app that reused the id: docs/protocol.md, "Long-poll cursors").
     pub fn position(&self, seq: u64) -> String {
         let before = seq
             .checked_sub(1)
             .filter(|&prev| prev >= self.oldest() && prev < self.next_seq)
             .and_then(|prev| self.events.get((prev - self.oldest()) as usize));
         match before {
-            Some(event) if self.ids.get(&event.id) == Some(&event.seq) => event.id.to_string(),
+            Some(event)
+                if self
+                    .ids
+                    .get(&event.id)
+                    .is_some_and(|held| held.unambiguous() && held.newest == event.seq) =>
+            {
+                event.id.to_string()
+            }
             _ => format!("{POSITION_PREFIX}{}:{seq}", self.epoch),
         }
     }

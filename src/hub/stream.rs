@@ -26,6 +26,9 @@ pub enum Resume<'a> {
     Live,
     /// Every buffered event after this id (the client's last seen id, or a position token).
     After(&'a str),
+    /// Every buffered event after this cursor, as [`Subscription::position`] gave it (a long-poll
+    /// `last_event_id`): like `After`, except for an id the upstream reused since (`Ring::resume_cursor`).
+    Cursor(&'a str),
 }
 
 /// Where a stream's upstream connection stands (for readiness).
@@ -381,16 +384,19 @@ impl Stream {
         let mut inner = lock(&self.inner);
         inner.ring.evict_expired(Instant::now());
         let live_from = inner.ring.head();
-        let (cursor, gap) = match resume {
-            Resume::Live => (live_from, None),
-            Resume::After(id) => match inner.ring.resume(id) {
-                ResumeAt::Found(seq) => {
-                    self.metrics.resumes.with_label_values(&["hit"]).inc();
-                    (seq, None)
-                }
-                // Counted when the subscription reports it: a stream with a durable log may serve it instead.
-                ResumeAt::Gap(seq) => (seq, Some(id.to_owned())),
-            },
+        let resumed = match resume {
+            Resume::Live => None,
+            Resume::After(id) => Some((id, inner.ring.resume(id))),
+            Resume::Cursor(id) => Some((id, inner.ring.resume_cursor(id))),
+        };
+        let (cursor, gap) = match resumed {
+            None => (live_from, None),
+            Some((_, ResumeAt::Found(seq))) => {
+                self.metrics.resumes.with_label_values(&["hit"]).inc();
+                (seq, None)
+            }
+            // Counted when the subscription reports it: a stream with a durable log may serve it instead.
+            Some((id, ResumeAt::Gap(seq))) => (seq, Some(id.to_owned())),
         };
         let shared = SubShared::new(cursor, kick);
         let id = inner.next_sub;
@@ -402,10 +408,7 @@ impl Stream {
         if first {
             self.changed.notify_one();
         }
-        let resumed_from = match resume {
-            Resume::After(id) => Some(id),
-            Resume::Live => None,
-        };
+        let resumed_from = resumed.map(|(id, _)| id);
         let subscription = Subscription::new(
             self.clone(),
             shared,

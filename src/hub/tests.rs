@@ -359,3 +359,92 @@ async fn the_request_that_opens_a_stream_gets_its_first_events() {
         Some(vec!["a".into(), "b".into()])
     );
 }
+
+/// Issue 16 item 5: at a stream limit, a new stream replaces the oldest dormant one (upstream closed, no
+/// subscriber) instead of being refused; a stream with a subscriber or a running upstream is never evicted, and a
+/// resume from an evicted stream's id gets a gap notice.
+#[tokio::test(start_paused = true)]
+async fn a_new_stream_evicts_the_oldest_dormant_one_at_the_limits() {
+    let hub = hub();
+    hub.set_max_streams(3);
+    let start = starter(Arc::default(), Arc::default());
+    let mut s = settings(10, 10);
+    s.max_streams = 2;
+    let admit = |name: &str, s: &Settings, resume: Resume<'_>| {
+        hub.admit(key(name), s, &start, Default::default(), resume, None)
+    };
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let sub = admit(name, &s, Resume::Live).expect("within the limits");
+        publish(sub.stream(), name);
+        let mut sub = sub;
+        assert_eq!(sub.try_next(10).map(data), Some(vec![name.to_owned()]));
+        ids.push(sub.position());
+        drop(sub);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Both idle, upstreams still open: not dormant yet, so the route's limit refuses.
+    assert_eq!(admit("c", &s, Resume::Live).err(), Some(StreamLimit::Route));
+    tokio::time::sleep(s.idle_timeout + SWEEP_PERIOD).await;
+    let c = admit("c", &s, Resume::Live).expect("the oldest dormant stream makes room");
+    assert!(hub.get(&key("a")).is_none() && hub.get(&key("b")).is_some());
+    let evicted = |limit: &str| {
+        hub.metrics
+            .stream_evictions
+            .with_label_values(&[limit])
+            .get()
+    };
+    assert_eq!(evicted("route"), 1);
+    // "b" is dormant but "c" has a subscriber: only "b" can go; then nothing can.
+    let mut resumed = admit("a", &s, Resume::After(&ids[0])).expect("b makes room");
+    assert!(resumed.try_next(10).is_none(), "the gap notice first");
+    assert!(matches!(resumed.next(10).await, Next::Gap { .. }));
+    assert_eq!(evicted("route"), 2);
+    assert_eq!(admit("d", &s, Resume::Live).err(), Some(StreamLimit::Route));
+    // The process-wide limit evicts across routes the same way.
+    let other = Settings {
+        max_streams: usize::MAX,
+        ..s.clone()
+    };
+    let other_key = |name: &str| StreamKey {
+        route: "o".into(),
+        ..key(name)
+    };
+    let o = hub.admit(
+        other_key("x"),
+        &other,
+        &start,
+        Default::default(),
+        Resume::Live,
+        None,
+    );
+    let o = o.expect("the third stream");
+    // With an event held (a stream with nothing buffered is forgotten as soon as it is dormant).
+    publish(o.stream(), "x");
+    drop(o);
+    assert_eq!(
+        hub.admit(
+            other_key("y"),
+            &other,
+            &start,
+            Default::default(),
+            Resume::Live,
+            None
+        )
+        .err(),
+        Some(StreamLimit::Global),
+        "x is idle but its upstream still runs"
+    );
+    tokio::time::sleep(s.idle_timeout + SWEEP_PERIOD).await;
+    let y = hub.admit(
+        other_key("y"),
+        &other,
+        &start,
+        Default::default(),
+        Resume::Live,
+        None,
+    );
+    assert!(y.is_ok() && hub.get(&other_key("x")).is_none());
+    assert_eq!(evicted("global"), 1);
+    drop((c, resumed));
+}

@@ -5,6 +5,9 @@
 //! answered, so between polls a client costs nothing. The answer's `last_event_id` is the client's next cursor:
 //! where the subscription stands after the answer (the last event sent; with none, the position it started at, as
 //! an id or a position token), so a gap is reported once and a poll without a cursor learns the stream position.
+//! The cursor is the app's id only while that id names one event, and a poll's `last_event_id` resumes as a cursor
+//! (`Resume::Cursor`): a reused id then still means the occurrence it was given for (docs/protocol.md, "Long-poll
+//! cursors and reused ids").
 //! `wait=0` answers at once, never held (the browser client learns its first cursor this way).
 
 mod wire;

@@ -5,12 +5,8 @@ use serde_json::{Value, json};
 
 use super::apps::Expect;
 use super::clients::Transport;
-use super::corpus_sse::NOT_LONG_POLL;
 use super::harness::MAX_EVENT_BYTES;
 use super::json_kinds::{Case, JConn, Kind, Msg, Shape, end_doc};
-
-/// Not an issue 15 item: without `resume`, an upstream's replay of held ids after a reconnect reaches clients again.
-pub const NO_RESUME_FINDING: &str = "stream differential finding: without `resume`, replayed ids are delivered again (documented now; ARCHITECTURE §3 says dropped: open)";
 
 const ALL: &[Kind] = &[Kind::Ws, Kind::Ndjson, Kind::Poll];
 
@@ -87,22 +83,19 @@ pub fn corpus() -> Vec<Case> {
                 ],
             ),
         ),
-        Case {
-            transports: NOT_LONG_POLL,
-            ..case(
-                "id-repeated",
-                ALL,
+        case(
+            "id-repeated",
+            ALL,
+            m,
+            once(
                 m,
-                once(
-                    m,
-                    vec![
-                        ev("7", "a"),
-                        ev("7", "same id again"),
-                        doc(json!({"data": "no id"})),
-                    ],
-                ),
-            )
-        },
+                vec![
+                    ev("7", "a"),
+                    ev("7", "same id again"),
+                    doc(json!({"data": "no id"})),
+                ],
+            ),
+        ),
         case(
             "data-values",
             ALL,
@@ -182,25 +175,22 @@ pub fn corpus() -> Vec<Case> {
                 conn(after(Some("2")), with_end(vec![ev("3", "c")], m), false),
             ],
         ),
+        case(
+            "ids-reused-after-restart",
+            ALL,
+            m,
+            vec![
+                conn(Expect::Any, vec![ev("1", "a"), ev("2", "b")], true),
+                conn(
+                    after(Some("2")),
+                    with_end(vec![ev("1", "a2"), ev("2", "b2")], m),
+                    false,
+                ),
+            ],
+        ),
+        // Without `resume` the app replays from its start: held ids repeating what the ring holds are dropped
+        // (ARCHITECTURE §3; issue 15 finding B2, delivered again before).
         Case {
-            transports: NOT_LONG_POLL,
-            ..case(
-                "ids-reused-after-restart",
-                ALL,
-                m,
-                vec![
-                    conn(Expect::Any, vec![ev("1", "a"), ev("2", "b")], true),
-                    conn(
-                        after(Some("2")),
-                        with_end(vec![ev("1", "a2"), ev("2", "b2")], m),
-                        false,
-                    ),
-                ],
-            )
-        },
-        Case {
-            known: Some(NO_RESUME_FINDING),
-            transports: NOT_LONG_POLL,
             ..case(
                 "replay-without-resume",
                 &[Kind::Ws, Kind::Ndjson],

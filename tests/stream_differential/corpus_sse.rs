@@ -27,14 +27,10 @@ pub struct Case {
     /// Read by node `eventsource` (false where its deviations from WHATWG make it no reference).
     pub node: bool,
     pub known: Option<&'static str>,
-    /// The transports through pushbridge. Long-poll is left out where the app reuses an id: each poll resumes from
-    /// the last id, which then names its newest occurrence, so what long-poll gets depends on when it polls
-    /// (`long_poll_across_reused_ids` shows it deterministically).
+    /// The transports through pushbridge (all three: since the long-poll cursor names a reused id's position,
+    /// issue 15 B3, apps that reuse ids are compared on long-poll too; `long_poll_across_reused_ids` pins it).
     pub transports: &'static [Transport],
 }
-
-/// SSE and WebSocket: the cases whose app reuses ids.
-pub const NOT_LONG_POLL: &[Transport] = &[Transport::Sse, Transport::Ws];
 
 fn w(bytes: impl Into<Vec<u8>>) -> Step {
     Step::Write(bytes.into())
@@ -87,18 +83,15 @@ pub fn corpus() -> Vec<Case> {
                 w("id: 4\nevent: message\ndata: named message\n\n"),
             ]),
         ),
-        Case {
-            transports: NOT_LONG_POLL,
-            ..case(
-                "id-repeated",
-                &[],
-                once(vec![
-                    w("id: 4\ndata: a\n\n"),
-                    w("id: 4\ndata: same id again\n\n"),
-                    w("data: no id\n\n"),
-                ]),
-            )
-        },
+        case(
+            "id-repeated",
+            &[],
+            once(vec![
+                w("id: 4\ndata: a\n\n"),
+                w("id: 4\ndata: same id again\n\n"),
+                w("data: no id\n\n"),
+            ]),
+        ),
         case(
             "multi-line-and-spaces",
             &[],
@@ -252,32 +245,26 @@ pub fn corpus() -> Vec<Case> {
                 ),
             ],
         ),
-        Case {
-            transports: NOT_LONG_POLL,
-            ..case(
-                "resume-ignored",
-                &[],
-                vec![
-                    Conn::any(first()),
-                    Conn::any(steps(&[
-                        "id: 1\ndata: a\n\n",
-                        "id: 2\ndata: b\n\n",
-                        "id: 3\ndata: c\n\n",
-                    ])),
-                ],
-            )
-        },
-        Case {
-            transports: NOT_LONG_POLL,
-            ..case(
-                "ids-reused-after-restart",
-                &[],
-                vec![
-                    Conn::any(first()),
-                    Conn::any(steps(&["id: 1\ndata: a2\n\n", "id: 2\ndata: b2\n\n"])),
-                ],
-            )
-        },
+        case(
+            "resume-ignored",
+            &[],
+            vec![
+                Conn::any(first()),
+                Conn::any(steps(&[
+                    "id: 1\ndata: a\n\n",
+                    "id: 2\ndata: b\n\n",
+                    "id: 3\ndata: c\n\n",
+                ])),
+            ],
+        ),
+        case(
+            "ids-reused-after-restart",
+            &[],
+            vec![
+                Conn::any(first()),
+                Conn::any(steps(&["id: 1\ndata: a2\n\n", "id: 2\ndata: b2\n\n"])),
+            ],
+        ),
         case(
             "empty-first-connection",
             &[],
@@ -445,11 +432,12 @@ pub async fn run(env: &Env, case: &Case, reference: Reference) -> Vec<Outcome> {
 
 /// Long-poll across reused ids, made deterministic: the app sends ids 1 and 2, closes, and (restarted with a fresh
 /// counter) sends ids 1 and 2 again with other data once the long-poll client holds the first two (cursor `2`) and
-/// is not waiting. When it polls again, from `2`, the hub resolves `2` to its newest occurrence (docs/protocol.md
-/// "Repeated ids") and the client never gets the restarted app's events; a browser reading the app does.
+/// is not waiting. It polls again from `2`, a cursor given while `2` named one event: it resumes after that
+/// occurrence and gets the restarted app's events, as a browser reading the app does (docs/protocol.md "Long-poll
+/// cursors and reused ids"). Before issue 15 B3 the hub resolved `2` to its newest occurrence and they were lost.
 pub async fn long_poll_across_reused_ids(env: &Env) -> Vec<Outcome> {
     const NAME: &str = "long-poll-across-reused-ids";
-    let known = Some(REUSED_IDS_FINDING);
+    let known = None;
     let conns = vec![
         Conn::any(vec![
             Step::Gate(1),
@@ -529,7 +517,3 @@ pub async fn long_poll_across_reused_ids(env: &Env) -> Vec<Outcome> {
         ),
     ]
 }
-
-/// Not an issue 15 item: a long-poll client polls from the last id it got; after the app reuses that id, the poll
-/// resumes after its newest occurrence and the events in between are never sent to it.
-pub const REUSED_IDS_FINDING: &str = "stream differential finding: long-poll loses the events of an app that reused the client's last id";

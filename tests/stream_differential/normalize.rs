@@ -22,7 +22,8 @@ pub const REMOVED: &[(&str, &str)] = &[
     ),
     (
         "upstream replays: after a reconnect that sent `Last-Event-ID: X` (or a resume position X), the events \
-         repeating in order what followed the newest X (optionally X's own event first) are dropped",
+         repeating in order what followed the newest X (optionally X's own event first) are dropped; after one \
+         that sent no position, the same from the session's first event when it repeats the held event with its id",
         "docs/protocol.md \"Upstream replays and reused ids\"",
     ),
     (
@@ -153,17 +154,31 @@ pub fn reference(log: &[RefItem], max_event_bytes: usize) -> Vec<Expected> {
     held
 }
 
-/// The reference of a route without `resume`: after a reconnect, events whose id is already held are dropped
-/// ("replays of held ids are dropped, events without ids are not recognised as replays": docs/protocol.md
-/// "Upstream kinds", docs/config.md `upstream.map`).
+/// The reference of a route without `resume`: a reconnect sends no position, so the replay window opens at the
+/// session's first event when it has an id and repeats the newest held event with that id; the events repeating, in
+/// order, what followed it are dropped too, up to the first that differs (docs/protocol.md "Upstream replays and
+/// reused ids"; events without an id never open the window).
 pub fn reference_held_ids(log: &[RefItem]) -> Vec<Expected> {
     let mut held: Vec<Expected> = Vec::new();
+    // The index in `held` the next replayed event must repeat; `Some(None)`: a session's first event is next.
+    let mut window: Option<Option<usize>> = None;
     let mut opened = 0;
     for item in log {
         match item {
-            RefItem::Open => opened += 1,
+            RefItem::Open => {
+                opened += 1;
+                window = (opened > 1).then_some(None);
+            }
             RefItem::Event(event) => {
-                if opened > 1 && !event.id.is_empty() && held.iter().any(|e| e.id == event.id) {
+                let at = match window.take() {
+                    Some(None) if !event.id.is_empty() => {
+                        held.iter().rposition(|e| e.id == event.id)
+                    }
+                    Some(next) => next,
+                    None => None,
+                };
+                if let Some(at) = at.filter(|&at| held.get(at) == Some(event)) {
+                    window = Some(Some(at + 1)).filter(|_| at + 1 < held.len());
                     continue;
                 }
                 held.push(event.clone());

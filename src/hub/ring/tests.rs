@@ -86,8 +86,10 @@ fn reused_ids_are_new_events_and_resume_from_the_newest_occurrence() {
         ResumeAt::Found(3),
         "the newest occurrence"
     );
-    assert_eq!(ring.position(4), "2");
-    assert_eq!(ring.position(2), "pb:ep:2", "b's id now names d");
+    // A long-poll cursor after d: "2" names b and d, so a position token (issue 15 B3).
+    assert_eq!(ring.position(4), "pb:ep:4");
+    assert_eq!(ring.position(2), "pb:ep:2", "b's id now names d too");
+    assert_eq!(ring.position(5), "3");
 
     // The same id twice in one connection.
     let mut ring = Ring::new(10, Duration::from_secs(60), "ep");
@@ -171,13 +173,45 @@ fn a_replay_after_resume_is_dropped_in_order_until_the_first_mismatch() {
     assert!(!add(&mut ring, Some("2"), "b"));
     assert!(add(&mut ring, Some("2"), "b"));
 
-    // No position asked for, or one the ring does not know: no window.
+    // A position the ring does not know: no window.
     let mut ring = Ring::new(10, Duration::from_secs(60), "ep");
     add(&mut ring, Some("1"), "a");
-    ring.open_replay(None);
-    assert!(add(&mut ring, Some("1"), "a"));
     ring.open_replay(Some("zzz"));
     assert!(add(&mut ring, Some("1"), "a"));
+}
+
+#[test]
+fn without_a_position_a_replay_is_dropped_from_the_first_event_on() {
+    let mut ring = Ring::new(10, Duration::from_secs(60), "ep");
+    for (id, data) in [("1", "a"), ("2", "b")] {
+        add(&mut ring, Some(id), data);
+    }
+    // The app replays what it has (from its start or from later), then goes on.
+    ring.open_replay(None);
+    assert!(!add(&mut ring, Some("1"), "a"));
+    assert!(!add(&mut ring, Some("2"), "b"));
+    assert!(add(&mut ring, Some("3"), "c"));
+    ring.open_replay(None);
+    assert!(!add(&mut ring, Some("2"), "b"));
+    assert!(!add(&mut ring, Some("3"), "c"));
+    assert!(add(&mut ring, Some("2"), "b"));
+    // Only the session's first event anchors: a reused id with new data, or a held event later on, is new.
+    ring.open_replay(None);
+    assert!(add(&mut ring, Some("1"), "a2"));
+    assert!(add(&mut ring, Some("3"), "c"));
+    assert_eq!(data(&ring), ["a", "b", "c", "b", "a2", "c"]);
+}
+
+#[test]
+fn events_without_an_id_never_open_a_replay_window() {
+    // An SSE app without ids (heartbeats, a hello on connect) reconnects with no Last-Event-ID: all delivered.
+    let mut ring = Ring::new(10, Duration::from_secs(60), "ep");
+    add(&mut ring, None, "ping");
+    add(&mut ring, None, "ping");
+    ring.open_replay(None);
+    assert!(add(&mut ring, None, "ping"));
+    assert!(add(&mut ring, None, "ping"));
+    assert_eq!(ring.len(), 4);
 }
 
 #[test]
@@ -322,4 +356,45 @@ fn a_byte_budget_evicts_the_oldest_and_every_byte_is_released() {
     assert_eq!(ids(&ring, 0), ["6"]);
     drop(ring);
     assert_eq!(global.load(Ordering::Relaxed), 0, "every byte released");
+}
+
+/// Issue 15 B3: a long-poll cursor is the plain id only while that id names one event; a cursor given that way
+/// still means that event after the upstream reuses the id, and an ambiguous position is a token.
+#[test]
+fn a_cursor_names_the_occurrence_it_was_given_for() {
+    let mut ring = Ring::new(10, Duration::from_secs(60), "ep");
+    add(&mut ring, Some("1"), "a");
+    add(&mut ring, Some("2"), "b");
+    let cursor = ring.position(2);
+    assert_eq!(cursor, "2", "unambiguous: the app's own id");
+    // The app restarts with a fresh counter.
+    reused(&mut ring, "1", "a2");
+    reused(&mut ring, "2", "b2");
+    assert_eq!(ring.resume_cursor(&cursor), ResumeAt::Found(2));
+    // A client's Last-Event-ID (SSE) still means the newest occurrence.
+    assert_eq!(ring.resume("2"), ResumeAt::Found(4));
+    // Where "2" is ambiguous the cursor is a position token, which resolves exactly.
+    let token = ring.position(4);
+    assert_eq!(token, "pb:ep:4");
+    assert_eq!(ring.resume_cursor(&token), ResumeAt::Found(4));
+    assert_eq!(ring.position(2), "pb:ep:2");
+}
+
+#[test]
+fn a_cursor_whose_occurrence_was_evicted_while_the_id_is_reused_gets_a_gap() {
+    let mut ring = Ring::new(3, Duration::from_secs(60), "ep");
+    add(&mut ring, Some("7"), "a");
+    let cursor = ring.position(1);
+    assert_eq!(cursor, "7");
+    add(&mut ring, None, "b");
+    reused(&mut ring, "7", "c");
+    add(&mut ring, None, "d");
+    // The "7" the cursor meant was evicted; the one held is another event: never a silent skip to it.
+    assert_eq!(ring.oldest(), 1);
+    assert_eq!(ring.resume_cursor(&cursor), ResumeAt::Gap(1));
+    assert_eq!(
+        ring.position(3),
+        "pb:ep:3",
+        "7 no longer names one event from when it was held"
+    );
 }
