@@ -13,9 +13,10 @@
 //! Needs `bash .ci/diff-deps` (a virtualenv in .ci/.venv, node `ws`; Chromium, nginx and playwright-core from
 //! .ci/browser-deps); without them it fails, unless `PUSHBRIDGE_SKIP_DIFFERENTIAL=1`.
 //!
-//! [`KNOWN_UNTIL_MERGE`] lists the cases that differ on main because of defects other branches fix (issue 15);
-//! they are printed as `KNOWN` and do not fail the tests. `known_until_merge` (ignored) runs everything with none
-//! of them forgiven: after merging those fixes, run `cargo test --test differential -- --ignored` and trim the list.
+//! [`THIRD_PARTY`] lists the cases that differ because of a defect in a peer or library pushbridge does not own,
+//! each naming it (docs/protocol.md says the same); they are printed as `KNOWN` and do not fail the tests.
+//! `nothing_forgiven` (ignored) runs everything with none of them forgiven:
+//! `cargo test --test differential -- --ignored` shows whether a new peer or library version fixed one.
 
 mod support;
 
@@ -37,15 +38,15 @@ use clients::Drivers;
 use peers::{Route, nginx_app, node_apps, pushbridge, python_app};
 use scenarios::{GRPC, HTTP, WEBSOCKET};
 
-/// Cases that differ on main because of issue 15 items fixed on other branches; each names the item.
-const KNOWN_UNTIL_MERGE: &[Known] = &[
+/// Cases that differ because of a third-party defect (a client's or a library's), each naming it.
+const THIRD_PARTY: &[Known] = &[
     Known {
         pattern: "*/curl-h2-tls/early-413-unread-3mib",
-        why: "issue 15 item 7 (rest): curl 7.88 over HTTP/2 gets the 413, then ends its upload with an END_STREAM short of its content-length, a stream error (RFC 9113 §8.1.1): exit 92 in some repeats (tests/passthrough_early.rs pins the status)",
+        why: "curl 7.88 over HTTP/2 gets the 413, then ends its upload with an END_STREAM short of its content-length, a stream error (RFC 9113 §8.1.1): exit 92 in some repeats (tests/passthrough_early.rs pins the status)",
     },
     Known {
         pattern: "hypercorn-h2c/curl-h1/early-413-unread-3mib",
-        why: "issue 15 item 7 (rest): hypercorn over h2c answers and closes the connection with the body unread; when the connection's end is read before hyper reads the answer's last DATA, h2 0.4.20 (`State::recv_eof`) turns the half-closed stream into a broken-pipe error and the END_STREAM it had is lost (about 1 in 20; docs/protocol.md)",
+        why: "hypercorn over h2c answers and closes the connection with the body unread; when the connection's end is read before hyper reads the answer's last DATA, h2 0.4.20 (`State::recv_eof`) turns the half-closed stream into a broken-pipe error and the END_STREAM it had is lost (about 1 in 20; docs/protocol.md)",
     },
 ];
 
@@ -107,7 +108,7 @@ async fn check(group: &str, apps: &[App], scenarios: &[Scenario], strict: bool) 
     let started = std::time::Instant::now();
     let outcomes = cases::run(apps, scenarios, &pb, &mut drivers).await;
     println!("differential {group}: ran in {:?}", started.elapsed());
-    if let Err(failures) = cases::report(group, &outcomes, KNOWN_UNTIL_MERGE, FINDINGS, strict) {
+    if let Err(failures) = cases::report(group, &outcomes, THIRD_PARTY, FINDINGS, strict) {
         panic!("{failures}");
     }
 }
@@ -326,10 +327,10 @@ group_test!(node_and_nginx_http_apps, node_nginx_http);
 group_test!(websockets_and_chromium, websocket_and_browser);
 group_test!(grpcio, grpc);
 
-/// Every group with no difference forgiven: run after merging the issue 15 fixes, then trim [`KNOWN_UNTIL_MERGE`].
+/// Every group with no difference forgiven: fails on the [`THIRD_PARTY`] cases until their peers are fixed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 15 items 1, 2, 7, 8, 9 are fixed on other branches: run with --ignored after merging them"]
-async fn known_until_merge() {
+#[ignore = "fails on the THIRD_PARTY cases (curl 7.88, h2 0.4.20): run with --ignored after upgrading them"]
+async fn nothing_forgiven() {
     if !peers::available() {
         return;
     }

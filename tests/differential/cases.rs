@@ -310,13 +310,13 @@ pub fn known<'a>(list: &'a [Known], id: &str) -> Option<&'a Known> {
     })
 }
 
-/// Prints every outcome; fails naming the cases that differ and are in neither list. A case in `until_merge`
-/// (issue 15 items other branches fix) prints as `KNOWN`, unless `strict`; one in `findings` (differences found by
+/// Prints every outcome; fails naming the cases that differ and are in neither list. A case in `third_party`
+/// (a third-party defect, named) prints as `KNOWN`, unless `strict`; one in `findings` (differences found by
 /// this suite, reported to the lead) as `FINDING`. A listed case that is the same says so.
 pub fn report(
     group: &str,
     outcomes: &[Outcome],
-    until_merge: &[Known],
+    third_party: &[Known],
     findings: &[Known],
     strict: bool,
 ) -> Result<(), String> {
@@ -324,7 +324,7 @@ pub fn report(
     let mut lines = String::new();
     let (mut same, mut forgiven) = (0, 0);
     for outcome in outcomes {
-        let listed = known(until_merge, &outcome.id)
+        let listed = known(third_party, &outcome.id)
             .filter(|_| !strict)
             .map(|k| ("KNOWN  ", k))
             .or_else(|| known(findings, &outcome.id).map(|k| ("FINDING", k)));
