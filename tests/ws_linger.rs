@@ -16,6 +16,7 @@ use support::upstream::SseUpstream;
 use support::ws_app::WsApp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 
 /// The over-size message's declared payload: more than socket buffers take, so writing it needs a reading peer.
 const PAYLOAD: usize = 4 << 20;
@@ -51,18 +52,8 @@ sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
 /// Sends one text frame declaring [`PAYLOAD`] bytes and writes them all while reading what the server sends;
 /// returns the close code received, after asserting a clean end of stream and no failed write.
 async fn oversize_message(tcp: TcpStream) -> u16 {
-    let (mut read, mut write) = tcp.into_split();
-    let writer = tokio::spawn(async move {
-        let mut header = vec![0x81, 0x80 | 127];
-        header.extend_from_slice(&(PAYLOAD as u64).to_be_bytes());
-        header.extend_from_slice(&[1, 2, 3, 4]);
-        write.write_all(&header).await?;
-        let chunk = vec![b'x'; 64 << 10];
-        for _ in 0..PAYLOAD / chunk.len() {
-            write.write_all(&chunk).await?;
-        }
-        Ok::<_, std::io::Error>(write)
-    });
+    let (mut read, write) = tcp.into_split();
+    let writer = tokio::spawn(write_oversize(write));
     let mut received = Vec::new();
     let ended = tokio::time::timeout(WAIT, read.read_to_end(&mut received))
         .await
@@ -83,6 +74,19 @@ async fn oversize_message(tcp: TcpStream) -> u16 {
     );
     let close = close_frame(&received);
     u16::from_be_bytes([close[0], close[1]])
+}
+
+/// Writes one masked text frame declaring [`PAYLOAD`] bytes, all of them; returns the writer.
+async fn write_oversize(mut write: OwnedWriteHalf) -> std::io::Result<OwnedWriteHalf> {
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(PAYLOAD as u64).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    write.write_all(&header).await?;
+    let chunk = vec![b'x'; 64 << 10];
+    for _ in 0..PAYLOAD / chunk.len() {
+        write.write_all(&chunk).await?;
+    }
+    Ok(write)
 }
 
 /// The payload of the close frame among server frames (unmasked), skipping pings.
@@ -171,18 +175,8 @@ const PROXY_UPGRADE: &str = "proxy_http_version 1.1;\n\
 /// Sends the over-size message (as [`oversize_message`]) and returns the close code received, however the stream
 /// ends after it.
 async fn close_code(tcp: TcpStream) -> u16 {
-    let (mut read, mut write) = tcp.into_split();
-    let writer = tokio::spawn(async move {
-        let mut header = vec![0x81, 0x80 | 127];
-        header.extend_from_slice(&(PAYLOAD as u64).to_be_bytes());
-        header.extend_from_slice(&[1, 2, 3, 4]);
-        write.write_all(&header).await?;
-        let chunk = vec![b'x'; 64 << 10];
-        for _ in 0..PAYLOAD / chunk.len() {
-            write.write_all(&chunk).await?;
-        }
-        Ok::<_, std::io::Error>(write)
-    });
+    let (mut read, write) = tcp.into_split();
+    let writer = tokio::spawn(write_oversize(write));
     let mut received = Vec::new();
     let mut buf = [0u8; 4096];
     let _ = tokio::time::timeout(WAIT, async {

@@ -233,17 +233,7 @@ pub async fn nginx_app() -> Nginx {
         .replace("{{DIR}}", &dir.path().display().to_string())
         .replace("{{H1}}", &h1.to_string())
         .replace("{{H2C}}", &h2c.to_string());
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let mut command = Command::new(nginx_path().expect("nginx"));
-    command
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .args(["-g", "daemon off;"]);
+    let command = crate::support::nginx::command(&nginx_path().expect("nginx"), dir.path(), &conf);
     let proc = Proc::spawn("nginx", command);
     wait_ready("nginx", addr(h1), false).await;
     wait_ready("nginx (h2c)", addr(h2c), true).await;

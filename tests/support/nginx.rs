@@ -20,6 +20,22 @@ pub fn path() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// An nginx command in the foreground with `conf` written to `dir` (also its prefix, error log and temp files).
+pub fn command(nginx: &Path, dir: &Path, conf: &str) -> Command {
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut command = Command::new(nginx);
+    command
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .args(["-g", "daemon off;"]);
+    command
+}
+
 /// nginx as a child process in its own temp dir (config, pid, logs, temp files), killed on drop.
 pub struct Nginx {
     child: Child,
@@ -49,16 +65,7 @@ impl Nginx {
             .replace("{{PORT}}", &port.to_string())
             .replace("{{UPSTREAM}}", &upstream.to_string())
             .replace("{{PROXY}}", proxy);
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new(nginx)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
+        let mut child = command(nginx, dir.path(), &conf)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
