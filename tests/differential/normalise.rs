@@ -94,10 +94,11 @@ pub fn host_added(obs: &mut Value, app_authority: &str) {
         .and_then(|app| app.get_mut("headers"))
         .and_then(Value::as_array_mut)
     {
+        // An HTTP/2 application reports it as `:authority`.
         list.retain(|p| {
             !(p[0]
                 .as_str()
-                .is_some_and(|n| n.eq_ignore_ascii_case("host"))
+                .is_some_and(|n| n.eq_ignore_ascii_case("host") || n == ":authority")
                 && p[1] == app_authority)
         });
     }
