@@ -14,6 +14,7 @@ use super::spans::Spans;
 use super::units::clip;
 
 mod files;
+mod floors;
 mod kinds;
 mod limits;
 
@@ -97,6 +98,7 @@ pub fn validate(config: &Config, file: &str, spans: &Spans) -> Vec<Problem> {
         stream_rules(stream, &at, &mut report);
     }
     limits::check(config, &mut report);
+    floors::check(config, &mut report);
     files::check(config, &mut report);
     if config.log.level.trim().is_empty() {
         report.add("log.level", "must not be empty (e.g. \"info\")");

@@ -359,3 +359,26 @@ async fn the_request_that_opens_a_stream_gets_its_first_events() {
         Some(vec!["a".into(), "b".into()])
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_streams_key_is_counted_in_the_buffer_budget_while_it_lives() {
+    let hub = hub();
+    let start = starter(Arc::default(), Arc::default());
+    let s = settings(10, 10);
+    let long = "k".repeat(200);
+    let sub = hub.subscribe(
+        key(&long),
+        &s,
+        &start,
+        Resume::Live,
+        None,
+        Default::default(),
+    );
+    let key_bytes = "r".len() + "channel".len() + 200;
+    assert_eq!(hub.buffer_bytes(), key_bytes);
+    drop(sub);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    tokio::time::sleep(SWEEP_PERIOD * 2).await;
+    assert_eq!(hub.len(), 0, "nothing buffered: forgotten once idle");
+    assert_eq!(hub.buffer_bytes(), 0, "its key's bytes released");
+}
