@@ -1,6 +1,6 @@
-//! Rules serde cannot express: non-zero limits, unique stream names and paths, URL params that exist in the
-//! path, usable URLs, readable TLS files. Every rule reports into one list, so all problems come out at once,
-//! each located at the offending value through [`Spans`].
+//! Rules serde cannot express: non-zero limits, ranges (`limits`) and duration floors (`floors`), unique
+//! stream names and paths, URL params that exist in the path, usable URLs, readable TLS files. Every rule reports
+//! into one list, so all problems come out at once, each located at the offending value through [`Spans`].
 
 mod passthrough;
 

@@ -5,8 +5,8 @@
 //! browser reconnects with `Last-Event-ID`).
 //!
 //! The body is a [`Feed`]: each wake-up appends everything the subscriber can take at that moment (up to
-//! [`MAX_WRITE`] bytes, plus one event) to one buffer, so a client that fell behind catches up in few large writes and the cost per
-//! event falls as the load rises. The direct HTTP/1.1 path writes the buffer itself; hyper gets it as one frame.
+//! [`MAX_WRITE`] bytes, plus one event) to one buffer, so a client that fell behind catches up in few large writes
+//! and the cost per event falls as the load rises. The direct HTTP/1.1 path writes the buffer itself; hyper gets it as one frame.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
