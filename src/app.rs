@@ -212,6 +212,7 @@ pub fn build_router(
         hub: hub.clone(),
         metrics: metrics.clone(),
         drain: drain.token(),
+        max_key_bytes: config.limits.max_key_bytes,
     })
 }
 

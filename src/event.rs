@@ -32,11 +32,14 @@ pub struct Event {
     charged: AtomicUsize,
 }
 
-/// Bytes held by the events of one stream, and by every stream of the process.
+/// Bytes held by the events of one stream, and by every stream of the process (which also counts each stream's
+/// key, for as long as the account lives).
 #[derive(Debug, Default)]
 pub struct BufferBytes {
     stream: AtomicUsize,
     global: Arc<AtomicUsize>,
+    /// The stream key's bytes, charged to `global` only (no event of the stream is evicted for its own key).
+    key: usize,
 }
 
 impl BufferBytes {
@@ -45,6 +48,17 @@ impl BufferBytes {
         BufferBytes {
             stream: AtomicUsize::new(0),
             global,
+            key: 0,
+        }
+    }
+
+    /// [`BufferBytes::new`], charging `key` bytes (the stream's key) to `global` until the account is dropped.
+    pub fn with_key(global: Arc<AtomicUsize>, key: usize) -> BufferBytes {
+        global.fetch_add(key, Ordering::Relaxed);
+        BufferBytes {
+            stream: AtomicUsize::new(0),
+            global,
+            key,
         }
     }
 
@@ -66,6 +80,12 @@ impl BufferBytes {
     fn sub(&self, n: usize) {
         self.stream.fetch_sub(n, Ordering::Relaxed);
         self.global.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for BufferBytes {
+    fn drop(&mut self) {
+        self.global.fetch_sub(self.key, Ordering::Relaxed);
     }
 }
 

@@ -41,6 +41,18 @@ pub struct StreamKey {
     pub session: Option<u64>,
 }
 
+impl StreamKey {
+    /// What the key holds: its route name and parameter names and values (counted in `limits.max_buffer_bytes`).
+    pub fn bytes(&self) -> usize {
+        self.route.len()
+            + self
+                .params
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum::<usize>()
+    }
+}
+
 impl std::fmt::Display for StreamKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.route)?;

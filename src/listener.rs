@@ -8,6 +8,7 @@
 
 mod direct;
 mod prefixed;
+mod streams;
 pub mod watch;
 
 use std::convert::Infallible;
@@ -35,6 +36,10 @@ use crate::server::{self, Router};
 use crate::tls::ServerTls;
 use prefixed::Prefixed;
 use watch::{Acceptor, Activity, Close};
+
+/// The largest HTTP/1.x request head hyper reads (request line and fields; hyper's read buffer): a longer one gets
+/// `431`. The direct path hands heads over 8 KiB to hyper, so this is the bound of both paths.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// Shared by every connection of every listener.
 #[derive(Clone)]
@@ -234,8 +239,11 @@ async fn serve_hyper<IO>(
     let kick = info.kick.clone();
     let (activity, requests) = Activity::new(info.guard.permit.clone());
     let router = shared.router.clone();
-    let service = service_fn(move |req| {
+    let h2_streams = streams::Streams::new(shared.limits.h2_max_streams_per_connection);
+    let metrics = shared.metrics.clone();
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         requests.arrived();
+        let slot = (req.version() == http::Version::HTTP_2).then(|| h2_streams.open(&metrics));
         let router = router.load_full();
         let info = info.clone();
         async move {
@@ -243,26 +251,38 @@ async fn serve_hyper<IO>(
             // Boxed: hyper keeps a slot (HTTP/1.1) or a task (an HTTP/2 stream) the size of this future for as
             // long as the response lasts; the handler's state is freed once it has answered.
             let response = boxed(server::handle(router, req, info)).await;
-            Ok::<_, Infallible>(response.map(|body| watch::hold(body, permit)))
+            Ok::<_, Infallible>(response.map(|body| {
+                let body = watch::hold(body, permit);
+                match slot {
+                    Some(slot) => watch::hold(body, Arc::new(slot)),
+                    None => body,
+                }
+            }))
         }
     });
     let limits = &shared.limits;
     let watch = activity.watch(first_by, limits.idle_connection_timeout);
     let io = TokioIo::new(io);
     let timer = TokioTimer::new;
-    // A client must send every later request head within the handshake timeout too (slow-loris).
+    // A client must send every later request head within the handshake timeout too (slow-loris); a head is at
+    // most MAX_HEAD_BYTES (431 beyond). What one HTTP/2 connection holds is bounded in `streams`.
     match protocols {
         Protocols::Sniff => {
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(timer())
+                .max_buf_size(MAX_HEAD_BYTES)
                 .header_read_timeout(limits.handshake_timeout);
             builder
                 .http2()
                 .timer(timer())
                 .keep_alive_interval(limits.keepalive_interval)
                 .keep_alive_timeout(limits.handshake_timeout)
+                .max_concurrent_streams(limits.h2_max_streams_per_connection)
+                .max_send_buf_size(limits.h2_send_buffer)
+                .initial_stream_window_size(streams::STREAM_WINDOW)
+                .initial_connection_window_size(streams::CONNECTION_WINDOW)
                 .enable_connect_protocol();
             let conn = builder.serve_connection_with_upgrades(io, service);
             drive(conn, |c| c.graceful_shutdown(), watch, kick, &shared).await
@@ -270,6 +290,7 @@ async fn serve_hyper<IO>(
         Protocols::Http1 => {
             let conn = http1::Builder::new()
                 .timer(timer())
+                .max_buf_size(MAX_HEAD_BYTES)
                 .header_read_timeout(limits.handshake_timeout)
                 .serve_connection(io, service)
                 .with_upgrades();
@@ -280,6 +301,10 @@ async fn serve_hyper<IO>(
                 .timer(timer())
                 .keep_alive_interval(limits.keepalive_interval)
                 .keep_alive_timeout(limits.handshake_timeout)
+                .max_concurrent_streams(limits.h2_max_streams_per_connection)
+                .max_send_buf_size(limits.h2_send_buffer)
+                .initial_stream_window_size(streams::STREAM_WINDOW)
+                .initial_connection_window_size(streams::CONNECTION_WINDOW)
                 .enable_connect_protocol()
                 .serve_connection(io, service);
             drive(conn, |c| c.graceful_shutdown(), watch, kick, &shared).await

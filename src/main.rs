@@ -38,6 +38,19 @@ enum Command {
     Demo(pushbridge::demo::DemoArgs),
 }
 
+/// jemalloc (feature `jemalloc`, opt-in): glibc's malloc kept a spike's memory (10 000 SSE clients come
+/// and gone: none of it back after 30 s); jemalloc's background thread purges freed pages within about a second
+/// (benches/rss-return.sh, docs/config.md "Memory after a spike").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options (read at its start; `_RJEM_MALLOC_CONF` in the environment overrides them): a background
+/// thread returns dirty pages after 1 s, without the intermediate "muzzy" state (counted in RSS until then).
+#[cfg(feature = "jemalloc")]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

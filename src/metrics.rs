@@ -24,6 +24,8 @@ pub struct Metrics {
     pub connections_total: IntCounterVec,
     /// Accepted TCP connections.
     pub tcp_accepted: IntCounter,
+    /// Times an HTTP/2 connection reached `limits.h2_max_streams_per_connection` streams in flight.
+    pub http2_stream_limit_reached: IntCounter,
     /// Live hub streams.
     pub streams_open: IntGauge,
     /// Events received from upstreams, by route.
@@ -158,6 +160,10 @@ impl Metrics {
                 &["transport"],
             )?,
             tcp_accepted: counter("pushbridge_tcp_accepted_total", "Accepted TCP connections.")?,
+            http2_stream_limit_reached: counter(
+                "pushbridge_http2_stream_limit_reached_total",
+                "Times an HTTP/2 connection reached its stream limit (further streams: REFUSED_STREAM).",
+            )?,
             streams_open,
             events_received: counter_vec(
                 "pushbridge_events_received_total",
@@ -174,7 +180,7 @@ impl Metrics {
             )?,
             stream_refusals: counter_vec(
                 "pushbridge_stream_refusals_total",
-                "New streams refused: for a stream limit (global, route: 503) or a parameter rule (pattern: 404).",
+                "New streams refused: for a stream limit (global, route, fds: 503), a parameter rule (pattern: 404) or a key over limits.max_key_bytes (key_bytes: 414).",
                 &["limit"],
             )?,
             stream_evictions: counter_vec(
@@ -387,7 +393,7 @@ impl Metrics {
         for budget in ["stream", "global"] {
             self.buffer_evictions.with_label_values(&[budget]);
         }
-        for limit in ["global", "route", "pattern", "fds"] {
+        for limit in ["global", "route", "pattern", "fds", "key_bytes"] {
             self.stream_refusals.with_label_values(&[limit]);
         }
         for limit in ["global", "route"] {

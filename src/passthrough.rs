@@ -8,8 +8,9 @@
 //! `X-Pushbridge-*`, `X-Original-URI` and `X-Original-Method` dropped, and forwarding headers set ([`headers`]). A
 //! request for one of the application's internal URLs (a stream upstream, `client_messages.forward` or
 //! `auth.check` on the upstream's origin) is 404 unless `expose_internal` ([`internal`]). It is not an open
-//! proxy: plain `CONNECT` and `TRACE` are 405, an HTTP/1 absolute-form target (RFC 9112 §3.2.2) is 400, and the
-//! upstream never depends on the request's host. Upstream failures are 502
+//! proxy: plain `CONNECT` and `TRACE` are 405, an HTTP/1 absolute-form target (RFC 9112 §3.2.2) is 400, so is an
+//! HTTP/1.1 request without `Host` or any with two (§3.2), and the upstream never depends on the request's host.
+//! Upstream failures are 502
 //! (refused, unreachable, broken connection) or 504 (connect timeout, no response headers within
 //! `response_timeout`). A request body still arriving `body_timeout` after the response ended is cut ([`body`]).
 
@@ -129,6 +130,16 @@ impl Passthrough {
             return plain(
                 StatusCode::BAD_REQUEST,
                 "bad request: absolute-form request target\n",
+            );
+        }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with more than one, is 400 (HTTP/1.0
+        // may omit it; HTTP/2 carries `:authority`).
+        let hosts = req.headers().get_all(header::HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
+            tracing::debug!(%client, hosts, "pass-through refused a request without exactly one Host");
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "bad request: exactly one Host field is required\n",
             );
         }
         if websocket::is_upgrade(&req) {

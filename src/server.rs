@@ -30,6 +30,8 @@ pub struct Router {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub drain: CancellationToken,
+    /// `limits.max_key_bytes`.
+    pub max_key_bytes: usize,
 }
 
 /// `Retry-After` (seconds) of a 503 for a stream limit.
@@ -138,6 +140,24 @@ fn stream_route(router: &Router, path: &str) -> Option<Result<RouteMatch, Respon
         .find_map(|(_, v)| crate::config::refuse_param(v))
     {
         return Some(Err(plain(StatusCode::BAD_REQUEST, reason)));
+    }
+    let key_bytes: usize = params.iter().map(|(_, v)| v.len()).sum();
+    if key_bytes > router.max_key_bytes {
+        router
+            .metrics
+            .stream_refusals
+            .with_label_values(&["key_bytes"])
+            .inc();
+        crate::log_limited!(
+            router.metrics.logs,
+            LogKind::Refused,
+            "key_bytes",
+            info!(route = %route.name, key_bytes, max = router.max_key_bytes, "Stream key too long (limits.max_key_bytes): 414")
+        );
+        return Some(Err(plain(
+            StatusCode::URI_TOO_LONG,
+            "stream key too long\n",
+        )));
     }
     if !crate::config::params_admitted(&route.config.params, &params) {
         router

@@ -156,9 +156,11 @@ impl Running {
             || new.handshake_timeout != old.handshake_timeout
             || new.idle_connection_timeout != old.idle_connection_timeout
             || new.keepalive_interval != old.keepalive_interval
+            || new.h2_max_streams_per_connection != old.h2_max_streams_per_connection
+            || new.h2_send_buffer != old.h2_send_buffer
         {
             outcome.needs_restart.push(
-                "limits.max_connections/handshake_timeout/idle_connection_timeout/keepalive_interval",
+                "limits.max_connections/handshake_timeout/idle_connection_timeout/keepalive_interval/h2_*",
             );
         }
         if config.log != current.log {
@@ -172,6 +174,7 @@ impl Running {
             hub: self.hub.clone(),
             metrics: self.metrics.clone(),
             drain: self.drain.token(),
+            max_key_bytes: config.limits.max_key_bytes,
         }));
         self.hub.set_max_streams(config.limits.max_streams);
         self.hub

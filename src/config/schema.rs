@@ -34,6 +34,12 @@ pub const DEFAULT_BUFFER_AGE: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_BUFFER_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Limits: the most streams (route and path-parameter values, or per-client sessions) the process keeps at once.
 pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+/// `limits.h2_max_streams_per_connection`.
+pub const DEFAULT_H2_MAX_STREAMS_PER_CONNECTION: u32 = 100;
+/// `limits.h2_send_buffer`.
+pub const DEFAULT_H2_SEND_BUFFER: usize = 16 * 1024;
+/// `limits.max_key_bytes`.
+pub const DEFAULT_MAX_KEY_BYTES: usize = 256;
 /// Limits: how long a key the upstream refused (404/403/410) is answered from memory.
 pub const DEFAULT_NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(10);
 /// Limits: the most keys the negative cache remembers (oldest forgotten first).

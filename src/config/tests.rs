@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 
+mod floors;
 mod kinds;
 
 const MINIMAL: &str = "\

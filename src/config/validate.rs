@@ -1,6 +1,6 @@
-//! Rules serde cannot express: non-zero limits, unique stream names and paths, URL params that exist in the
-//! path, usable URLs, readable TLS files. Every rule reports into one list, so all problems come out at once,
-//! each located at the offending value through [`Spans`].
+//! Rules serde cannot express: non-zero limits, ranges (`limits`) and duration floors (`floors`), unique
+//! stream names and paths, URL params that exist in the path, usable URLs, readable TLS files. Every rule reports
+//! into one list, so all problems come out at once, each located at the offending value through [`Spans`].
 
 mod passthrough;
 
@@ -14,6 +14,7 @@ use super::spans::Spans;
 use super::units::clip;
 
 mod files;
+mod floors;
 mod kinds;
 mod limits;
 
@@ -97,6 +98,7 @@ pub fn validate(config: &Config, file: &str, spans: &Spans) -> Vec<Problem> {
         stream_rules(stream, &at, &mut report);
     }
     limits::check(config, &mut report);
+    floors::check(config, &mut report);
     files::check(config, &mut report);
     if config.log.level.trim().is_empty() {
         report.add("log.level", "must not be empty (e.g. \"info\")");

@@ -122,7 +122,10 @@ impl Stream {
         let epoch = format!("{:08x}", rand::random::<u32>());
         let ring =
             Ring::new(settings.buffer_events, settings.buffer_age, &epoch).with_budget(Budget {
-                account: Arc::new(crate::event::BufferBytes::new(budget.bytes.clone())),
+                account: Arc::new(crate::event::BufferBytes::with_key(
+                    budget.bytes.clone(),
+                    key.bytes(),
+                )),
                 max_bytes: settings.buffer_max_bytes,
                 global_max: budget.max.clone(),
             });

@@ -447,4 +447,26 @@ async fn a_new_stream_evicts_the_oldest_dormant_one_at_the_limits() {
     assert!(y.is_ok() && hub.get(&other_key("x")).is_none());
     assert_eq!(evicted("global"), 1);
     drop((c, resumed));
+
+#[tokio::test(start_paused = true)]
+async fn a_streams_key_is_counted_in_the_buffer_budget_while_it_lives() {
+    let hub = hub();
+    let start = starter(Arc::default(), Arc::default());
+    let s = settings(10, 10);
+    let long = "k".repeat(200);
+    let sub = hub.subscribe(
+        key(&long),
+        &s,
+        &start,
+        Resume::Live,
+        None,
+        Default::default(),
+    );
+    let key_bytes = "r".len() + "channel".len() + 200;
+    assert_eq!(hub.buffer_bytes(), key_bytes);
+    drop(sub);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    tokio::time::sleep(SWEEP_PERIOD * 2).await;
+    assert_eq!(hub.len(), 0, "nothing buffered: forgotten once idle");
+    assert_eq!(hub.buffer_bytes(), 0, "its key's bytes released");
 }

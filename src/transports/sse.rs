@@ -5,10 +5,12 @@
 //! browser reconnects with `Last-Event-ID`).
 //!
 //! The body is a [`Feed`]: each wake-up appends everything the subscriber can take at that moment (up to
-//! [`MAX_WRITE`] bytes) to one buffer, so a client that fell behind catches up in few large writes and the cost per
-//! event falls as the load rises. The direct HTTP/1.1 path writes the buffer itself; hyper gets it as one frame.
+//! [`MAX_WRITE`] bytes, plus one event) to one buffer, so a client that fell behind catches up in few large writes
+//! and the cost per event falls as the load rises. The direct HTTP/1.1 path writes the buffer itself; hyper gets it as one frame.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +22,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{OpenGauge, StreamContext};
+use crate::event::Event;
 use crate::hub::{Next, Stream, Subscription};
 use crate::{Body, BoxError};
 
@@ -29,6 +32,9 @@ const HEARTBEAT: &[u8] = b":\n";
 const BATCH: usize = 64;
 /// Bytes gathered for one write at most (a client far behind catches up in writes of this size).
 pub const MAX_WRITE: usize = 64 * 1024;
+/// The same over HTTP/2, where h2 cuts every write into 16 KiB frames anyway and buffers each one whole on top of
+/// `limits.h2_send_buffer` for a client that does not read.
+pub const MAX_WRITE_HTTP2: usize = 16 * 1024;
 
 /// The event that `?open=1` asks for at the start of the stream: a visible sign (EventSource does not show
 /// comments) that the stream is not being held back by a buffering proxy.
@@ -61,6 +67,7 @@ pub fn serve(
         active: false,
         ctx,
         done: false,
+        pending: VecDeque::new(),
     };
     let mut response = http::Response::new(feed);
     let headers = response.headers_mut();
@@ -89,6 +96,8 @@ pub struct Feed {
     preamble: Option<Bytes>,
     _gauge: OpenGauge,
     done: bool,
+    /// Events taken from the ring but not written yet (a batch larger than [`MAX_WRITE`]), oldest first.
+    pending: VecDeque<Arc<Event>>,
 }
 
 impl Feed {
@@ -100,6 +109,7 @@ impl Feed {
         if let Some(preamble) = self.preamble.take() {
             out.extend_from_slice(&preamble);
         }
+        self.write_pending(out, start);
         while out.len() == start && !self.done {
             let next = tokio::select! {
                 biased;
@@ -115,32 +125,62 @@ impl Feed {
                     continue;
                 }
             };
-            self.take(next, out);
+            self.take(next, out, start);
         }
         // Whatever else is ready goes out in the same write.
-        while !self.done && out.len() - start < MAX_WRITE {
+        while !self.done && out.len() - start < self.max_write() && self.pending.is_empty() {
             match self.subscription.try_next(BATCH) {
-                Some(next) => self.take(next, out),
+                Some(next) => self.take(next, out, start),
                 None => break,
             }
         }
         !self.done
     }
 
-    fn take(&mut self, next: Next, out: &mut Vec<u8>) {
+    /// Appends pending events while the write (from `start`) is under [`Feed::max_write`]: one write holds at most
+    /// that plus one event, however large the events (a batch of 64 large ones would be megabytes per client).
+    fn write_pending(&mut self, out: &mut Vec<u8>, start: usize) {
+        let max = self.max_write();
+        let mut n = 0;
+        let mut len = out.len() - start;
+        for event in &self.pending {
+            if len >= max {
+                break;
+            }
+            len += event.sse_bytes().len();
+            n += 1;
+        }
+        if n == 0 {
+            return;
+        }
+        let events: Vec<Arc<Event>> = self.pending.drain(..n).collect();
+        out.reserve(len + start - out.len());
+        for event in &events {
+            out.extend_from_slice(event.sse_bytes());
+        }
+        let subscription = &self.subscription;
+        self.ctx
+            .metrics
+            .delivered("sse", &events, |e| subscription.is_live(e));
+    }
+
+    /// [`MAX_WRITE`], or [`MAX_WRITE_HTTP2`] over HTTP/2.
+    fn max_write(&self) -> usize {
+        if self.ctx.http_version == "http2" {
+            MAX_WRITE_HTTP2
+        } else {
+            MAX_WRITE
+        }
+    }
+
+    fn take(&mut self, next: Next, out: &mut Vec<u8>, start: usize) {
         match next {
             Next::Events(events) => {
                 // The upstream's retry: came before these events: the client gets it first too.
                 self.refresh_retry(out);
                 self.active = true;
-                out.reserve(events.iter().map(|e| e.sse_bytes().len()).sum());
-                for event in &events {
-                    out.extend_from_slice(event.sse_bytes());
-                }
-                let subscription = &self.subscription;
-                self.ctx
-                    .metrics
-                    .delivered("sse", &events, |e| subscription.is_live(e));
+                self.pending.extend(events);
+                self.write_pending(out, start);
             }
             Next::Gap { last_event_id } => {
                 out.extend_from_slice(&gap_frame(&self.ctx.route.config.gap_event, &last_event_id))

@@ -39,6 +39,15 @@ pub struct LimitsConfig {
     pub negative_cache_ttl: Duration,
     /// How often a stream with many subscribers wakes them for new events.
     pub wake_pacing: WakePacingConfig,
+    /// Streams one HTTP/2 connection may have open at once (announced in SETTINGS; h2 refuses more with
+    /// REFUSED_STREAM); 1 to 1000.
+    pub h2_max_streams_per_connection: u32,
+    /// Bytes buffered per HTTP/2 stream for a client that does not read (hyper's send buffer); 1KiB to 1MiB.
+    #[serde(deserialize_with = "units::size")]
+    pub h2_send_buffer: usize,
+    /// Longest stream key (the bytes of a stream route's path parameters): longer gets 414; 1 to 64KiB.
+    #[serde(deserialize_with = "units::size")]
+    pub max_key_bytes: usize,
 }
 
 /// Wake pacing: a stream with at least `from` subscribers wakes them for new events at most once per
@@ -92,6 +101,9 @@ impl Default for LimitsConfig {
             max_streams: DEFAULT_MAX_STREAMS,
             negative_cache_ttl: DEFAULT_NEGATIVE_CACHE_TTL,
             wake_pacing: WakePacingConfig::default(),
+            h2_max_streams_per_connection: DEFAULT_H2_MAX_STREAMS_PER_CONNECTION,
+            h2_send_buffer: DEFAULT_H2_SEND_BUFFER,
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
         }
     }
 }

@@ -11,6 +11,13 @@ use crate::config::schema::Config;
 pub const MAX_COUNT: usize = 1_000_000;
 /// Largest `limits.max_buffer_bytes` and `buffer.max_bytes` (64 GiB).
 pub const MAX_BUFFER_BYTES: usize = 64 << 30;
+/// Largest `limits.h2_max_streams_per_connection`.
+pub const MAX_H2_STREAMS: usize = 1000;
+/// Smallest and largest `limits.h2_send_buffer`.
+pub const MIN_H2_SEND_BUFFER: usize = 1024;
+pub const MAX_H2_SEND_BUFFER: usize = 1024 * 1024;
+/// Largest `limits.max_key_bytes`.
+pub const MAX_KEY_BYTES: usize = 64 * 1024;
 /// Largest `admin.max_connections`.
 pub const MAX_ADMIN_CONNECTIONS: usize = 1024;
 /// Largest `long_poll.max_batch`.
@@ -81,6 +88,15 @@ pub(super) fn check(config: &Config, report: &mut Report<'_>) {
         MAX_BUFFER_BYTES,
     );
     report.count("limits.max_streams", limits.max_streams, MAX_COUNT);
+    report.count(
+        "limits.h2_max_streams_per_connection",
+        limits.h2_max_streams_per_connection as usize,
+        MAX_H2_STREAMS,
+    );
+    if !(MIN_H2_SEND_BUFFER..=MAX_H2_SEND_BUFFER).contains(&limits.h2_send_buffer) {
+        report.add("limits.h2_send_buffer", "must be 1KiB to 1MiB");
+    }
+    report.count("limits.max_key_bytes", limits.max_key_bytes, MAX_KEY_BYTES);
     let pacing = &limits.wake_pacing;
     report.count("limits.wake_pacing.from", pacing.from, MAX_COUNT);
     report.at_most_time(
@@ -242,6 +258,36 @@ mod tests {
                 "limits: { max_connections: 0 }\n",
                 "limits.max_connections",
                 "at least 1",
+            ),
+            (
+                "limits: { h2_max_streams_per_connection: 1001 }\n",
+                "limits.h2_max_streams_per_connection",
+                "at most 1000",
+            ),
+            (
+                "limits: { h2_max_streams_per_connection: 0 }\n",
+                "limits.h2_max_streams_per_connection",
+                "at least 1",
+            ),
+            (
+                "limits: { h2_send_buffer: 100 }\n",
+                "limits.h2_send_buffer",
+                "1KiB to 1MiB",
+            ),
+            (
+                "limits: { h2_send_buffer: 2MiB }\n",
+                "limits.h2_send_buffer",
+                "1KiB to 1MiB",
+            ),
+            (
+                "limits: { max_key_bytes: 0 }\n",
+                "limits.max_key_bytes",
+                "at least 1",
+            ),
+            (
+                "limits: { max_key_bytes: 65537 }\n",
+                "limits.max_key_bytes",
+                "at most 65536",
             ),
             (
                 "limits: { client_queue: 1000001 }\n",
