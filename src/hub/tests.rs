@@ -447,6 +447,7 @@ async fn a_new_stream_evicts_the_oldest_dormant_one_at_the_limits() {
     assert!(y.is_ok() && hub.get(&other_key("x")).is_none());
     assert_eq!(evicted("global"), 1);
     drop((c, resumed));
+}
 
 #[tokio::test(start_paused = true)]
 async fn a_streams_key_is_counted_in_the_buffer_budget_while_it_lives() {
