@@ -51,10 +51,16 @@ const THIRD_PARTY: &[Known] = &[
 ];
 
 /// Differences this suite found that issue 15 does not list (reported to the lead; not failures until decided).
-const FINDINGS: &[Known] = &[Known {
-    pattern: "nginx-h2c/*/post-body-256k",
-    why: "new, in pushbridge's favour: nginx over h2c answers without reading the 256 KiB body and resets the stream (curl 92 directly); through pushbridge the client gets the 200",
-}];
+const FINDINGS: &[Known] = &[
+    Known {
+        pattern: "node-http/curl-h1/early-413-unread-3mib",
+        why: "in pushbridge's favour: node's http server answers 413 and closes with the body unread; directly, the reset sometimes overtakes the 413 (curl: status 100, no body); through pushbridge, which reads the rest of the body, the 413 arrives every time",
+    },
+    Known {
+        pattern: "nginx-h2c/*/post-body-256k",
+        why: "new, in pushbridge's favour: nginx over h2c answers without reading the 256 KiB body and resets the stream (curl 92 directly); through pushbridge the client gets the 200",
+    },
+];
 
 /// Bound on one test (start-up included).
 const WHOLE: Duration = Duration::from_secs(240);

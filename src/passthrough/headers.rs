@@ -42,7 +42,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Whether pushbridge sets this field itself on its requests to the application (`X-Pushbridge-*` on client
 /// messages and auth checks, `X-Original-URI` and `X-Original-Method` on auth checks): never taken from a client.
 pub(crate) fn is_pushbridge_owned(name: &HeaderName) -> bool {
-    let name = name.as_str();
+    // `_` as `-` too: CGI-style servers (WSGI, Rack) read `X-Pushbridge_Stream` as `HTTP_X_PUSHBRIDGE_STREAM`.
+    let name = name.as_str().replace('_', "-");
     name.starts_with("x-pushbridge-") || name == "x-original-uri" || name == "x-original-method"
 }
 

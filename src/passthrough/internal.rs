@@ -38,7 +38,8 @@ impl Refused {
             .map(|url| {
                 let segments = !url.templated || url.path.ends_with('/');
                 let mut path = canonical(&url.path);
-                if !segments && url.path.ends_with(['.', '/']) {
+                let last = url.path.rsplit('/').next().unwrap_or_default();
+                if !segments && matches!(last, "" | "." | "..") {
                     // `canonical` dropped a trailing empty or dot segment of a raw prefix: keep the separator.
                     path.push('/');
                 }
@@ -66,7 +67,8 @@ impl Refused {
                 prefix.path.is_empty()
                     || path
                         .strip_prefix(&prefix.path)
-                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                        // `.json` and the like: frameworks route `/x.json` (Rails' `(.:format)`) to `/x`.
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '.', '\0']))
             }
             false => path.starts_with(&prefix.path),
         })
@@ -179,6 +181,7 @@ mod tests {
                 url("/internal/events/", true),
                 url("/internal/messages", false),
                 url("/hooks/ev-", true),
+                url("/internal/user.", true),
             ],
         );
         for path in [
@@ -189,6 +192,9 @@ mod tests {
             "/Internal/Messages",
             "/hooks/ev-1",
             "/base/../hooks/EV-x",
+            "/internal/messages.json",
+            "/internal/messages%00",
+            "/internal/user.42",
         ] {
             assert!(refused.covers(path), "{path}");
         }
@@ -196,6 +202,7 @@ mod tests {
             "/internal",
             "/internal/eventsx",
             "/internal/messagesx",
+            "/internal/user",
             "/hooks/e",
             "/",
         ] {
