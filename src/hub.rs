@@ -127,6 +127,8 @@ pub struct Hub {
     limit_warned: Mutex<Option<std::time::Instant>>,
     /// When the last dormant-stream eviction was logged.
     evict_logged: Mutex<Option<std::time::Instant>>,
+    /// When a look for a dormant stream last found none: for [`NO_DORMANT_FOR`] after, none is looked for.
+    no_dormant_at: Mutex<Option<tokio::time::Instant>>,
     /// Keys the upstream answered 404/403/410 (`limits.negative_cache_ttl`).
     negative: Mutex<negative::NegativeCache>,
     /// `limits.wake_pacing`.
@@ -145,6 +147,7 @@ impl Hub {
             max_streams: AtomicUsize::new(usize::MAX),
             limit_warned: Mutex::new(None),
             evict_logged: Mutex::new(None),
+            no_dormant_at: Mutex::new(None),
             negative: Mutex::default(),
             wake_pacing: Mutex::default(),
         })
@@ -257,14 +260,33 @@ impl Hub {
         if settings.max_streams != usize::MAX
             && streams.keys().filter(|k| k.route == key.route).count() >= settings.max_streams
         {
-            let oldest = oldest_dormant(streams, |k| k.route == key.route);
+            let oldest = self.oldest_dormant(streams, Some(&key.route));
             evicted.push(self.evict(streams, oldest, StreamLimit::Route)?);
         }
         if streams.len() >= self.max_streams.load(Ordering::Relaxed) {
-            let oldest = oldest_dormant(streams, |_| true);
+            let oldest = self.oldest_dormant(streams, None);
             evicted.push(self.evict(streams, oldest, StreamLimit::Global)?);
         }
         Ok(())
+    }
+
+    /// [`oldest_dormant`] of `route` (or any), unless a look at every stream found none within
+    /// [`NO_DORMANT_FOR`]: a flood of new keys at a limit costs one scan per period, not one per request.
+    fn oldest_dormant(
+        &self,
+        streams: &HashMap<StreamKey, Arc<Stream>>,
+        route: Option<&str>,
+    ) -> Option<StreamKey> {
+        let now = tokio::time::Instant::now();
+        let mut none_at = lock(&self.no_dormant_at);
+        if none_at.is_some_and(|at| now.duration_since(at) < NO_DORMANT_FOR) {
+            return None;
+        }
+        let oldest = oldest_dormant(streams, |k| route.is_none_or(|r| *k.route == *r));
+        if oldest.is_none() && route.is_none() {
+            *none_at = Some(now);
+        }
+        oldest
     }
 
     /// Removes the dormant stream `oldest` for `limit` (counted in `pushbridge_stream_evictions_total`).
@@ -449,6 +471,10 @@ impl Hub {
         }
     }
 }
+
+/// After a look for a dormant stream found none, how long none is looked for (a stream turns dormant only
+/// `idle_timeout` after its last subscriber left, so this delays no eviction that matters).
+const NO_DORMANT_FOR: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The dormant stream among those `keys` selects that has been without subscribers longest.
 fn oldest_dormant(

@@ -61,7 +61,13 @@ impl Refused {
         if self.prefixes.is_empty() {
             return false;
         }
-        let path = canonical(path);
+        // Decoded as a router that decodes separators would see it, and as one that matches the raw path would.
+        [canonical(path), canonical_with(path, true)]
+            .iter()
+            .any(|path| self.covers_canonical(path))
+    }
+
+    fn covers_canonical(&self, path: &str) -> bool {
         self.prefixes.iter().any(|prefix| match prefix.segments {
             true => {
                 prefix.path.is_empty()
@@ -78,9 +84,15 @@ impl Refused {
 /// `path` normalised at least as far as any application would: see the module doc. Always starts with `/`;
 /// bytes that are not UTF-8 after decoding are replaced (they match no configured path).
 pub(crate) fn canonical(path: &str) -> String {
+    canonical_with(path, false)
+}
+
+/// [`canonical`]; with `keep_separators`, an escaped `/`, `\` or `;` stays escaped (part of its segment), as
+/// routers that match the raw path see it.
+fn canonical_with(path: &str, keep_separators: bool) -> String {
     let mut bytes = path.as_bytes().to_vec();
     for _ in 0..DECODE_ROUNDS {
-        match percent_decode(&bytes) {
+        match percent_decode(&bytes, keep_separators) {
             Some(decoded) => bytes = decoded,
             None => break,
         }
@@ -109,7 +121,7 @@ pub(crate) fn canonical(path: &str) -> String {
 }
 
 /// `bytes` with every valid `%XX` decoded; `None` when there was none (a `%` without two hex digits stays).
-fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+fn percent_decode(bytes: &[u8], keep_separators: bool) -> Option<Vec<u8>> {
     let hex = |b: u8| char::from(b).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
     let mut changed = false;
@@ -122,8 +134,13 @@ fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
             )
         {
             // Two hex digits: below 256.
-            out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'%'));
-            changed = true;
+            let byte = u8::try_from(hi * 16 + lo).unwrap_or(b'%');
+            if keep_separators && matches!(byte, b'/' | b'\\' | b';') {
+                out.extend_from_slice(&bytes[i..i + 3]);
+            } else {
+                out.push(byte);
+                changed = true;
+            }
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -195,6 +212,7 @@ mod tests {
             "/internal/messages.json",
             "/internal/messages%00",
             "/internal/user.42",
+            "/internal/events/x%2F..%2F..",
         ] {
             assert!(refused.covers(path), "{path}");
         }
