@@ -1,37 +1,7 @@
 //! Issue 16 items 2, 3 and 9 on the real binary: what one HTTP/2 connection can hold, long stream keys and
-//! request heads, `Host` on pass-through requests, and duration floors in `check`.
+//! request heads, and `Host` on pass-through requests (duration floors in `check`: tests/cli.rs).
 
 mod support;
-
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pushbridge");
-
-/// Item 9b: a duration below its floor is refused by `check` with file, line, column and field.
-#[test]
-fn check_refuses_a_heartbeat_of_one_nanosecond() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("floor.yaml");
-    std::fs::write(
-        &path,
-        "listen:\n  - address: 127.0.0.1:0\nstreams:\n  - path: /e/{c}\n    upstream: { url: \"http://a/{c}\" }\n    heartbeat: 1ns\n",
-    )
-    .unwrap();
-    let output = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(64), "{stderr}");
-    let file = path.display().to_string();
-    assert!(
-        stderr.contains(&format!(
-            "{file}:6:16: streams[0].heartbeat: must be at least 100ms"
-        )),
-        "{stderr}"
-    );
-}
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -8,23 +8,26 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pushbridge");
 
-#[test]
-fn check_reports_every_problem_with_file_line_column_and_field() {
+/// `pushbridge check -c FILE` on `yaml` written to a fresh FILE: its exit code, stderr and FILE.
+fn check_yaml(yaml: &str) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.yaml");
-    std::fs::write(
-        &path,
-        "listen:\n  - address: 127.0.0.1:0\n    tls: { cert: missing.crt, key: missing.key }\nstreams:\n  - path: /e/{c}\n    upstream: { url: \"http://a/{c}\" }\n    heartbeat: 0s\n",
-    )
-    .unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
     let output = Command::new(BIN)
         .args(["check", "-c"])
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let file = path.display().to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr, path.display().to_string())
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_column_and_field() {
+    let (code, stderr, file) = check_yaml(
+        "listen:\n  - address: 127.0.0.1:0\n    tls: { cert: missing.crt, key: missing.key }\nstreams:\n  - path: /e/{c}\n    upstream: { url: \"http://a/{c}\" }\n    heartbeat: 0s\n",
+    );
+    assert_eq!(code, Some(64), "{stderr}");
     assert!(
         stderr.contains(&format!("{file}:3:18: listen[0].tls.cert:")),
         "{stderr}"
@@ -39,32 +42,15 @@ fn check_reports_every_problem_with_file_line_column_and_field() {
         "{stderr}"
     );
 
-    std::fs::write(&path, "listen:\n  - address: 127.0.0.1:0\nstreems: []\n").unwrap();
-    let output = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, stderr, file) = check_yaml("listen:\n  - address: 127.0.0.1:0\nstreems: []\n");
+    assert_eq!(code, Some(64));
     assert!(
         stderr.contains(&format!("{file}:3:1:")) && stderr.contains("streems"),
         "{stderr}"
     );
 
-    let good = dir.path().join("good.yaml");
-    std::fs::write(&good, "listen:\n  - address: 127.0.0.1:0\n").unwrap();
-    let output = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (code, stderr, _) = check_yaml("listen:\n  - address: 127.0.0.1:0\n");
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 /// `pushbridge <command> -c <path>`: (exit code, stderr).
@@ -289,4 +275,19 @@ fn demo_on_a_busy_port_is_a_clear_error() {
         "{stderr}"
     );
     assert!(stderr.contains("--http-port"), "{stderr}");
+}
+
+/// Issue 16 item 9b: a duration below its floor is refused by `check` with file, line, column and field.
+#[test]
+fn check_refuses_a_heartbeat_of_one_nanosecond() {
+    let (code, stderr, file) = check_yaml(
+        "listen:\n  - address: 127.0.0.1:0\nstreams:\n  - path: /e/{c}\n    upstream: { url: \"http://a/{c}\" }\n    heartbeat: 1ns\n",
+    );
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}:6:16: streams[0].heartbeat: must be at least 100ms"
+        )),
+        "{stderr}"
+    );
 }
