@@ -185,6 +185,7 @@ impl Running {
         let kept = outcome.kept.clone();
         self.hub
             .retain_routes(|route| kept.iter().any(|k| k == route));
+        *crate::hub::lock(&self.stamp) = crate::admin::status::Loaded::of(&config);
         *current = config;
         Ok(outcome)
     }
