@@ -150,6 +150,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokio::spawn(listener::serve(tcp, tls, shared.clone()));
     }
     crate::fds::warn_at_start(&config.limits);
+    for tls in &tls_all {
+        reload::record_expiry(&metrics, tls);
+    }
     let admin_addr = match admin {
         Some((tcp, admin_config)) => {
             let address = tcp.local_addr().map_err(|source| StartError::Bind {

@@ -108,6 +108,10 @@ pub struct Metrics {
     pub redis_ops: IntCounterVec,
     /// Events not teed into Redis because the tee queue was full.
     pub tee_dropped: IntCounter,
+    /// The notAfter (Unix seconds) of each client listener's certificate, by certificate file.
+    pub tls_cert_expiry: IntGaugeVec,
+    /// `process_resident_memory_bytes` and `process_open_fds`, read from /proc at each scrape (Linux).
+    process: [IntGauge; 2],
     /// `events_delivered` and `delivery_latency` resolved per transport once (in `TRANSPORTS` order): the hot path
     /// (every event × every subscriber) then skips the label lookup.
     delivered_by: Vec<(IntCounter, Histogram)>,
@@ -348,6 +352,18 @@ impl Metrics {
                 "pushbridge_tee_dropped_total",
                 "Events not written to Redis because the tee queue was full.",
             )?,
+            tls_cert_expiry: gauge_vec(
+                "pushbridge_tls_cert_expiry_timestamp_seconds",
+                "The notAfter of the certificate a TLS listener serves (Unix seconds), by certificate file.",
+                &["cert"],
+            )?,
+            process: [
+                IntGauge::new(
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes.",
+                )?,
+                IntGauge::new("process_open_fds", "Number of open file descriptors.")?,
+            ],
             delivered_by: Vec::new(),
             registry,
         };
@@ -360,6 +376,11 @@ impl Metrics {
                 )
             })
             .collect();
+        if std::path::Path::new("/proc/self/fd").exists() {
+            for gauge in &metrics.process {
+                metrics.registry.register(Box::new(gauge.clone()))?;
+            }
+        }
         metrics.touch(routes);
         Ok(metrics)
     }
@@ -514,14 +535,43 @@ impl Metrics {
         }
     }
 
+    /// Records the notAfter of the certificate loaded from `cert` (at start and after each reload).
+    pub fn cert_expiry(&self, cert: &std::path::Path, der: &[u8]) {
+        if let Some(at) = crate::tls::not_after(der) {
+            let label = cert.display().to_string();
+            self.tls_cert_expiry.with_label_values(&[&label]).set(at);
+        }
+    }
+
     /// The text exposition of every series.
     pub fn render(&self) -> Vec<u8> {
+        let [rss, fds] = &self.process;
+        if let Some(bytes) = resident_bytes() {
+            rss.set(bytes);
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            fds.set(i64::try_from(dir.count()).unwrap_or(i64::MAX));
+        }
         let mut out = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(%error, "Cannot encode metrics");
         }
         out
     }
+}
+
+/// `VmRSS` of /proc/self/status, in bytes (Linux).
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: i64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 impl std::fmt::Debug for Metrics {

@@ -225,7 +225,10 @@ impl Running {
                 continue;
             };
             match tls.reload() {
-                Ok(()) => tracing::info!(cert = %cert.display(), "Certificate reloaded"),
+                Ok(()) => {
+                    record_expiry(&self.metrics, tls);
+                    tracing::info!(cert = %cert.display(), "Certificate reloaded")
+                }
                 Err(error) => {
                     tracing::error!(%error, "Certificate reload failed; keeping the old certificate")
                 }
@@ -240,5 +243,12 @@ impl Running {
             .filter_map(|tls| tls.paths())
             .flat_map(|(cert, key)| [cert.to_path_buf(), key.to_path_buf()])
             .collect()
+    }
+}
+
+/// Sets `pushbridge_tls_cert_expiry_timestamp_seconds` for the certificate `tls` serves now.
+pub(crate) fn record_expiry(metrics: &crate::metrics::Metrics, tls: &crate::tls::ServerTls) {
+    if let (Some((cert, _)), Some(leaf)) = (tls.paths(), tls.current().cert.first()) {
+        metrics.cert_expiry(cert, leaf);
     }
 }
