@@ -2,6 +2,9 @@
 //! before anything happens. Labels come from closed sets only (transport, HTTP version, result, route names
 //! from the config) — never a client or a path-parameter value. Reference: docs/metrics.md.
 
+mod labels;
+
+pub use labels::{CLOSE_REASONS, Close};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -93,7 +96,7 @@ pub struct Metrics {
     pub passthrough_ws_open: IntGaugeVec,
     /// Pass-through WebSocket sessions opened, by client HTTP version.
     pub passthrough_ws_total: IntCounterVec,
-    /// Pass-through WebSocket sessions ended, by reason (`passthrough::CLOSE_REASONS`).
+    /// Pass-through WebSocket sessions ended, by reason ([`CLOSE_REASONS`]).
     pub passthrough_ws_closes: IntCounterVec,
     /// Pass-through request bodies cut for arriving too slowly after the response ended.
     pub passthrough_body_timeouts: IntCounter,
@@ -436,14 +439,14 @@ impl Metrics {
             self.passthrough_ws_open.with_label_values(&[version]);
             self.passthrough_ws_total.with_label_values(&[version]);
         }
-        for reason in crate::passthrough::CLOSE_REASONS {
+        for reason in CLOSE_REASONS {
             self.passthrough_ws_closes.with_label_values(&[reason]);
         }
         for result in ["ok", "error", "refused"] {
             self.client_messages.with_label_values(&[result]);
         }
         for listener in LISTENERS {
-            for reason in crate::listener::watch::Close::ALL {
+            for reason in Close::ALL {
                 self.connections_closed
                     .with_label_values(&[listener, reason.as_str()]);
             }
@@ -535,12 +538,12 @@ impl Metrics {
         }
     }
 
-    /// Records the notAfter of the certificate loaded from `cert` (at start and after each reload).
-    pub fn cert_expiry(&self, cert: &std::path::Path, der: &[u8]) {
-        if let Some(at) = crate::tls::not_after(der) {
-            let label = cert.display().to_string();
-            self.tls_cert_expiry.with_label_values(&[&label]).set(at);
-        }
+    /// Records `not_after` (Unix seconds) of the certificate loaded from `cert` (at start and after each reload).
+    pub fn cert_expiry(&self, cert: &std::path::Path, not_after: i64) {
+        let label = cert.display().to_string();
+        self.tls_cert_expiry
+            .with_label_values(&[&label])
+            .set(not_after);
     }
 
     /// The text exposition of every series.

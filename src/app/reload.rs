@@ -248,7 +248,9 @@ impl Running {
 
 /// Sets `pushbridge_tls_cert_expiry_timestamp_seconds` for the certificate `tls` serves now.
 pub(crate) fn record_expiry(metrics: &crate::metrics::Metrics, tls: &crate::tls::ServerTls) {
-    if let (Some((cert, _)), Some(leaf)) = (tls.paths(), tls.current().cert.first()) {
-        metrics.cert_expiry(cert, leaf);
+    let leaf = tls.current().cert.first().cloned();
+    if let (Some((cert, _)), Some(at)) = (tls.paths(), leaf.and_then(|l| crate::tls::not_after(&l)))
+    {
+        metrics.cert_expiry(cert, at);
     }
 }
