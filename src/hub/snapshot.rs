@@ -2,6 +2,7 @@
 //! exist and the busiest ones with their subscribers per transport, buffer and upstream state. Built only when asked
 //! (one pass over the streams, each locked briefly); nothing is recorded per event for it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -64,34 +65,43 @@ impl UpstreamState {
 }
 
 impl Hub {
-    /// Every route's streams, with its `busiest` streams in full (routes by name).
+    /// Every route's streams, with its `busiest` streams in full (routes by name). One pass counts every stream;
+    /// only the busiest are then described, so a hub with many streams costs one lock per stream and no more.
     pub fn snapshot(&self, busiest: usize) -> Vec<(Arc<str>, RouteView)> {
-        let streams = self.all();
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        let mut routes: std::collections::BTreeMap<Arc<str>, RouteView> = Default::default();
-        for stream in streams {
-            let view = stream.view(now, wall);
-            let route = routes.entry(stream.key().route.clone()).or_default();
+        type Candidates = Vec<(usize, Arc<Stream>)>;
+        let mut routes: BTreeMap<Arc<str>, (RouteView, Candidates)> = BTreeMap::new();
+        for stream in self.all() {
+            let (route, candidates) = routes.entry(stream.key().route.clone()).or_default();
             route.streams += 1;
-            route.states[view.upstream.label().1] += 1;
-            route.busiest.push(view);
+            route.states[stream.upstream().label().1] += 1;
+            candidates.push((stream.subscriber_count(), stream));
         }
-        for route in routes.values_mut() {
-            route.busiest.sort_by(|a, b| {
-                b.subscriber_total()
-                    .cmp(&a.subscriber_total())
-                    .then_with(|| a.key.to_string().cmp(&b.key.to_string()))
-            });
-            route.busiest.truncate(busiest);
-        }
-        routes.into_iter().collect()
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        routes
+            .into_iter()
+            .map(|(name, (mut route, mut candidates))| {
+                // Most subscribers first; ties by key, so the page is stable between looks.
+                let order = |a: &(usize, Arc<Stream>), b: &(usize, Arc<Stream>)| {
+                    let (ka, kb) = (a.1.key(), b.1.key());
+                    (b.0, &ka.params, ka.session).cmp(&(a.0, &kb.params, kb.session))
+                };
+                if candidates.len() > busiest {
+                    candidates.select_nth_unstable_by(busiest, order);
+                    candidates.truncate(busiest);
+                }
+                candidates.sort_by(order);
+                route.busiest = candidates.iter().map(|(_, s)| s.view(now, wall)).collect();
+                (name, route)
+            })
+            .collect()
     }
 }
 
 impl Stream {
     /// Records a failed upstream attempt and the delay before the next one.
     pub fn set_failure(&self, error: String, retry_in: Duration) {
-        let retry_at = SystemTime::now() + retry_in;
+        let now = SystemTime::now();
+        let retry_at = now.checked_add(retry_in).unwrap_or(now);
         *lock(&self.failure) = Some(Failure { error, retry_at });
     }
 
