@@ -178,6 +178,7 @@ async fn status_json_shows_routes_streams_transports_and_a_reconnecting_upstream
     }
     assert_eq!(s["streams_open"], metric(proxy, "pushbridge_streams_open"));
     assert_eq!(s["streams_open"], 3);
+    assert!(s["redis"].is_null(), "no route uses Redis: {s:#}");
 
     let ticks = route(&s, "ticks");
     assert_eq!(ticks["path"], "/ticks/{channel}");

@@ -144,6 +144,7 @@ impl Status {
             "slow_consumer_evictions_total": by_label(&m.slow_consumers, &TRANSPORTS),
             "stream_refusals_total": by_label(&m.stream_refusals, &["global", "route", "pattern", "fds", "key_bytes"]),
             "routes": routes,
+            "redis": redis_json(&router, m),
         })
     }
 
@@ -151,6 +152,37 @@ impl Status {
     pub fn html(&self) -> String {
         render_html(&self.json())
     }
+}
+
+/// This replica's use of Redis (`kind: redis` routes, `upstream.tee`): `null` when no route uses it.
+fn redis_json(router: &Router, m: &Metrics) -> Value {
+    let routes: Vec<&str> = router
+        .routes
+        .iter()
+        .filter(|r| {
+            r.config.upstream.kind == crate::config::UpstreamKind::Redis
+                || r.config.upstream.tee.is_some()
+        })
+        .map(|r| &*r.name)
+        .collect();
+    if routes.is_empty() {
+        return Value::Null;
+    }
+    let operations: serde_json::Map<String, Value> = ["read", "history", "tee"]
+        .iter()
+        .map(|op| {
+            let by = |result: &str| m.redis_ops.with_label_values(&[op, result]).get();
+            (
+                (*op).to_owned(),
+                json!({"ok": by("ok"), "error": by("error")}),
+            )
+        })
+        .collect();
+    json!({
+        "routes": routes,
+        "operations_total": operations,
+        "tee_dropped_total": m.tee_dropped.get(),
+    })
 }
 
 fn route_json(route: &crate::route::Route, view: &RouteView, m: &Metrics) -> Value {
@@ -312,6 +344,23 @@ fn render_html(s: &Value) -> String {
         }
     }
     h.push_str("</table>");
+    if let Some(redis) = s["redis"].as_object() {
+        h.push_str("<h2>Redis (this replica)</h2><table><tr><th class=k>operation</th><th>ok</th><th>error</th></tr>");
+        for (op, n) in redis["operations_total"].as_object().into_iter().flatten() {
+            let op = escape(op);
+            let _ = write!(
+                h,
+                "<tr><td class=k>{op}</td><td id=\"redis-{op}-ok\">{}</td><td id=\"redis-{op}-error\">{}</td></tr>",
+                show(&n["ok"]),
+                show(&n["error"])
+            );
+        }
+        let _ = write!(
+            h,
+            "<tr><td class=k>tee dropped</td><td id=redis-tee-dropped colspan=2>{}</td></tr></table>",
+            show(&redis["tee_dropped_total"])
+        );
+    }
     for r in s["routes"].as_array().into_iter().flatten() {
         route_html(&mut h, r);
     }
