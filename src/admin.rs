@@ -1,4 +1,5 @@
-//! The admin listener (plain HTTP/1.1): `/metrics` (Prometheus text), `/healthz` (the process is alive) and
+//! The admin listener (plain HTTP/1.1): `/metrics` (Prometheus text), `/status` and `/status.json` (the
+//! operator's page: [`status`]), `/healthz` (the process is alive) and
 //! `/readyz` (pushbridge can serve: listeners bound, config loaded, not draining, and — when `admin.ready_check`
 //! is set — the application's health URL answers 2xx). Client-chosen stream keys never affect readiness: a
 //! stream's upstream failures show in metrics and logs only. The listener has its own small connection cap (at
@@ -7,12 +8,15 @@
 
 mod evict;
 mod ready;
+pub mod status;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS,
+};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -35,6 +39,7 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     drain: Drain,
     ready: Option<ReadyCheck>,
+    status: Option<status::Status>,
 }
 
 impl Admin {
@@ -42,6 +47,7 @@ impl Admin {
         config: &AdminConfig,
         metrics: Arc<Metrics>,
         drain: Drain,
+        status: Option<status::Status>,
     ) -> Result<Admin, StartError> {
         let ready = match &config.ready_check {
             Some(url) => Some(ReadyCheck::new(
@@ -56,6 +62,7 @@ impl Admin {
             metrics,
             drain,
             ready,
+            status,
         })
     }
 
@@ -140,6 +147,10 @@ impl Admin {
                 response
             }
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/status" | "/status.json" => match &self.status {
+                Some(status) => status_page(status, req.uri().path() == "/status.json"),
+                None => text(StatusCode::NOT_FOUND, "not found\n".into()),
+            },
             "/readyz" => {
                 if self.drain.is_started() {
                     return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
@@ -186,6 +197,28 @@ async fn room(
             () = tokio::time::sleep(RECHECK), if !evicted => evicted = connections.evict_idle(),
         }
     }
+}
+
+/// `/status` (HTML) or `/status.json`: never cached; the page's own script and style only.
+fn status_page(status: &status::Status, json: bool) -> Response<Body> {
+    let (body, content_type) = if json {
+        let body = serde_json::to_vec_pretty(&status.json()).unwrap_or_default();
+        (body, "application/json")
+    } else {
+        (status.html().into_bytes(), "text/html; charset=utf-8")
+    };
+    let mut response = Response::new(full_body(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+        ),
+    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {

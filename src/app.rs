@@ -40,6 +40,8 @@ pub struct Running {
     config: Mutex<Config>,
     /// Every TLS listener's certificate (for reload).
     tls: Vec<Arc<ServerTls>>,
+    /// The config in force as the status page shows it (hash, load time).
+    stamp: crate::admin::status::ConfigStamp,
 }
 
 /// Everything [`start`] builds before it binds a socket: `check` and the config fuzz target run this too, so
@@ -128,6 +130,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
 
+    let stamp = Arc::new(Mutex::new(crate::admin::status::Loaded::of(&config)));
     let shared = Shared {
         router: router.clone(),
         permits,
@@ -147,6 +150,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokio::spawn(listener::serve(tcp, tls, shared.clone()));
     }
     crate::fds::warn_at_start(&config.limits);
+    for tls in &tls_all {
+        reload::record_expiry(&metrics, tls);
+    }
     let admin_addr = match admin {
         Some((tcp, admin_config)) => {
             let address = tcp.local_addr().map_err(|source| StartError::Bind {
@@ -154,7 +160,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 source,
             })?;
             tracing::info!(%address, "Admin listening");
-            let admin = crate::admin::Admin::new(&admin_config, metrics.clone(), drain.clone())?;
+            let status = crate::admin::status::Status::new(
+                router.clone(),
+                metrics.clone(),
+                stamp.clone(),
+                listen_addrs.clone(),
+                address,
+            );
+            let admin = crate::admin::Admin::new(
+                &admin_config,
+                metrics.clone(),
+                drain.clone(),
+                Some(status),
+            )?;
             tokio::spawn(admin.serve(tcp));
             Some(address)
         }
@@ -170,6 +188,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         router,
         config: Mutex::new(config),
         tls: tls_all,
+        stamp,
     })
 }
 

@@ -1,12 +1,16 @@
 //! Browser-facing access rules of a stream route: the Origin rule — same-origin unless `origins` lists others or
 //! `"*"`, refused before any upgrade or auth check (cross-site WebSocket hijacking) — CORS for SSE and long-poll (on
-//! refusals too, so a page can read why), and which client headers are forwarded to the application.
+//! refusals too, so a page can read why), and which client headers are forwarded to the application ([`fields`]:
+//! the fields pushbridge owns).
+
+mod fields;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::StreamConfig;
 
 pub use crate::config::DEFAULT_FORWARD_HEADERS;
+pub use fields::{PARAMS_HEADER, STREAM_HEADER, is_pushbridge_owned, join_cookies};
 
 /// An `origins` entry that admits every origin.
 pub const ANY_ORIGIN: &str = "*";
@@ -137,7 +141,7 @@ pub fn forwarded_headers(route: &StreamConfig, request: &HeaderMap) -> HeaderMap
     let mut out = HeaderMap::new();
     let mut copy = |name: &str| {
         if let Ok(name) = HeaderName::from_bytes(name.as_bytes())
-            && !crate::passthrough::is_pushbridge_owned(&name)
+            && !is_pushbridge_owned(&name)
         {
             for value in request.get_all(&name) {
                 out.append(name.clone(), value.clone());
@@ -148,7 +152,7 @@ pub fn forwarded_headers(route: &StreamConfig, request: &HeaderMap) -> HeaderMap
         Some(auth) => auth.forward_headers.iter().for_each(|n| copy(n)),
         None => DEFAULT_FORWARD_HEADERS.iter().for_each(|n| copy(n)),
     }
-    crate::passthrough::join_cookies(&mut out);
+    join_cookies(&mut out);
     out
 }
 
@@ -208,13 +212,13 @@ impl AuthCheck {
         let headers = request.headers_mut();
         headers.extend(forwarded);
         if let Ok(route) = HeaderValue::from_str(&key.route) {
-            headers.insert(crate::transports::messages::STREAM_HEADER, route);
+            headers.insert(STREAM_HEADER, route);
         }
         let params = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&key.params)
             .finish();
         if let Ok(params) = HeaderValue::from_str(&params) {
-            headers.insert(crate::transports::messages::PARAMS_HEADER, params);
+            headers.insert(PARAMS_HEADER, params);
         }
         if let Ok(method) = HeaderValue::from_str(method.as_str()) {
             headers.insert("x-original-method", method);

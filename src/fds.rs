@@ -35,7 +35,7 @@ pub fn start_warning(limits: &LimitsConfig) -> Option<String> {
     warning(limits, soft_limit()?)
 }
 
-fn warning(limits: &LimitsConfig, limit: u64) -> Option<String> {
+pub(crate) fn warning(limits: &LimitsConfig, limit: u64) -> Option<String> {
     let wanted = [limits.max_connections, limits.max_streams]
         .iter()
         .map(|&n| u64::try_from(n).unwrap_or(u64::MAX))

@@ -11,6 +11,7 @@ mod history;
 mod keeper;
 mod negative;
 mod ring;
+mod snapshot;
 mod stream;
 mod subscription;
 #[cfg(test)]
@@ -27,6 +28,7 @@ pub use history::{HISTORY_BATCH, History, LogEntry, LogId, Until};
 pub use keeper::SWEEP_PERIOD;
 pub use negative::{NEGATIVE_CACHE_KEYS, is_negative};
 pub use ring::{POSITION_PREFIX, Push, Ring};
+pub use snapshot::{Failure, RouteView, StreamView};
 pub use stream::{Kick, Observer, Published, Resume, Stream, UpstreamState};
 pub use subscription::{Next, Subscription};
 

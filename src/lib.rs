@@ -11,12 +11,14 @@
 //! - [`transports`]: one client transport per file (SSE, WebSocket, long-poll).
 //! - [`passthrough`]: reverse proxy for every other request (routes, h2c/ALPN, WebSocket relay); [`auth`]: Origin,
 //!   CORS, forwarded headers.
-//! - [`route`]: the stream route, connection guard and refusal shared by [`server`] and [`transports`].
+//! - [`route`]: the stream route, connection guard and refusal shared by [`server`] and [`transports`], and the
+//!   route's client-message forwarder.
 //! - [`server`]: per-request routing; [`listener`]: accept loop and TLS handshake; [`tls`]: rustls set-up.
 //! - [`config`]: YAML schema, defaults, load and validation; [`app`]: wiring and drain; [`shutdown`]: signals.
-//! - [`metrics`], [`admin`]: Prometheus registry and the admin listener; [`error`]: boundary error types and
-//!   URL redaction for logs; [`logs`]: the log output, its escaping and the rate limit of log lines clients,
-//!   upstreams or libraries can trigger; [`fds`]: the open-file limit and the descriptors a new stream needs.
+//! - [`metrics`], [`admin`]: Prometheus registry (a leaf: its closed label sets live with it) and the admin
+//!   listener (metrics, status page); [`error`]: boundary error types; [`redact`]: URL redaction for logs;
+//!   [`logs`]: the log output, its escaping and the rate limit of log lines clients, upstreams or libraries can
+//!   trigger; [`fds`]: the open-file limit and the descriptors a new stream needs.
 //! - [`demo`]: the self-contained `demo` subcommand.
 
 pub mod admin;
@@ -33,6 +35,7 @@ pub mod logs;
 pub mod metrics;
 pub mod negotiate;
 pub mod passthrough;
+pub mod redact;
 pub mod route;
 pub mod server;
 pub mod shutdown;

@@ -2,6 +2,9 @@
 //! before anything happens. Labels come from closed sets only (transport, HTTP version, result, route names
 //! from the config) — never a client or a path-parameter value. Reference: docs/metrics.md.
 
+mod labels;
+
+pub use labels::{CLOSE_REASONS, Close};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -93,7 +96,7 @@ pub struct Metrics {
     pub passthrough_ws_open: IntGaugeVec,
     /// Pass-through WebSocket sessions opened, by client HTTP version.
     pub passthrough_ws_total: IntCounterVec,
-    /// Pass-through WebSocket sessions ended, by reason (`passthrough::CLOSE_REASONS`).
+    /// Pass-through WebSocket sessions ended, by reason ([`CLOSE_REASONS`]).
     pub passthrough_ws_closes: IntCounterVec,
     /// Pass-through request bodies cut for arriving too slowly after the response ended.
     pub passthrough_body_timeouts: IntCounter,
@@ -108,6 +111,10 @@ pub struct Metrics {
     pub redis_ops: IntCounterVec,
     /// Events not teed into Redis because the tee queue was full.
     pub tee_dropped: IntCounter,
+    /// The notAfter (Unix seconds) of each client listener's certificate, by certificate file.
+    pub tls_cert_expiry: IntGaugeVec,
+    /// `process_resident_memory_bytes` and `process_open_fds`, read from /proc at each scrape (Linux).
+    process: [IntGauge; 2],
     /// `events_delivered` and `delivery_latency` resolved per transport once (in `TRANSPORTS` order): the hot path
     /// (every event × every subscriber) then skips the label lookup.
     delivered_by: Vec<(IntCounter, Histogram)>,
@@ -348,6 +355,18 @@ impl Metrics {
                 "pushbridge_tee_dropped_total",
                 "Events not written to Redis because the tee queue was full.",
             )?,
+            tls_cert_expiry: gauge_vec(
+                "pushbridge_tls_cert_expiry_timestamp_seconds",
+                "The notAfter of the certificate a TLS listener serves (Unix seconds), by certificate file.",
+                &["cert"],
+            )?,
+            process: [
+                IntGauge::new(
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes.",
+                )?,
+                IntGauge::new("process_open_fds", "Number of open file descriptors.")?,
+            ],
             delivered_by: Vec::new(),
             registry,
         };
@@ -360,6 +379,11 @@ impl Metrics {
                 )
             })
             .collect();
+        if std::path::Path::new("/proc/self/fd").exists() {
+            for gauge in &metrics.process {
+                metrics.registry.register(Box::new(gauge.clone()))?;
+            }
+        }
         metrics.touch(routes);
         Ok(metrics)
     }
@@ -415,14 +439,14 @@ impl Metrics {
             self.passthrough_ws_open.with_label_values(&[version]);
             self.passthrough_ws_total.with_label_values(&[version]);
         }
-        for reason in crate::passthrough::CLOSE_REASONS {
+        for reason in CLOSE_REASONS {
             self.passthrough_ws_closes.with_label_values(&[reason]);
         }
         for result in ["ok", "error", "refused"] {
             self.client_messages.with_label_values(&[result]);
         }
         for listener in LISTENERS {
-            for reason in crate::listener::watch::Close::ALL {
+            for reason in Close::ALL {
                 self.connections_closed
                     .with_label_values(&[listener, reason.as_str()]);
             }
@@ -514,14 +538,43 @@ impl Metrics {
         }
     }
 
+    /// Records `not_after` (Unix seconds) of the certificate loaded from `cert` (at start and after each reload).
+    pub fn cert_expiry(&self, cert: &std::path::Path, not_after: i64) {
+        let label = cert.display().to_string();
+        self.tls_cert_expiry
+            .with_label_values(&[&label])
+            .set(not_after);
+    }
+
     /// The text exposition of every series.
     pub fn render(&self) -> Vec<u8> {
+        let [rss, fds] = &self.process;
+        if let Some(bytes) = resident_bytes() {
+            rss.set(bytes);
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            fds.set(i64::try_from(dir.count()).unwrap_or(i64::MAX));
+        }
         let mut out = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::warn!(%error, "Cannot encode metrics");
         }
         out
     }
+}
+
+/// `VmRSS` of /proc/self/status, in bytes (Linux).
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: i64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 impl std::fmt::Debug for Metrics {

@@ -40,7 +40,6 @@ use crate::{Body, BoxError};
 use body::ResponseBody;
 use upstream::{Failure, HttpClient, Table};
 
-pub(crate) use headers::{is_pushbridge_owned, join_cookies};
 pub use websocket::CLOSE_REASONS;
 
 /// The pass-through proxy; cheap to clone.

@@ -1,7 +1,10 @@
 //! Types shared by the router (`server.rs`), the client transports and the pass-through, kept below all of them
 //! so that none imports another's parent: a configured stream [`Route`], the client connection's [`ConnInfo`]
 //! with its [`ConnGuard`] (keeps upgraded sessions inside the connection limit and the drain), and the short
-//! [`plain`] refusal every layer answers with.
+//! [`plain`] refusal every layer answers with; and [`messages`], the forwarder of client → application messages a
+//! route holds.
+
+pub mod messages;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth;
 use crate::config::StreamConfig;
 use crate::hub::{Settings, StartUpstream};
-use crate::transports::messages::Forwarder;
 use crate::{Body, full_body};
+use messages::Forwarder;
 
 /// One configured stream route, ready to serve.
 pub struct Route {

@@ -4,11 +4,13 @@
 //! - [`server`]: the listener's certificate from PEM files, ALPN `h2`, `http/1.1`, hot reload for rotation.
 //! - [`client`]: upstream `https` client config (webpki roots plus an optional CA file).
 //! - [`dev`]: self-signed certificates for the `demo` subcommand.
+//! - [`expiry`]: a certificate's notAfter, for the expiry gauge.
 //!
 //! Every [`TlsError`] names the file it is about, so an operator can fix the right one.
 
 mod client;
 mod dev;
+mod expiry;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -22,6 +24,7 @@ use rustls_pki_types::pem::{self, PemObject};
 
 pub use client::client_config;
 pub use dev::self_signed;
+pub use expiry::not_after;
 pub use server::ServerTls;
 
 /// ALPN protocol id of HTTP/2 (RFC 9113 §3.2).

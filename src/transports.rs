@@ -3,7 +3,7 @@
 //! path (hyper, or the direct HTTP/1.1 path of `listener::direct`) turns into bytes on the wire.
 
 pub mod longpoll;
-pub mod messages;
+pub use crate::route::messages;
 pub mod sse;
 pub mod ws;
 

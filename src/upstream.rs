@@ -101,6 +101,7 @@ pub async fn supervise(
         };
         // Connected (the session set Up) and lasted: the upstream is healthy again.
         let stable = stream.upstream() == UpstreamState::Up && started.elapsed() >= STABLE_SESSION;
+        let failure = result.as_ref().err().map(ToString::to_string);
         match result {
             Ok(SessionEnd::Closed { delivered }) => {
                 stream.set_upstream(UpstreamState::Connecting);
@@ -132,6 +133,9 @@ pub async fn supervise(
             .map_or(spec.backoff, |retry| spec.backoff.with_initial(retry));
         let delay = backoff.delay(attempt);
         attempt = attempt.saturating_add(1);
+        if let Some(error) = failure {
+            stream.set_failure(error, delay);
+        }
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(delay) => {}

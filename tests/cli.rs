@@ -252,6 +252,39 @@ async fn demo_serves_the_page_and_the_stream() {
     assert!(status.success(), "demo exits 0 on SIGTERM: {status:?}");
 }
 
+/// Issue 19 item 6: the demo's own defaults fit the open-file limit (no start-up WARN about it), even at 1024.
+#[test]
+fn demo_under_a_low_open_file_limit_starts_without_a_warning() {
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -n 1024 && exec \"$0\" demo --https-port 0 --http-port 0 --admin-port 0",
+            BIN,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The URLs are printed once the listeners are up, after the start-up checks.
+    let started = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(20)).ok())
+        .any(|line| line.contains("page (HTTP):"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(started, "{stderr}");
+    assert!(!stderr.contains("open-file limit"), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+}
+
 #[test]
 fn demo_on_a_busy_port_is_a_clear_error() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -290,3 +290,51 @@ streams:
         0.0
     );
 }
+
+/// A self-signed certificate for localhost expiring on `(year, month, day)` at midnight UTC, written to `dir`.
+fn cert_expiring(dir: &std::path::Path, (year, month, day): (i32, u8, u8)) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(year, month, day);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    )
+}
+
+/// Issue 19 item 3: the served certificate's notAfter is a gauge, set at start and again when a renewed
+/// certificate is reloaded (so the expiry alert resolves after renewal).
+#[tokio::test]
+async fn certificate_expiry_gauge_follows_the_served_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = cert_expiring(dir.path(), (2031, 1, 2));
+    let yaml = format!(
+        r#"
+listen:
+  - address: "127.0.0.1:0"
+    tls: {{ cert: "{cert}", key: "{key}" }}
+admin: {{ address: "127.0.0.1:0" }}
+streams:
+  - path: /e/{{c}}
+    upstream: {{ url: "http://127.0.0.1:1/{{c}}" }}
+"#
+    );
+    let proxy = proxy::start(&yaml).await;
+    let series = format!("pushbridge_tls_cert_expiry_timestamp_seconds{{cert=\"{cert}\"}}");
+    // 2031-01-02T00:00:00Z
+    assert_eq!(
+        value(&scrape(proxy.admin()).await, &series),
+        1_925_078_400.0
+    );
+    cert_expiring(dir.path(), (2032, 6, 30));
+    proxy.running().reload_certificates();
+    // 2032-06-30T00:00:00Z
+    assert_eq!(
+        value(&scrape(proxy.admin()).await, &series),
+        1_972_166_400.0
+    );
+}

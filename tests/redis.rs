@@ -247,6 +247,16 @@ async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
     })
     .await;
     wait_up(admin, 0.0).await;
+    // The status page shows this replica's Redis trouble: the read errors, and the stream reconnecting with its error.
+    let status: serde_json::Value =
+        serde_json::from_str(&get_text(admin, "/status.json").await.1).unwrap();
+    let read_errors = &status["redis"]["operations_total"]["read"]["error"];
+    assert!(read_errors.as_u64() >= Some(1), "{status:#}");
+    let stream = &status["routes"][0]["busiest"][0];
+    assert!(
+        stream["upstream"] == "reconnecting" || stream["upstream"] == "connecting",
+        "{status:#}"
+    );
     // Readiness never follows stream upstreams (issue 8): a shared Redis down must not empty every Service.
     assert_eq!(get_text(admin, "/readyz").await.0, 200);
     redis.restart().await;

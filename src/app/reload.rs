@@ -185,6 +185,7 @@ impl Running {
         let kept = outcome.kept.clone();
         self.hub
             .retain_routes(|route| kept.iter().any(|k| k == route));
+        *crate::hub::lock(&self.stamp) = crate::admin::status::Loaded::of(&config);
         *current = config;
         Ok(outcome)
     }
@@ -224,7 +225,10 @@ impl Running {
                 continue;
             };
             match tls.reload() {
-                Ok(()) => tracing::info!(cert = %cert.display(), "Certificate reloaded"),
+                Ok(()) => {
+                    record_expiry(&self.metrics, tls);
+                    tracing::info!(cert = %cert.display(), "Certificate reloaded")
+                }
                 Err(error) => {
                     tracing::error!(%error, "Certificate reload failed; keeping the old certificate")
                 }
@@ -239,5 +243,14 @@ impl Running {
             .filter_map(|tls| tls.paths())
             .flat_map(|(cert, key)| [cert.to_path_buf(), key.to_path_buf()])
             .collect()
+    }
+}
+
+/// Sets `pushbridge_tls_cert_expiry_timestamp_seconds` for the certificate `tls` serves now.
+pub(crate) fn record_expiry(metrics: &crate::metrics::Metrics, tls: &crate::tls::ServerTls) {
+    let leaf = tls.current().cert.first().cloned();
+    if let (Some((cert, _)), Some(at)) = (tls.paths(), leaf.and_then(|l| crate::tls::not_after(&l)))
+    {
+        metrics.cert_expiry(cert, at);
     }
 }

@@ -48,7 +48,7 @@ impl fmt::Display for Problem {
             write!(f, ": {}", self.path)?;
         }
         // A message may quote a URL the user wrote: user-info, query and fragment are secrets.
-        write!(f, ": {}", crate::error::redact_urls(&self.message))
+        write!(f, ": {}", crate::redact::redact_urls(&self.message))
     }
 }
 

@@ -233,7 +233,7 @@ impl UrlTemplate {
         out.parse::<http::Uri>().map_err(|e| {
             format!(
                 "invalid URL {:?}: {e}",
-                units::clip(&crate::error::redact_text(&out))
+                units::clip(&crate::redact::redact_text(&out))
             )
         })
     }

@@ -176,10 +176,10 @@ scalar!(
     UriVal,
     http::Uri,
     "a URL such as \"http://127.0.0.1:8080\"",
-    |s| s
-        .trim()
-        .parse::<http::Uri>()
-        .map_err(|e| format!("invalid URL {:?}: {e}", clip(&crate::error::redact_text(s)))),
+    |s| s.trim().parse::<http::Uri>().map_err(|e| format!(
+        "invalid URL {:?}: {e}",
+        clip(&crate::redact::redact_text(s))
+    )),
     uri
 );
 scalar!(

@@ -353,7 +353,7 @@ fn check_url(uri: &http::Uri, schemes: &[&str]) -> Result<(), String> {
     if !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
         return Err(format!(
             "URL {:?} must start with {}://",
-            clip(&crate::error::redact(uri)),
+            clip(&crate::redact::redact(uri)),
             schemes.join("://, ")
         ));
     }
@@ -361,7 +361,7 @@ fn check_url(uri: &http::Uri, schemes: &[&str]) -> Result<(), String> {
         Some(host) if !host.is_empty() => Ok(()),
         _ => Err(format!(
             "URL {:?} has no host",
-            clip(&crate::error::redact(uri))
+            clip(&crate::redact::redact(uri))
         )),
     }
 }

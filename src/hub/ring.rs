@@ -316,6 +316,15 @@ impl Ring {
         self.events.len()
     }
 
+    /// When the oldest and the newest events held were published.
+    pub fn published_range(&self) -> (Option<Instant>, Option<Instant>) {
+        let published = |e: &Arc<Event>| e.published;
+        (
+            self.events.front().map(published),
+            self.events.back().map(published),
+        )
+    }
+
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }

@@ -104,6 +104,8 @@ pub struct Stream {
     pub(super) durable: AtomicBool,
     /// Sees each new event after it is buffered (`upstream.tee`).
     observer: std::sync::OnceLock<Observer>,
+    /// The upstream's last failure and when the next attempt is due (set per failed attempt, for `/status`).
+    pub(super) failure: Mutex<Option<super::snapshot::Failure>>,
 }
 
 /// A hook called with each new event of a stream (never with dropped replays); must not block.
@@ -158,6 +160,7 @@ impl Stream {
             history: Mutex::new(None),
             durable: AtomicBool::new(false),
             observer: std::sync::OnceLock::new(),
+            failure: Mutex::new(None),
         })
     }
 
@@ -179,11 +182,11 @@ impl Stream {
         if was != state as u8 {
             self.upstream_changed.notify_waiters();
         }
-        if state == UpstreamState::Up
-            && was != UpstreamState::Up as u8
-            && let Some(hub) = self.hub.upgrade()
-        {
-            hub.forget_refusal(&self.key);
+        if state == UpstreamState::Up && was != UpstreamState::Up as u8 {
+            *lock(&self.failure) = None;
+            if let Some(hub) = self.hub.upgrade() {
+                hub.forget_refusal(&self.key);
+            }
         }
     }
 

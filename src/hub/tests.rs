@@ -471,3 +471,70 @@ async fn a_streams_key_is_counted_in_the_buffer_budget_while_it_lives() {
     assert_eq!(hub.len(), 0, "nothing buffered: forgotten once idle");
     assert_eq!(hub.buffer_bytes(), 0, "its key's bytes released");
 }
+
+/// The status page's view: every stream counted, only the busiest described, most subscribers first, transports
+/// told apart.
+#[tokio::test]
+async fn snapshot_counts_every_stream_and_describes_the_busiest() {
+    let hub = hub();
+    let start = starter(Arc::default(), Arc::default());
+    let s = settings(100, 10);
+    let mut subs = Vec::new();
+    for i in 0..60usize {
+        for n in 0..i % 7 {
+            let transport = ["ws", "sse", "long-poll"][n % 3];
+            let kick = Kick {
+                token: CancellationToken::new(),
+                transport,
+            };
+            let key = key(&format!("k{i:02}"));
+            subs.push(hub.subscribe(
+                key,
+                &s,
+                &start,
+                Resume::Live,
+                Some(kick),
+                Default::default(),
+            ));
+        }
+    }
+    // Keys k00, k07, k14, … get no subscriber, so no stream; k00 is opened and left (one event buffered).
+    let idle = hub.subscribe(
+        key("k00"),
+        &s,
+        &start,
+        Resume::Live,
+        None,
+        Default::default(),
+    );
+    publish(&hub.get(&key("k00")).unwrap(), "e");
+    drop(idle);
+    let snapshot = hub.snapshot(5);
+    assert_eq!(snapshot.len(), 1);
+    let (route, view) = &snapshot[0];
+    assert_eq!(&**route, "r");
+    assert_eq!(view.streams, 52);
+    assert_eq!(view.states[0], 52, "all connecting: {:?}", view.states);
+    let totals: Vec<usize> = view
+        .busiest
+        .iter()
+        .map(StreamView::subscriber_total)
+        .collect();
+    assert_eq!(totals, [6, 6, 6, 6, 6]);
+    let keys: Vec<String> = view
+        .busiest
+        .iter()
+        .map(|v| v.key.params[0].1.clone())
+        .collect();
+    assert_eq!(keys, ["k06", "k13", "k20", "k27", "k34"]);
+    assert_eq!(view.busiest[0].subscribers, [2, 2, 2]);
+    let all = hub.snapshot(100);
+    let k00 = all[0]
+        .1
+        .busiest
+        .iter()
+        .find(|v| v.key == key("k00"))
+        .unwrap();
+    assert_eq!((k00.subscriber_total(), k00.buffered), (0, 1));
+    assert!(k00.oldest_age.is_some() && k00.last_event.is_some());
+}

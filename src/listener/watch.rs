@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+pub use crate::metrics::Close;
 use crate::metrics::Metrics;
 
 /// How often a limit-reached or accept-error line is logged at most.
@@ -127,37 +128,6 @@ impl RateLimited {
                 self.last = Some(now);
                 Some(std::mem::take(&mut self.suppressed))
             }
-        }
-    }
-}
-
-/// Why a watched connection is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Close {
-    /// No first request within the deadline.
-    HandshakeTimeout,
-    /// Nothing in flight for the idle time.
-    Idle,
-    /// More than the direct path's bound of bytes sent while an SSE stream was open (nothing reads them).
-    UnexpectedBytes,
-    /// Idle on a full admin listener: closed to make room for a new connection.
-    Evicted,
-}
-
-impl Close {
-    pub const ALL: [Close; 4] = [
-        Close::HandshakeTimeout,
-        Close::Idle,
-        Close::UnexpectedBytes,
-        Close::Evicted,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Close::HandshakeTimeout => "handshake_timeout",
-            Close::Idle => "idle",
-            Close::UnexpectedBytes => "unexpected_bytes",
-            Close::Evicted => "evicted",
         }
     }
 }

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+pub(crate) use crate::auth::{is_pushbridge_owned, join_cookies};
 use crate::config::{ForwardedHeaders, IpNet};
 
 /// Always hop-by-hop, whatever `Connection` lists (RFC 9110 §7.6.1, plus the legacy `Keep-Alive` and
@@ -39,14 +40,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether pushbridge sets this field itself on its requests to the application (`X-Pushbridge-*` on client
-/// messages and auth checks, `X-Original-URI` and `X-Original-Method` on auth checks): never taken from a client.
-pub(crate) fn is_pushbridge_owned(name: &HeaderName) -> bool {
-    // `_` as `-` too: CGI-style servers (WSGI, Rack) read `X-Pushbridge_Stream` as `HTTP_X_PUSHBRIDGE_STREAM`.
-    let name = name.as_str().replace('_', "-");
-    name.starts_with("x-pushbridge-") || name == "x-original-uri" || name == "x-original-method"
-}
-
 /// Removes every field [`is_pushbridge_owned`].
 pub(crate) fn strip_pushbridge_owned(headers: &mut HeaderMap) {
     let owned: Vec<HeaderName> = headers
@@ -56,30 +49,6 @@ pub(crate) fn strip_pushbridge_owned(headers: &mut HeaderMap) {
         .collect();
     for name in owned {
         headers.remove(name);
-    }
-}
-
-/// Joins every `Cookie` field line into one, separated by `"; "`. An HTTP/2 client may send each cookie as its
-/// own field (RFC 9113 §8.2.3), which an HTTP/1.1 hop must not see as several lines (RFC 6265 §5.4); done on every
-/// request pushbridge forwards, whatever the next hop's version.
-pub(crate) fn join_cookies(headers: &mut HeaderMap) {
-    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
-        return;
-    }
-    let mut joined = Vec::new();
-    for value in headers.get_all(header::COOKIE) {
-        let value = value.as_bytes().trim_ascii();
-        if value.is_empty() {
-            continue;
-        }
-        if !joined.is_empty() {
-            joined.extend_from_slice(b"; ");
-        }
-        joined.extend_from_slice(value);
-    }
-    // Made of valid field values joined by "; ", so always valid itself.
-    if let Ok(value) = HeaderValue::from_bytes(&joined) {
-        headers.insert(header::COOKIE, value);
     }
 }
 

@@ -29,11 +29,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PassthroughWebSocket;
+pub use crate::metrics::CLOSE_REASONS;
 use crate::metrics::Metrics;
 use crate::transports::ws::{CLOSE_TIMEOUT, READ_BUFFER, WRITE_BUFFER, linger};
-
-/// Why a session ends: `pushbridge_passthrough_websocket_closes_total{reason}`.
-pub const CLOSE_REASONS: [&str; 6] = ["client", "app", "idle", "drain", "too_big", "error"];
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 

@@ -12,10 +12,7 @@ use crate::config::ClientMessagesConfig;
 use crate::hub::StreamKey;
 use crate::upstream::{HttpClient, http_client};
 
-/// Header naming the route of a forwarded message.
-pub const STREAM_HEADER: &str = "x-pushbridge-stream";
-/// Header carrying the stream's path parameters, form-encoded (`channel=news`).
-pub const PARAMS_HEADER: &str = "x-pushbridge-params";
+pub use crate::auth::{PARAMS_HEADER, STREAM_HEADER};
 /// Header naming the client transport a message came from.
 pub const TRANSPORT_HEADER: &str = "x-pushbridge-transport";
 /// How long the application may take to accept a message.

@@ -1,0 +1,36 @@
+//! Closed label sets that other modules hand to [`super::Metrics`]: they live here, below every user, so the
+//! metrics module imports nothing that imports it.
+
+/// Why a watched connection is closed (`pushbridge_connections_closed_total{reason}`; the listeners' watch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// No first request within the deadline.
+    HandshakeTimeout,
+    /// Nothing in flight for the idle time.
+    Idle,
+    /// More than the direct path's bound of bytes sent while an SSE stream was open (nothing reads them).
+    UnexpectedBytes,
+    /// Idle on a full admin listener: closed to make room for a new connection.
+    Evicted,
+}
+
+impl Close {
+    pub const ALL: [Close; 4] = [
+        Close::HandshakeTimeout,
+        Close::Idle,
+        Close::UnexpectedBytes,
+        Close::Evicted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Close::HandshakeTimeout => "handshake_timeout",
+            Close::Idle => "idle",
+            Close::UnexpectedBytes => "unexpected_bytes",
+            Close::Evicted => "evicted",
+        }
+    }
+}
+
+/// Why a pass-through WebSocket session ends: `pushbridge_passthrough_websocket_closes_total{reason}`.
+pub const CLOSE_REASONS: [&str; 6] = ["client", "app", "idle", "drain", "too_big", "error"];
