@@ -141,7 +141,8 @@ async fn tls_handshake(
     first_by: Instant,
     shared: Arc<Shared>,
 ) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
-    let stream = match tokio::time::timeout_at(first_by, tls.acceptor().accept(tcp)).await {
+    let accept = crate::tls::accept(tcp, tls.server_config());
+    let stream = match tokio::time::timeout_at(first_by, accept).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             shared
@@ -163,7 +164,7 @@ async fn tls_handshake(
         }
     };
     // ALPN decides the protocol for the connection's life; without ALPN, as on plaintext, the first bytes do.
-    Some(match stream.get_ref().1.alpn_protocol() {
+    Some(match stream.alpn_protocol() {
         Some(b"h2") => {
             let io = Prefixed::new(bytes::BytesMut::new(), stream);
             boxed(serve_hyper(io, info, first_by, shared, Protocols::Http2))
