@@ -293,7 +293,8 @@ impl TlsStream {
 /// Appends the handshake record `encode` holds to `out`.
 fn encode_into<Data>(out: &mut Vec<u8>, encode: &mut EncodeTlsData<'_, Data>) -> io::Result<()> {
     let at = out.len();
-    let mut room = READ_SIZE;
+    // Asked with no room, rustls says the record's size: `out` grows by that much only.
+    let mut room = 0;
     loop {
         out.resize(at + room, 0);
         match encode.encode(&mut out[at..]) {
