@@ -115,8 +115,9 @@ where
     Box::pin(future)
 }
 
-/// A TLS connection: the handshake in a box of its own, freed once done, then the connection served in another
-/// (so an idle connection keeps one copy of its TLS state and none of the handshake's room).
+/// A TLS connection: the handshake in a box of its own, freed once done; the connection is then served by a task
+/// of its own, spawned from here, whose state is the serving future itself (so an idle connection keeps one copy of
+/// its TLS state, no handshake room, and no room for the plaintext path's future).
 #[allow(clippy::manual_async_fn)] // as `direct::serve`: an `async fn` would keep its arguments twice
 fn serve_tls(
     tcp: TcpStream,
@@ -125,23 +126,20 @@ fn serve_tls(
     first_by: Instant,
     shared: Arc<Shared>,
 ) -> impl Future<Output = ()> + Send {
-    async move {
-        if let Some(serve) = boxed(tls_handshake(tcp, tls, info, first_by, shared)).await {
-            serve.await;
-        }
-    }
+    async move { boxed(tls_handshake(tcp, tls, info, first_by, shared)).await }
 }
 
-/// Completes the TLS handshake (counted when it fails): the future that serves the connection, hyper's HTTP/2 for
-/// ALPN `h2` and the direct path otherwise (HTTP/1.x only for ALPN `http/1.1`).
+/// Completes the TLS handshake (counted when it fails), then spawns the task that serves the connection: hyper's
+/// HTTP/2 for ALPN `h2`, the direct path otherwise (HTTP/1.x only for ALPN `http/1.1`).
 async fn tls_handshake(
     tcp: TcpStream,
     tls: Arc<ServerTls>,
     info: ConnInfo,
     first_by: Instant,
     shared: Arc<Shared>,
-) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
-    let stream = match tokio::time::timeout_at(first_by, tls.acceptor().accept(tcp)).await {
+) {
+    let accept = crate::tls::accept(tcp, tls.server_config());
+    let stream = match tokio::time::timeout_at(first_by, accept).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             shared
@@ -150,7 +148,7 @@ async fn tls_handshake(
                 .with_label_values(&["error"])
                 .inc();
             tracing::debug!(%error, "TLS handshake failed");
-            return None;
+            return;
         }
         Err(_) => {
             shared
@@ -159,30 +157,28 @@ async fn tls_handshake(
                 .with_label_values(&["timeout"])
                 .inc();
             closed(&shared.metrics, "client", Close::HandshakeTimeout);
-            return None;
+            return;
         }
     };
+    // The new task is tracked before this one ends, so a drain still waits for the connection.
+    let tasks = shared.connections.clone();
+    let span = tracing::Span::current();
     // ALPN decides the protocol for the connection's life; without ALPN, as on plaintext, the first bytes do.
-    Some(match stream.get_ref().1.alpn_protocol() {
+    match stream.alpn_protocol() {
         Some(b"h2") => {
             let io = Prefixed::new(bytes::BytesMut::new(), stream);
-            boxed(serve_hyper(io, info, first_by, shared, Protocols::Http2))
+            let serve = serve_hyper(io, info, first_by, shared, Protocols::Http2);
+            tasks.spawn(tracing::Instrument::instrument(serve, span));
         }
-        Some(_) => boxed(direct::serve(
-            stream,
-            info,
-            first_by,
-            shared,
-            Protocols::Http1,
-        )),
-        None => boxed(direct::serve(
-            stream,
-            info,
-            first_by,
-            shared,
-            Protocols::Sniff,
-        )),
-    })
+        alpn => {
+            let protocols = match alpn {
+                Some(_) => Protocols::Http1,
+                None => Protocols::Sniff,
+            };
+            let serve = direct::serve(stream, info, first_by, shared, protocols);
+            tasks.spawn(tracing::Instrument::instrument(serve, span));
+        }
+    }
 }
 
 /// Counts and logs a connection closed by the watch.

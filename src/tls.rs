@@ -5,6 +5,7 @@
 //! - [`client`]: upstream `https` client config (webpki roots plus an optional CA file).
 //! - [`dev`]: self-signed certificates for the `demo` subcommand.
 //! - [`expiry`]: a certificate's notAfter, for the expiry gauge.
+//! - [`stream`]: the listener's TLS connections, through rustls's unbuffered API (no buffer held while idle).
 //!
 //! Every [`TlsError`] names the file it is about, so an operator can fix the right one.
 
@@ -12,6 +13,7 @@ mod client;
 mod dev;
 mod expiry;
 mod server;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -25,7 +27,8 @@ use rustls_pki_types::pem::{self, PemObject};
 pub use client::client_config;
 pub use dev::self_signed;
 pub use expiry::not_after;
-pub use server::ServerTls;
+pub use server::{SESSION_CACHE, ServerTls};
+pub use stream::{TlsStream, accept};
 
 /// ALPN protocol id of HTTP/2 (RFC 9113 §3.2).
 pub const ALPN_H2: &[u8] = b"h2";

@@ -1,5 +1,6 @@
 //! Server and client TLS over real sockets: key encodings, ALPN, protocol versions, file errors naming the file,
-//! and certificate rotation with `ServerTls::reload`.
+//! certificate rotation with `ServerTls::reload`, the listener's TLS connection (`pushbridge::tls::accept`) keeping
+//! every byte in order through large and fragmented transfers, and session resumption by ticket.
 
 mod support;
 
@@ -16,24 +17,26 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-/// Accepts TLS on 127.0.0.1:0 and echoes whatever each connection sends.
+/// Accepts TLS on 127.0.0.1:0 as the listener does (`pushbridge::tls::accept`) and echoes whatever each
+/// connection sends.
 async fn serve(tls: &ServerTls) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = tls.acceptor();
+    let config = tls.server_config();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
+            let config = config.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                let Ok(mut tls) = pushbridge::tls::accept(tcp, config).await else {
                     return;
                 };
-                let mut buf = [0u8; 1024];
+                let mut buf = vec![0u8; 20_000];
                 while let Ok(n @ 1..) = tls.read(&mut buf).await {
-                    if tls.write_all(&buf[..n]).await.is_err() {
+                    if tls.write_all(&buf[..n]).await.is_err() || tls.flush().await.is_err() {
                         return;
                     }
                 }
+                let _ = tls.shutdown().await;
             });
         }
     });
@@ -370,4 +373,195 @@ async fn upstream_client_config_trusts_the_ca_file() {
             .to_string()
             .starts_with(&format!("cannot read CA file {}: ", missing.display()))
     );
+}
+
+/// The byte at `i` of the test pattern: no short period, so a lost, repeated or moved chunk shows.
+fn pattern(i: usize) -> u8 {
+    ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
+}
+
+/// Writes `len` bytes of the pattern in writes of 1 to 70 000 bytes while reading the echo, and checks every byte.
+async fn echo_transfer(stream: TlsStream<TcpStream>, len: usize) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let writer = tokio::spawn(async move {
+        let (mut at, mut size) = (0usize, 1usize);
+        while at < len {
+            size = (size * 7919 + 13) % 70_000 + 1;
+            let end = (at + size).min(len);
+            let chunk: Vec<u8> = (at..end).map(pattern).collect();
+            wr.write_all(&chunk).await.unwrap();
+            at = end;
+        }
+        wr.flush().await.unwrap();
+        wr
+    });
+    let (mut got, mut buf) = (0usize, vec![0u8; 50_000]);
+    while got < len {
+        let n = rd.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the echo ended after {got} of {len} bytes");
+        let expected: Vec<u8> = (got..got + n).map(pattern).collect();
+        if buf[..n] != expected[..] {
+            let at = (0..n).find(|&i| buf[i] != expected[i]).unwrap_or(0);
+            panic!("byte {} differs", got + at);
+        }
+        got += n;
+    }
+    let _wr = writer.await.unwrap();
+}
+
+/// A TCP relay on 127.0.0.1:0 to `server` that forwards both ways in writes of 1 to 7 bytes.
+async fn fragmenting_relay(server: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = TcpStream::connect(server).await.unwrap();
+            client.set_nodelay(true).unwrap();
+            upstream.set_nodelay(true).unwrap();
+            let (client_rd, client_wr) = client.into_split();
+            let (upstream_rd, upstream_wr) = upstream.into_split();
+            tokio::spawn(trickle(client_rd, upstream_wr));
+            tokio::spawn(trickle(upstream_rd, client_wr));
+        }
+    });
+    addr
+}
+
+async fn trickle(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+) {
+    let (mut buf, mut piece) = ([0u8; 4096], 0usize);
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        let mut at = 0;
+        while at < n {
+            piece = piece % 7 + 1;
+            let end = (at + piece).min(n);
+            if to.write_all(&buf[at..end]).await.is_err() {
+                return;
+            }
+            at = end;
+            tokio::task::yield_now().await;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+fn test_tls(ca: &TestCa, kind: KeyKind) -> ServerTls {
+    let (cert, key) = ca.leaf_pem(kind);
+    ServerTls::from_pem(cert.as_bytes(), key.as_bytes(), "test").unwrap()
+}
+
+const VERSIONS: [&rustls::SupportedProtocolVersion; 2] =
+    [&rustls::version::TLS13, &rustls::version::TLS12];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transfers_keep_every_byte_in_order() {
+    let ca = TestCa::new();
+    let addr = serve(&test_tls(&ca, KeyKind::EcdsaP256)).await;
+    for version in VERSIONS {
+        let config = ca.client_config_versions(&[], &[version]);
+        let stream = connect(addr, config, "localhost").await.unwrap();
+        echo_transfer(stream, 8 << 20).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragmented_handshakes_and_records_keep_every_byte_in_order() {
+    let ca = TestCa::new();
+    let addr = serve(&test_tls(&ca, KeyKind::Rsa)).await;
+    let relay = fragmenting_relay(addr).await;
+    for version in VERSIONS {
+        let config = ca.client_config_versions(&[b"h2"], &[version]);
+        let stream = connect(relay, config, "localhost").await.unwrap();
+        assert_eq!(alpn(&stream).as_deref(), Some(&b"h2"[..]));
+        echo_transfer(stream, 40_000).await;
+    }
+}
+
+/// One request on a new connection with `config` (read to the end, so the session tickets arrive): how its
+/// handshake went.
+async fn one_request(addr: SocketAddr, config: &Arc<ClientConfig>) -> rustls::HandshakeKind {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let kind = tls.get_ref().1.handshake_kind().unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    assert!(response.starts_with(b"HTTP/1.1 "), "an HTTP answer");
+    kind
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_resumes_sessions_by_ticket_even_past_its_session_cache() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.leaf_files(dir.path(), KeyKind::EcdsaP256);
+    let proxy = support::binary::started(&format!(
+        "listen:\n{}",
+        support::certs::tls_listener(&cert, &key)
+    ));
+    let addr = proxy.addr();
+    for version in VERSIONS {
+        let config = Arc::new(ca.client_config_versions(&[b"http/1.1"], &[version]));
+        assert_eq!(one_request(addr, &config).await, Full, "{version:?}");
+        assert_eq!(one_request(addr, &config).await, Resumed, "{version:?}");
+    }
+    // More sessions than the server's cache holds: a session kept there would be gone; a ticket still resumes.
+    let first = Arc::new(ca.client_config(&[b"http/1.1"]));
+    assert_eq!(one_request(addr, &first).await, Full);
+    let others = Arc::new(ca.client_config(&[b"http/1.1"]));
+    for _ in 0..pushbridge::tls::SESSION_CACHE {
+        one_request(addr, &others).await;
+    }
+    assert_eq!(one_request(addr, &first).await, Resumed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_pass_through_tls_over_http1_and_http2_intact() {
+    use http_body_util::{BodyExt, Full};
+    use support::client::{Proto, connect_tls};
+    let app = support::app::serve(|req: http::Request<hyper::body::Incoming>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        http::Response::new(Full::new(body))
+    })
+    .await;
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.leaf_files(dir.path(), KeyKind::EcdsaP256);
+    let proxy = support::proxy::start(&format!(
+        "listen:\n{}passthrough: {{ upstream: \"http://{app}\" }}\n",
+        support::certs::tls_listener(&cert, &key)
+    ))
+    .await;
+    let addr = proxy.addr();
+    let body: bytes::Bytes = (0..3 << 20).map(pattern).collect::<Vec<u8>>().into();
+    for (proto, alpn) in [(Proto::H1, &b"http/1.1"[..]), (Proto::H2, &b"h2"[..])] {
+        let mut sender = connect_tls(addr, ca.client_config(&[alpn]), proto).await;
+        let uri = match proto {
+            Proto::H1 => "/echo".to_owned(),
+            Proto::H2 => format!("https://localhost:{}/echo", addr.port()),
+        };
+        let req = http::Request::post(uri)
+            .header("host", "localhost")
+            .body(Full::new(body.clone()).map_err(|e| match e {}).boxed())
+            .unwrap();
+        let response = sender.send(req).await;
+        assert_eq!(response.status(), 200, "{proto:?}");
+        let back = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            back == body,
+            "{proto:?}: {} bytes back of {}",
+            back.len(),
+            body.len()
+        );
+    }
 }

@@ -247,7 +247,7 @@ where
         write::head(&mut out, &parts, Framing::Upgrade, conn);
         upgrade
     };
-    io.write_all(&out).await.ok()?;
+    write_out(io, &out).await.ok()?;
     Some(super::boxed(
         upgrade.run(Prefixed::new(std::mem::take(buf), io)),
     ))
@@ -330,7 +330,7 @@ where
     let mut out = Vec::with_capacity(256 + body.len());
     write::head(&mut out, &parts, Framing::Length(body.len()), conn);
     out.extend_from_slice(&body);
-    if io.write_all(&out).await.is_err() {
+    if write_out(io, &out).await.is_err() {
         return Then::Drop;
     }
     if conn.keep_alive {
@@ -406,7 +406,7 @@ where
         if out.len() > from {
             tokio::select! {
                 biased;
-                written = io.write_all(&out[from..]) => if written.is_err() {
+                written = write_out(io, &out[from..]) => if written.is_err() {
                     return Then::Drop;
                 },
                 () = kick.cancelled() => return Then::Drop,
@@ -418,6 +418,12 @@ where
         // Nothing is kept between writes: an idle stream holds no buffer.
         out = Vec::new();
     }
+}
+
+/// Writes `bytes` and flushes them: over TLS, what the socket did not take at once waits in the connection.
+async fn write_out<IO: AsyncWrite + Unpin>(io: &mut IO, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
 }
 
 /// Counts a bound of the direct path reached (`pushbridge_direct_path_bounds_total`) and logs it, rate-limited.

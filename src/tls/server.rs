@@ -1,18 +1,22 @@
 //! The listener's TLS: a PEM certificate chain and private key (RSA PKCS#1, SEC1 ECDSA, PKCS#8), ALPN `h2` and
 //! `http/1.1` (RFC 7301), served through a resolver whose certificate [`ServerTls::reload`] swaps for new
-//! handshakes while open connections keep theirs (cert-manager rotation).
+//! handshakes while open connections keep theirs (cert-manager rotation); session resumption (RFC 8446 §2.2) by
+//! rotating tickets.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 use rustls::{Error as RustlsError, InconsistentKeys, ServerConfig};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::{self, PemObject};
 
 use super::{ALPN_H2, ALPN_HTTP11, PROTOCOL_VERSIONS, TlsError, parse_certs, pem_reason, provider};
+
+/// Sessions the resumption cache holds (oldest evicted first): its memory is bounded whatever clients do.
+pub const SESSION_CACHE: usize = 256;
 
 /// Server TLS for one listener. Clones share the certificate, so a reload through any clone reaches all.
 #[derive(Clone, Debug)]
@@ -48,6 +52,13 @@ impl ServerTls {
             .with_no_client_auth()
             .with_cert_resolver(current.clone());
         config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+        // Resumption: stateless tickets (TLS 1.2 and 1.3) under keys that rotate every 6 hours (the previous key
+        // still accepted), and for TLS 1.2 clients without tickets a session cache of a fixed size.
+        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config {
+            path: label.to_owned(),
+            reason: e.to_string(),
+        })?;
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
         Ok(ServerTls {
             current,
             config: Arc::new(config),

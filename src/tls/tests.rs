@@ -176,3 +176,52 @@ fn client_config_reads_the_ca_file() {
         format!("no certificate found in {}", empty.display())
     );
 }
+
+/// After traffic both ways, a connection waiting for its next read holds no buffer of its own.
+#[tokio::test]
+async fn an_idle_connection_holds_no_buffer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cert, key) = self_signed(&["localhost"]).unwrap();
+    let tls = ServerTls::from_pem(cert.as_bytes(), key.as_bytes(), "mem").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in parse_certs(cert.as_bytes(), Path::new("mem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let client_config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = tokio::spawn(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(&[7u8; 100_000]).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut back = vec![0u8; 100_000];
+        tls.read_exact(&mut back).await.unwrap();
+        assert!(back.iter().all(|&b| b == 8));
+        tls
+    });
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut server = accept(tcp, tls.server_config()).await.unwrap();
+    let mut got = vec![0u8; 100_000];
+    server.read_exact(&mut got).await.unwrap();
+    assert!(got.iter().all(|&b| b == 7));
+    server.write_all(&[8u8; 100_000]).await.unwrap();
+    server.flush().await.unwrap();
+    let _client = client.await.unwrap();
+    // Nothing more comes: the read waits, and nothing is held for it.
+    let mut one = [0u8; 1];
+    let waiting = std::future::poll_fn(|cx| {
+        let mut buf = tokio::io::ReadBuf::new(&mut one);
+        let poll = tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut server), cx, &mut buf);
+        std::task::Poll::Ready(poll.is_pending())
+    })
+    .await;
+    assert!(waiting, "the read waits");
+    assert_eq!(server.buffered_capacity(), 0);
+}

@@ -223,9 +223,13 @@ async fn client_close_reply(
     let app_done = tokio::time::timeout(CLOSE_TIMEOUT, finish(app, Finish::Drop)).await;
     let mut bytes = Vec::new();
     let written = match Frame::close(frame).format(&mut bytes) {
-        Ok(()) => tokio::time::timeout(CLOSE_TIMEOUT, client.get_mut().write_all(&bytes))
-            .await
-            .is_ok_and(|r| r.is_ok()),
+        Ok(()) => tokio::time::timeout(CLOSE_TIMEOUT, async {
+            let io = client.get_mut();
+            io.write_all(&bytes).await?;
+            io.flush().await
+        })
+        .await
+        .is_ok_and(|r| r.is_ok()),
         Err(_) => false,
     };
     (Ok(written), app_done)
