@@ -17,6 +17,7 @@
 //! - [`metrics`], [`admin`]: Prometheus registry and the admin listener; [`error`]: boundary error types and
 //!   URL redaction for logs; [`logs`]: the log output, its escaping and the rate limit of log lines clients,
 //!   upstreams or libraries can trigger; [`fds`]: the open-file limit and the descriptors a new stream needs.
+//! - [`publish`]: the publish listener: the application POSTs events to `kind: publish` streams or Redis routes.
 //! - [`demo`]: the self-contained `demo` subcommand.
 
 pub mod admin;
@@ -33,6 +34,7 @@ pub mod logs;
 pub mod metrics;
 pub mod negotiate;
 pub mod passthrough;
+pub mod publish;
 pub mod route;
 pub mod server;
 pub mod shutdown;

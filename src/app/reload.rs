@@ -146,6 +146,9 @@ impl Running {
         if config.listen != current.listen {
             outcome.needs_restart.push("listen");
         }
+        if config.publish != current.publish {
+            outcome.needs_restart.push("publish");
+        }
         if config.admin != current.admin {
             outcome.needs_restart.push("admin");
         }
