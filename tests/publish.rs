@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use support::binary::{self, Binary};
 use support::client::{Proto, connect};
 use support::feeds::{Clients, Seen, long_poll, metric};
-use support::publish::{curl, curl_method};
+use support::publish::{curl, curl_method, curl_url};
 
 const TOKEN: &str = "t0ken-Secret-42";
 
@@ -331,4 +331,38 @@ async fn a_new_stream_past_max_streams_is_503_with_retry_after() {
             .contains("nothing was published")
     );
     assert_eq!(curl(publish, "/events/a", &[AUTH], b"x").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_listener_serves_tls_with_the_listen_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::certs::TestCa::new();
+    let (cert, key) = ca.leaf_files(dir.path(), support::certs::KeyKind::EcdsaP256);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.ca_pem()).unwrap();
+    let tls = format!(
+        "  tls: {{ cert: {}, key: {} }}\n",
+        cert.display(),
+        key.display()
+    );
+    let yaml = config("").replace("  max_body: 4KiB\n", &format!("  max_body: 4KiB\n{tls}"));
+    let binary = binary::start(dir.path(), &yaml, 1, true);
+    let (addr, publish) = (binary.listen[0], binary.publish.unwrap());
+    let mut sse = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/events/tls", None)
+        .await;
+    let url = format!("https://localhost:{}/events/tls", publish.port());
+    let cacert = ca_file.display().to_string();
+    for (version, data) in [("--http1.1", "over h1"), ("--http2", "over h2")] {
+        let extra = ["--cacert", &cacert, version];
+        let answer = curl_url(&url, &extra, "POST", &[AUTH], data.as_bytes()).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(sse.next_event().await.unwrap().data, data);
+    }
+    let plain = curl(publish, "/events/tls", &[AUTH], b"x").await;
+    assert_ne!(
+        plain.status, 200,
+        "plaintext is refused on a TLS publish listener"
+    );
 }
