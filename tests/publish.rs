@@ -268,7 +268,10 @@ async fn every_error_answers_json_and_publishes_nothing_of_its_request() {
     // Neither the token nor a body shows in the log (read to its end: after a drain, which ends the publish
     // listener's connections too).
     binary.signal("TERM");
-    assert_eq!(binary.wait_exit(std::time::Duration::from_secs(10)), Some(0));
+    assert_eq!(
+        binary.wait_exit(std::time::Duration::from_secs(10)),
+        Some(0)
+    );
     let log = binary.drain_log().join("\n");
     assert!(log.contains("Publish refused"), "refusals are logged");
     assert!(
