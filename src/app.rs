@@ -249,6 +249,7 @@ pub fn build_router(
         metrics: metrics.clone(),
         drain: drain.token(),
         max_key_bytes: config.limits.max_key_bytes,
+        max_event_bytes: config.limits.max_event_bytes,
     })
 }
 

@@ -297,12 +297,7 @@ impl Publisher {
         );
         let query = req.uri().query().map(str::to_owned);
         let bytes = self.read_body(req).await?;
-        let events = body::parse(
-            format,
-            &bytes,
-            query.as_deref(),
-            self.limits.max_event_bytes,
-        )?;
+        let events = body::parse(format, &bytes, query.as_deref(), router.max_event_bytes)?;
         let key = StreamKey {
             route: route.name.clone(),
             params,

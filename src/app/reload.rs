@@ -178,6 +178,7 @@ impl Running {
             metrics: self.metrics.clone(),
             drain: self.drain.token(),
             max_key_bytes: config.limits.max_key_bytes,
+            max_event_bytes: config.limits.max_event_bytes,
         }));
         self.hub.set_max_streams(config.limits.max_streams);
         self.hub
