@@ -372,3 +372,24 @@ async fn the_publish_listener_serves_tls_with_the_listen_block() {
         "plaintext is refused on a TLS publish listener"
     );
 }
+
+#[test]
+fn check_refuses_publish_true_on_other_kinds_with_file_line_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let yaml = config("").replace(
+        "    upstream: { url: \"http://127.0.0.1:9/feed\" }\n",
+        "    upstream: { url: \"http://127.0.0.1:9/feed\" }\n    publish: true\n",
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pushbridge"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    let at = format!("{}:16:14: streams[1].publish:", path.display());
+    assert!(stderr.contains(&at), "{stderr}");
+    assert!(stderr.contains("kind: redis"), "{stderr}");
+}
