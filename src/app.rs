@@ -31,6 +31,7 @@ use crate::upstream::{self, Backoff, UpstreamSpec};
 pub struct Running {
     listen_addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    publish_addr: Option<SocketAddr>,
     drain: Drain,
     connections: TaskTracker,
     hub: Arc<Hub>,
@@ -53,6 +54,8 @@ pub struct Prepared {
     router: Arc<ArcSwap<Router>>,
     /// Per client listener, in config order: its TLS, if any.
     tls: Vec<Option<Arc<ServerTls>>>,
+    /// The publish listener's TLS, if any.
+    publish_tls: Option<Arc<ServerTls>>,
     permits: Arc<Semaphore>,
     config: Config,
 }
@@ -78,6 +81,10 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
             None => None,
         });
     }
+    let publish_tls = match config.publish.as_ref().and_then(|p| p.tls.as_ref()) {
+        Some(files) => Some(Arc::new(ServerTls::load(&files.cert, &files.key)?)),
+        None => None,
+    };
     // Validation caps max_connections far below the semaphore's limit; this keeps a panic impossible anyway.
     let permits = config.limits.max_connections.min(Semaphore::MAX_PERMITS);
     Ok(Prepared {
@@ -86,6 +93,7 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
         drain,
         router,
         tls,
+        publish_tls,
         permits: Arc::new(Semaphore::new(permits)),
         config,
     })
@@ -114,6 +122,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         drain,
         router,
         tls,
+        publish_tls,
         permits,
         config,
     } = prepare(config)?;
@@ -121,12 +130,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     // Bind every address before serving anything: a bad one fails the start.
     let mut bound = Vec::new();
-    let tls_all: Vec<Arc<ServerTls>> = tls.iter().flatten().cloned().collect();
+    let tls_all: Vec<Arc<ServerTls>> = tls
+        .iter()
+        .flatten()
+        .chain(publish_tls.iter())
+        .cloned()
+        .collect();
     for (listen, tls) in config.listen.iter().zip(tls) {
         bound.push((bind(listen.address).await?, tls));
     }
     let admin = match &config.admin {
         Some(admin) => Some((bind(admin.address).await?, admin.clone())),
+        None => None,
+    };
+    let publish = match &config.publish {
+        Some(publish) => Some((bind(publish.address).await?, publish.clone())),
         None => None,
     };
 
@@ -139,6 +157,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         drain: drain.token(),
         connections: TaskTracker::new(),
     };
+    let mut publish_addr = None;
+    if let Some((tcp, publish)) = publish {
+        let address = tcp.local_addr().map_err(|source| StartError::Bind {
+            address: publish.address,
+            source,
+        })?;
+        tracing::info!(%address, tls = publish_tls.is_some(), "Publish listening");
+        publish_addr = Some(address);
+        let publisher =
+            crate::publish::Publisher::new(publish, config.limits, router.clone(), metrics.clone());
+        tokio::spawn(publisher.serve(
+            tcp,
+            publish_tls,
+            shared.drain.clone(),
+            shared.connections.clone(),
+        ));
+    }
     let mut listen_addrs = Vec::new();
     for (tcp, tls) in bound {
         let address = tcp.local_addr().map_err(|source| StartError::Bind {
@@ -181,6 +216,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     Ok(Running {
         listen_addrs,
         admin_addr,
+        publish_addr,
         drain,
         connections: shared.connections,
         hub,
@@ -232,6 +268,7 @@ pub fn build_router(
         metrics: metrics.clone(),
         drain: drain.token(),
         max_key_bytes: config.limits.max_key_bytes,
+        max_event_bytes: config.limits.max_event_bytes,
     })
 }
 
@@ -265,8 +302,13 @@ pub(crate) fn build_route(
     let max_event_bytes = config.limits.max_event_bytes;
     let start_metrics = metrics.clone();
     let route_name = name.clone();
-    let start: StartUpstream = Arc::new(
-        move |stream: Arc<Stream>, stop, headers: http::HeaderMap| {
+    let start: StartUpstream = if kind == crate::config::UpstreamKind::Publish {
+        // No upstream: the publish listener feeds the stream; subscribers see it up.
+        Arc::new(|stream: Arc<Stream>, _stop, _headers| {
+            stream.set_upstream(crate::hub::UpstreamState::Up)
+        })
+    } else {
+        Arc::new(move |stream: Arc<Stream>, stop, headers: http::HeaderMap| {
             let url = match template.render(&stream.key().params) {
                 Ok(url) => url,
                 Err(error) => {
@@ -324,8 +366,8 @@ pub(crate) fn build_route(
                 stop,
                 start_metrics.clone(),
             ));
-        },
-    );
+        })
+    };
     let settings = Settings {
         buffer_events: stream.buffer.events,
         buffer_age: stream.buffer.age,
@@ -364,6 +406,11 @@ impl Running {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The bound publish listener address, if `publish:` is configured.
+    pub fn publish_addr(&self) -> Option<SocketAddr> {
+        self.publish_addr
     }
 
     pub fn hub(&self) -> &Arc<Hub> {

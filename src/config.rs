@@ -15,6 +15,7 @@ mod internal;
 mod kinds;
 mod params;
 mod passthrough;
+mod publish;
 mod route;
 mod schema;
 mod spans;
@@ -33,6 +34,7 @@ pub use internal::{
 pub use kinds::*;
 pub use params::{ParamPattern, ParamRule, ParamRules, params_admitted};
 pub use passthrough::*;
+pub use publish::*;
 pub use route::{RoutePattern, UrlTemplate, refuse_param};
 pub use schema::*;
 pub use units::{expand_env, parse_duration, parse_size};
@@ -106,7 +108,13 @@ impl Config {
                 *path = base.join(&*path);
             }
         };
-        for tls in self.listen.iter_mut().filter_map(|l| l.tls.as_mut()) {
+        let publish_tls = self.publish.as_mut().and_then(|p| p.tls.as_mut());
+        for tls in self
+            .listen
+            .iter_mut()
+            .filter_map(|l| l.tls.as_mut())
+            .chain(publish_tls)
+        {
             resolve(&mut tls.cert);
             resolve(&mut tls.key);
         }

@@ -10,6 +10,7 @@
 mod history;
 mod keeper;
 mod negative;
+mod publish;
 mod ring;
 mod snapshot;
 mod stream;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use history::{HISTORY_BATCH, History, LogEntry, LogId, Until};
 pub use keeper::SWEEP_PERIOD;
 pub use negative::{NEGATIVE_CACHE_KEYS, is_negative};
+pub use publish::Delivered;
 pub use ring::{POSITION_PREFIX, Push, Ring};
 pub use snapshot::{Failure, RouteView, StreamView};
 pub use stream::{Kick, Observer, Published, Resume, Stream, UpstreamState};

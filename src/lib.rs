@@ -19,6 +19,7 @@
 //!   listener (metrics, status page); [`error`]: boundary error types; [`redact`]: URL redaction for logs;
 //!   [`logs`]: the log output, its escaping and the rate limit of log lines clients, upstreams or libraries can
 //!   trigger; [`fds`]: the open-file limit and the descriptors a new stream needs.
+//! - [`publish`]: the publish listener: the application POSTs events to `kind: publish` streams or Redis routes.
 //! - [`demo`]: the self-contained `demo` subcommand.
 
 pub mod admin;
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod negotiate;
 pub mod passthrough;
 pub mod redact;
+pub mod publish;
 pub mod route;
 pub mod server;
 pub mod shutdown;

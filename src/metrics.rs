@@ -4,7 +4,7 @@
 
 mod labels;
 
-pub use labels::{CLOSE_REASONS, Close};
+pub use labels::{CLOSE_REASONS, Close, PUBLISH_RESULTS};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -13,9 +13,9 @@ use prometheus::{
 /// Client transports, as metric labels.
 pub const TRANSPORTS: [&str; 3] = ["ws", "sse", "long-poll"];
 /// Upstream kinds, as metric labels.
-pub const UPSTREAM_KINDS: [&str; 5] = ["sse", "ws", "ndjson", "poll", "redis"];
+pub const UPSTREAM_KINDS: [&str; 6] = ["sse", "ws", "ndjson", "poll", "redis", "publish"];
 /// Listeners, as metric labels.
-pub const LISTENERS: [&str; 2] = ["client", "admin"];
+pub const LISTENERS: [&str; 3] = ["client", "admin", "publish"];
 /// Client HTTP versions, as metric labels.
 pub const HTTP_VERSIONS: [&str; 2] = ["http1", "http2"];
 
@@ -115,6 +115,12 @@ pub struct Metrics {
     pub tls_cert_expiry: IntGaugeVec,
     /// `process_resident_memory_bytes` and `process_open_fds`, read from /proc at each scrape (Linux).
     process: [IntGauge; 2],
+    /// Publish requests by route (`""`: no route matched) and result (`PUBLISH_RESULTS`).
+    pub published: IntCounterVec,
+    /// Seconds from a publish request's arrival to its events handed to subscribers (or acknowledged by Redis).
+    pub publish_latency: HistogramVec,
+    /// `Idempotency-Key`s forgotten before `buffer.age` to stay within the process's bound.
+    pub publish_idempotency_evictions: IntCounter,
     /// `events_delivered` and `delivery_latency` resolved per transport once (in `TRANSPORTS` order): the hot path
     /// (every event × every subscriber) then skips the label lookup.
     delivered_by: Vec<(IntCounter, Histogram)>,
@@ -367,6 +373,29 @@ impl Metrics {
                 )?,
                 IntGauge::new("process_open_fds", "Number of open file descriptors.")?,
             ],
+            published: counter_vec(
+                "pushbridge_published_total",
+                "Publish requests by route and result.",
+                &["route", "result"],
+            )?,
+            publish_latency: {
+                let histogram = HistogramVec::new(
+                    HistogramOpts::new(
+                        "pushbridge_publish_latency_seconds",
+                        "Seconds from a publish request's arrival to its events handed to subscribers (Redis routes: acknowledged by Redis).",
+                    )
+                    .buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                    ]),
+                    &["route"],
+                )?;
+                registry.register(Box::new(histogram.clone()))?;
+                histogram
+            },
+            publish_idempotency_evictions: counter(
+                "pushbridge_publish_idempotency_evictions_total",
+                "Idempotency-Keys of kind: publish routes forgotten before buffer.age to stay within the process's bound.",
+            )?,
             delivered_by: Vec::new(),
             registry,
         };
@@ -406,7 +435,7 @@ impl Metrics {
             }
         }
         self.add_routes(routes);
-        for op in ["read", "history", "tee"] {
+        for op in ["read", "history", "tee", "publish"] {
             for result in ["ok", "error"] {
                 self.redis_ops.with_label_values(&[op, result]);
             }
@@ -463,7 +492,13 @@ impl Metrics {
 
     /// Creates the per-route series for routes (at start-up and after a reload).
     pub fn add_routes(&self, routes: &[String]) {
+        for route in routes.iter().map(String::as_str).chain([""]) {
+            for result in PUBLISH_RESULTS {
+                self.published.with_label_values(&[route, result]);
+            }
+        }
         for route in routes {
+            self.publish_latency.with_label_values(&[route]);
             self.events_received.with_label_values(&[route]);
             self.upstream_malformed.with_label_values(&[route]);
             self.upstream_reused_ids.with_label_values(&[route]);

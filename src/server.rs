@@ -32,6 +32,8 @@ pub struct Router {
     pub drain: CancellationToken,
     /// `limits.max_key_bytes`.
     pub max_key_bytes: usize,
+    /// `limits.max_event_bytes` (the publish listener's bound per event; a reload applies it).
+    pub max_event_bytes: usize,
 }
 
 /// `Retry-After` (seconds) of a 503 for a stream limit.

@@ -92,6 +92,11 @@ pub async fn supervise(
                         "no Redis stream for this upstream".into(),
                     )),
                 },
+                // Fed by the publish listener alone (the route's start never gets here): nothing to read.
+                UpstreamKind::Publish => {
+                    stream.set_upstream(UpstreamState::Up);
+                    std::future::pending().await
+                }
             }
         };
         let started = tokio::time::Instant::now();

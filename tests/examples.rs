@@ -107,3 +107,49 @@ async fn chat_example_keeps_its_internal_endpoints_internal() {
     assert!(event.data.contains("\"text\":\"marker\""), "{}", event.data);
     assert!(event.data.contains("\"room\":\"admins\""), "{}", event.data);
 }
+
+#[allow(dead_code)] // its `main` is the example's own
+#[path = "../examples/publish_app.rs"]
+mod publish_app;
+
+/// Issue 18: examples/publish.yaml in front of examples/publish_app.rs as shipped (ports moved to free ones): the
+/// app's handler publishes with one HTTP call and an SSE subscriber of the order's stream gets the event.
+#[tokio::test]
+async fn publish_example_handler_reaches_a_subscriber() {
+    use support::client::{Proto, connect};
+
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/publish.yaml"
+    ))
+    .unwrap()
+    .replace("127.0.0.1:8080", "127.0.0.1:0")
+    .replace("127.0.0.1:9090", "127.0.0.1:0")
+    .replace("127.0.0.1:9091", "127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = support::binary::start(dir.path(), &yaml, 1, true);
+    let addr = proxy.listen[0];
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    tokio::spawn(publish_app::serve(
+        app,
+        publish_app::Pushbridge {
+            address: proxy.publish.unwrap(),
+            token: "dev-token".into(),
+        },
+    ));
+    let mut sse = connect(addr, Proto::H1)
+        .await
+        .sse(addr, "/orders/42", None)
+        .await;
+    let mut client = connect(app_addr, Proto::H1).await;
+    let request = http::Request::post("/orders/42/paid")
+        .header("host", app_addr.to_string())
+        .body(support::client::empty())
+        .unwrap();
+    let response = client.send(request).await;
+    assert_eq!(response.status(), 200);
+    let event = sse.next_event().await.unwrap();
+    assert_eq!(event.event.as_deref(), Some("paid"));
+    assert_eq!(event.data, r#"{"order":"42","status":"paid"}"#);
+}

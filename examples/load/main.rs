@@ -143,6 +143,10 @@ struct Report {
     /// The sampled processes' CPU time over the window per event delivered in it.
     target_cpu_us_per_event: Option<f64>,
     load_tool_cpu_percent: Option<f64>,
+    /// With `--publish` and `--target`: each accepted post's round trip (the publisher's, from start to end).
+    publish_latency_ms: Option<Percentiles>,
+    /// With `--publish` and `--target`: posts that failed (not accepted: not owed to clients).
+    publish_failures: Option<u64>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -187,10 +191,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
         return Ok(());
     };
     let target = parse_target(target, &args)?;
-    let report = drive(&args, target).await;
+    let mut report = drive(&args, target).await;
     stop_source.cancel();
-    if let Some(source) = source {
-        let _ = source.await;
+    if let Some(source) = source
+        && let Ok(Some((failures, latencies))) = source.await
+    {
+        report.publish_failures = Some(failures);
+        report.publish_latency_ms = Some(Percentiles::of(latencies));
     }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -200,11 +207,14 @@ async fn run(args: Args) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// A publisher's failed posts and accepted posts' round trips (µs).
+type Published = (u64, Vec<u32>);
+
 /// Starts the upstream server or the publisher, if asked for.
 async fn start_source(
     args: &Args,
     stop: CancellationToken,
-) -> Result<Option<tokio::task::JoinHandle<()>>, BoxError> {
+) -> Result<Option<tokio::task::JoinHandle<Option<Published>>>, BoxError> {
     let (rate, size) = (args.rate, args.size);
     let log = match (
         &args.seq_log,
@@ -220,19 +230,22 @@ async fn start_source(
             "upstream: serving SSE on http://{} ({rate} events/s of {size} B)",
             listener.local_addr()?
         );
-        return Ok(Some(tokio::spawn(upstream::serve(
-            listener, rate, size, log, stop,
-        ))));
+        let serve = upstream::serve(listener, rate, size, log, stop);
+        return Ok(Some(tokio::spawn(async move {
+            serve.await;
+            None
+        })));
     }
     if let Some(url) = &args.publish {
         let addr = authority(url)?;
         let url = url.clone();
         eprintln!("publisher: POSTing to {url} ({rate} events/s of {size} B)");
         return Ok(Some(tokio::spawn(async move {
-            let failures = upstream::publish(url, addr, rate, size, log, stop).await;
+            let (failures, latencies) = upstream::publish(url, addr, rate, size, log, stop).await;
             if failures > 0 {
                 eprintln!("publisher: {failures} failed posts");
             }
+            Some((failures, latencies))
         })));
     }
     Ok(None)
@@ -416,6 +429,8 @@ async fn drive(args: &Args, target: Target) -> Report {
             .filter(|_| events > 0)
             .map(|s| s * 1e6 / events as f64),
         load_tool_cpu_percent: percent(cpu_start.1, cpu_end.1),
+        publish_latency_ms: None,
+        publish_failures: None,
     }
 }
 
@@ -437,6 +452,12 @@ fn print_report(r: &Report) {
         l.p50, l.p90, l.p99, l.max
     );
     println!("errors            {}", r.errors);
+    if let (Some(p), Some(failures)) = (r.publish_latency_ms, r.publish_failures) {
+        println!(
+            "publish ms        p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  ({failures} failed)",
+            p.p50, p.p90, p.p99, p.max
+        );
+    }
     println!(
         "owed events       {} per client ({:.0}/s published)  missing {}  duplicated {}",
         r.owed_per_client, r.published_per_second, r.missing, r.duplicated

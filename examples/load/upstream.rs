@@ -155,7 +155,8 @@ pub async fn serve(
 }
 
 /// `POST`s one event to `url` `rate` times a second until `stop`, over one kept-alive connection (reopened on
-/// error); only accepted posts go into `log`. Returns how many posts failed.
+/// error); only accepted posts go into `log`. Returns how many posts failed, and each accepted post's round trip
+/// (request sent to answer read) in µs: the publish latency.
 pub async fn publish(
     url: http::Uri,
     addr: SocketAddr,
@@ -163,14 +164,18 @@ pub async fn publish(
     size: usize,
     mut log: Option<SeqLog>,
     stop: CancellationToken,
-) -> u64 {
+) -> (u64, Vec<u32>) {
     let mut sender = None;
     let mut failures = 0;
+    let mut latencies = Vec::new();
     let mut ticker = Ticker::new(rate, stop);
     while let Some(seq) = ticker.next().await {
         let (data, ts) = data(seq, size);
+        let started = std::time::Instant::now();
         match post(&mut sender, &url, addr, data).await {
             Ok(()) => {
+                let micros = started.elapsed().as_micros();
+                latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
                 if let Some(log) = &mut log {
                     log.write(seq, ts);
                 }
@@ -182,7 +187,7 @@ pub async fn publish(
             }
         }
     }
-    failures
+    (failures, latencies)
 }
 
 async fn post(

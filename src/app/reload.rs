@@ -146,6 +146,9 @@ impl Running {
         if config.listen != current.listen {
             outcome.needs_restart.push("listen");
         }
+        if config.publish != current.publish {
+            outcome.needs_restart.push("publish");
+        }
         if config.admin != current.admin {
             outcome.needs_restart.push("admin");
         }
@@ -175,6 +178,7 @@ impl Running {
             metrics: self.metrics.clone(),
             drain: self.drain.token(),
             max_key_bytes: config.limits.max_key_bytes,
+            max_event_bytes: config.limits.max_event_bytes,
         }));
         self.hub.set_max_streams(config.limits.max_streams);
         self.hub

@@ -57,7 +57,10 @@ pub struct InternalUrl {
 pub fn internal_urls(config: &Config) -> Vec<InternalUrl> {
     let mut out = Vec::new();
     for (i, stream) in config.streams.iter().enumerate() {
-        if stream.upstream.kind != UpstreamKind::Redis {
+        if !matches!(
+            stream.upstream.kind,
+            UpstreamKind::Redis | UpstreamKind::Publish
+        ) {
             let raw = stream.upstream.url.as_str();
             let cut = raw.find('{');
             let text = &raw[..cut.unwrap_or(raw.len())];

@@ -184,6 +184,19 @@ impl UrlTemplate {
         })
     }
 
+    /// The empty template: an upstream without a URL (`kind: publish`).
+    pub fn empty() -> Self {
+        Self {
+            raw: String::new(),
+            pieces: Vec::new(),
+        }
+    }
+
+    /// Whether the template is empty (no URL was given).
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
     /// The template as written (after `${VAR}` expansion).
     pub fn as_str(&self) -> &str {
         &self.raw

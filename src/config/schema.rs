@@ -114,6 +114,9 @@ pub struct Config {
     /// Where requests that match no stream go; absent: such requests are not proxied.
     #[serde(default)]
     pub passthrough: Option<PassthroughConfig>,
+    /// The publish listener (the application POSTs events); absent: nothing can publish.
+    #[serde(default)]
+    pub publish: Option<super::publish::PublishConfig>,
     /// The event streams re-exposed to clients.
     #[serde(default)]
     pub streams: Vec<StreamConfig>,
@@ -188,6 +191,9 @@ pub struct StreamConfig {
     pub path: RoutePattern,
     /// The application's stream.
     pub upstream: UpstreamConfig,
+    /// `kind: redis` only: POSTs to the publish listener are `XADD`ed to the route's Redis key.
+    #[serde(default)]
+    pub publish: bool,
     /// One upstream connection per stream key (`shared`) or per client session (`per-client`).
     #[serde(default)]
     pub mode: Mode,
@@ -242,7 +248,9 @@ pub struct StreamConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `http(s)://` URL (also `ws(s)://` for `kind: ws`) that may use the path's `{params}`.
+    /// `http(s)://` URL (also `ws(s)://` for `kind: ws`) that may use the path's `{params}`; required for every
+    /// kind but `publish` (absent: empty).
+    #[serde(default = "d::no_url")]
     pub url: UrlTemplate,
     /// The upstream protocol.
     #[serde(default)]
@@ -410,6 +418,8 @@ pub enum UpstreamKind {
     Poll,
     /// A Redis stream (XREAD), the shared log every replica reads; the entry id is the event id.
     Redis,
+    /// No upstream: events come only from POSTs to the publish listener (issue 18).
+    Publish,
 }
 
 /// The YAML spelling of each enum value, for `Display`, logs and metrics labels.
@@ -431,7 +441,7 @@ macro_rules! names {
 
 names!(TransportKind { Ws => "ws", Sse => "sse", LongPoll => "long-poll" });
 names!(Mode { Shared => "shared", PerClient => "per-client" });
-names!(UpstreamKind { Sse => "sse", Ws => "ws", Ndjson => "ndjson", Poll => "poll", Redis => "redis" });
+names!(UpstreamKind { Sse => "sse", Ws => "ws", Ndjson => "ndjson", Poll => "poll", Redis => "redis", Publish => "publish" });
 names!(WsFormat { Envelope => "envelope", Data => "data" });
 names!(LogFormat { Text => "text", Json => "json" });
 
@@ -464,6 +474,7 @@ impl StreamConfig {
             name: path.as_str().to_owned(),
             path,
             upstream,
+            publish: false,
             mode: Mode::default(),
             transports: DEFAULT_TRANSPORTS.to_vec(),
             buffer: BufferConfig::default(),
@@ -516,5 +527,8 @@ mod d {
     }
     pub fn upstream_idle_timeout() -> Duration {
         DEFAULT_UPSTREAM_IDLE_TIMEOUT
+    }
+    pub fn no_url() -> UrlTemplate {
+        UrlTemplate::empty()
     }
 }

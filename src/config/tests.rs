@@ -9,6 +9,7 @@ use super::*;
 
 mod floors;
 mod kinds;
+mod publish;
 
 const MINIMAL: &str = "\
 listen:

@@ -17,6 +17,7 @@ mod files;
 mod floors;
 mod kinds;
 mod limits;
+mod publish;
 
 /// Paths under this prefix are served by pushbridge itself (the JS client).
 pub const RESERVED_PREFIX: &str = "/_pushbridge";
@@ -97,6 +98,7 @@ pub fn validate(config: &Config, file: &str, spans: &Spans) -> Vec<Problem> {
         }
         stream_rules(stream, &at, &mut report);
     }
+    publish::rules(config, &mut report);
     limits::check(config, &mut report);
     floors::check(config, &mut report);
     files::check(config, &mut report);
@@ -282,7 +284,8 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
 fn upstream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
     let upstream = &stream.upstream;
     let url_at = format!("{at}.upstream.url");
-    let mut complete = true;
+    // No URL (kind: publish, or missing): `publish::rules` says what is wrong.
+    let mut complete = !upstream.url.is_empty();
     for name in upstream.url.params() {
         if !stream.path.params().any(|p| p == name) {
             complete = false;

@@ -274,6 +274,11 @@ impl Stream {
 
     /// Adds an upstream event. Returns false when it was dropped as a replay (docs/protocol.md).
     pub fn publish(self: &Arc<Self>, event: Published) -> bool {
+        self.publish_id(event).is_some()
+    }
+
+    /// [`Stream::publish`], returning the id the event got (given or generated); `None`: dropped as a replay.
+    pub fn publish_id(self: &Arc<Self>, event: Published) -> Option<Arc<str>> {
         let now = Instant::now();
         let mut inner = lock(&self.inner);
         let pushed = inner.ring.push(
@@ -282,11 +287,11 @@ impl Stream {
             &event.data,
             now,
         );
-        let (head, reused_id, evicted) = match pushed {
+        let (head, reused_id, evicted, id) = match pushed {
             Push::Replayed => {
                 drop(inner);
                 self.metrics.upstream_duplicates.inc();
-                return false;
+                return None;
             }
             Push::Added {
                 event: added,
@@ -296,7 +301,7 @@ impl Stream {
                 if let Some(observer) = self.observer.get() {
                     observer(&added);
                 }
-                (added.seq + 1, reused_id, evicted)
+                (added.seq + 1, reused_id, evicted, added.id.clone())
             }
         };
         let warn = reused_id && due(&mut inner.reuse_warned, now);
@@ -327,7 +332,7 @@ impl Stream {
                 );
             }
         }
-        true
+        Some(id)
     }
 
     /// Whether new events wake the subscribers now; otherwise a paced wake is (or already was) scheduled.

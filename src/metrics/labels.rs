@@ -34,3 +34,15 @@ impl Close {
 
 /// Why a pass-through WebSocket session ends: `pushbridge_passthrough_websocket_closes_total{reason}`.
 pub const CLOSE_REASONS: [&str; 6] = ["client", "app", "idle", "drain", "too_big", "error"];
+
+/// Every `result` label of `pushbridge_published_total`.
+pub const PUBLISH_RESULTS: [&str; 8] = [
+    "ok",
+    "bad_request",
+    "unauthorized",
+    "too_large",
+    "unavailable",
+    "duplicate",
+    "not_found",
+    "method_not_allowed",
+];

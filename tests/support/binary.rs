@@ -11,6 +11,8 @@ pub struct Binary {
     pub child: Child,
     pub listen: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// The publish listener, when configured (logged before the client listeners).
+    pub publish: Option<SocketAddr>,
     /// Every later log line.
     pub log: mpsc::Receiver<String>,
     /// The log lines read while waiting for the listeners.
@@ -90,6 +92,7 @@ fn spawn(
     });
     let mut listen = Vec::new();
     let mut admin_addr = None;
+    let mut publish = None;
     let mut startup = Vec::new();
     while listen.len() < listeners || (admin && admin_addr.is_none()) {
         let line = rx
@@ -99,6 +102,7 @@ fn spawn(
         match listening(&startup[startup.len() - 1]) {
             Some(("Listening", address)) => listen.push(address),
             Some(("Admin listening", address)) => admin_addr = Some(address),
+            Some(("Publish listening", address)) => publish = Some(address),
             _ => {}
         }
     }
@@ -106,6 +110,7 @@ fn spawn(
         child,
         listen,
         admin: admin_addr,
+        publish,
         log: rx,
         startup,
     }
@@ -125,6 +130,8 @@ fn listening(line: &str) -> Option<(&'static str, SocketAddr)> {
             let plain = strip_ansi(line);
             let message = if plain.contains(" Admin listening ") {
                 "Admin listening"
+            } else if plain.contains(" Publish listening ") {
+                "Publish listening"
             } else if plain.contains(" Listening ") {
                 "Listening"
             } else {
@@ -138,7 +145,7 @@ fn listening(line: &str) -> Option<(&'static str, SocketAddr)> {
         }
     };
     let address = address.parse().ok()?;
-    ["Listening", "Admin listening"]
+    ["Listening", "Admin listening", "Publish listening"]
         .into_iter()
         .find(|m| *m == message)
         .map(|m| (m, address))

@@ -9,6 +9,7 @@ pub mod h2ws;
 pub mod json_upstream;
 pub mod nginx;
 pub mod proxy;
+pub mod publish;
 pub mod raw;
 pub mod recorder;
 pub mod redis;
