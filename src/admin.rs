@@ -148,7 +148,7 @@ impl Admin {
             }
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/status" | "/status.json" => match &self.status {
-                Some(status) => status_page(status, req.uri().path() == "/status.json"),
+                Some(status) => status_page(status, req.uri().path() == "/status.json").await,
                 None => text(StatusCode::NOT_FOUND, "not found\n".into()),
             },
             "/readyz" => {
@@ -199,13 +199,14 @@ async fn room(
     }
 }
 
-/// `/status` (HTML) or `/status.json`: never cached; the page's own script and style only.
-fn status_page(status: &status::Status, json: bool) -> Response<Body> {
+/// `/status` (HTML) or `/status.json`, from the snapshot all viewers share: never cached by the browser; the page's
+/// own script and style only.
+async fn status_page(status: &status::Status, json: bool) -> Response<Body> {
+    let snapshot = status.snapshot().await;
     let (body, content_type) = if json {
-        let body = serde_json::to_vec_pretty(&status.json()).unwrap_or_default();
-        (body, "application/json")
+        (snapshot.json(), "application/json")
     } else {
-        (status.html().into_bytes(), "text/html; charset=utf-8")
+        (snapshot.html(), "text/html; charset=utf-8")
     };
     let mut response = Response::new(full_body(body));
     let headers = response.headers_mut();

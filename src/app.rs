@@ -199,8 +199,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 router.clone(),
                 metrics.clone(),
                 stamp.clone(),
-                listen_addrs.clone(),
-                address,
+                crate::admin::status::Listeners {
+                    client: listen_addrs.clone(),
+                    publish: publish_addr,
+                    admin: address,
+                },
             );
             let admin = crate::admin::Admin::new(
                 &admin_config,

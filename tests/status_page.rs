@@ -334,3 +334,192 @@ async fn status_page_in_chromium_matches_metrics() {
     let console = dom["console"].as_array().map_or(0, Vec::len);
     assert_eq!(console, 0, "the page logged: {dom:#}");
 }
+
+/// `generated_at` of a `/status.json` body (in full), or the `data-generated` of a `/status` page (two decimals).
+fn generated(body: &str, json: bool) -> String {
+    if json {
+        let s: Value = serde_json::from_str(body).expect("status.json is JSON");
+        s["generated_at"].to_string()
+    } else {
+        let at = body.find("data-generated=\"").expect("data-generated") + 16;
+        body[at..].split('"').next().unwrap_or_default().to_owned()
+    }
+}
+
+fn publish_config(extra: &str) -> String {
+    format!(
+        r#"
+listen:
+  - address: "127.0.0.1:0"
+admin: {{ address: "127.0.0.1:0", max_connections: 128 }}
+publish: {{ address: "127.0.0.1:0", token: "s3cret-publish-token" }}
+streams:
+  - name: events
+    path: /events/{{channel}}
+    upstream: {{ kind: publish }}
+{extra}"#
+    )
+}
+
+/// A flood of viewers shares one snapshot (built at most once per second, deliveries/s measured between builds);
+/// the publish listener is listed; the config hash is keyed per process (not the plain hash of the config), stable
+/// across a reload of the same config and different after one that changes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_share_a_snapshot_keyed_hash_and_publish_listener() {
+    let yaml = publish_config("");
+    let proxy = proxy::start(&yaml).await;
+    let admin = proxy.admin();
+
+    const VIEWERS: usize = 48;
+    let started = std::time::Instant::now();
+    let views: Vec<_> = (0..VIEWERS)
+        .map(|i| {
+            let path = if i % 4 == 0 {
+                "/status"
+            } else {
+                "/status.json"
+            };
+            tokio::spawn(async move { (path, get_text(admin, path).await) })
+        })
+        .collect();
+    let (mut json, mut html) = (
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    );
+    for view in views {
+        let (path, (code, body)) = view.await.expect("viewer");
+        assert_eq!(code, 200, "{body}");
+        let json_view = path == "/status.json";
+        let seen = if json_view { &mut json } else { &mut html };
+        seen.insert(generated(&body, json_view));
+    }
+    let elapsed = started.elapsed();
+    // One build per second at most: over `elapsed`, no more than its whole seconds plus one.
+    for (form, snapshots) in [("json", &json), ("html", &html)] {
+        assert!(
+            snapshots.len() <= elapsed.as_secs() as usize + 1,
+            "{VIEWERS} viewers in {elapsed:?} saw {} {form} snapshots: {snapshots:?}",
+            snapshots.len()
+        );
+    }
+
+    let first = status(admin).await;
+    let publish = proxy.running().publish_addr().expect("publish listener");
+    let listeners = first["listeners"].as_array().expect("listeners");
+    assert!(
+        listeners.contains(&serde_json::json!({"kind": "publish", "address": publish.to_string()})),
+        "{first:#}"
+    );
+    let (_, html) = get_text(admin, "/status").await;
+    assert!(html.contains(&format!("publish {publish}")), "{html}");
+
+    // Keyed: not what anyone could compute from a guessed config.
+    let hash = first["config"]["hash"].as_str().expect("hash").to_owned();
+    let config = pushbridge::config::Config::parse("test.yaml", &yaml).expect("config");
+    let unkeyed = {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        format!("{config:?}").hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    };
+    assert_ne!(hash, unkeyed);
+
+    // The same config again: the same hash, seen in the next snapshot (a second or more later).
+    proxy.running().apply(config).expect("reload");
+    let at = |s: &Value| s["generated_at"].as_f64().unwrap_or_default();
+    let seen = std::sync::Mutex::new(Value::Null);
+    eventually("a new snapshot", || async {
+        let s = status(admin).await;
+        let new = at(&s) != at(&first);
+        *seen.lock().expect("lock") = s;
+        new
+    })
+    .await;
+    let next = seen.into_inner().expect("lock");
+    assert!(
+        at(&next) - at(&first) >= 0.99,
+        "{} then {}",
+        at(&first),
+        at(&next)
+    );
+    assert_eq!(next["config"]["hash"], hash.as_str());
+    assert!(next["deliveries_per_second"].is_number(), "{next:#}");
+
+    let changed =
+        publish_config("  - name: more\n    path: /more/{x}\n    upstream: { kind: publish }\n");
+    let changed = pushbridge::config::Config::parse("test.yaml", &changed).expect("config");
+    proxy.running().apply(changed).expect("reload");
+    eventually("a changed hash", || async {
+        status(admin).await["config"]["hash"] != hash.as_str()
+    })
+    .await;
+}
+
+/// An upstream's error text comes from the network: the page shows it with URLs redacted, at most 256 bytes, and
+/// as text, never markup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_error_text_is_redacted_cut_and_escaped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let up = listener.local_addr().expect("addr");
+    let content_type = format!(
+        "text/html <b>oops</b> see http://user:hunter2@app.internal/cb?token=s3cret {}",
+        "x".repeat(600)
+    );
+    let app = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(n @ 1..) => head.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = tcp.write_all(response.as_bytes()).await;
+        }
+    });
+    let yaml = format!(
+        r#"
+listen:
+  - address: "127.0.0.1:0"
+admin: {{ address: "127.0.0.1:0" }}
+streams:
+  - name: bad
+    path: /bad/{{room}}
+    upstream: {{ url: "http://{up}/bad/{{room}}", reconnect: {{ initial: 5s, max: 10s }} }}
+"#
+    );
+    let proxy = proxy::start(&yaml).await;
+    let addr = proxy.addr();
+    let admin = proxy.admin();
+    let mut h1 = client::connect(addr, Proto::H1).await;
+    let _sse = h1.sse(addr, "/bad/x", None).await;
+    eventually("the upstream's failure shows", || async move {
+        route(&status(admin).await, "bad")["busiest"][0]["upstream_failure"].is_object()
+    })
+    .await;
+    let s = status(admin).await;
+    let error = route(&s, "bad")["busiest"][0]["upstream_failure"]["error"]
+        .as_str()
+        .expect("error text")
+        .to_owned();
+    assert!(error.len() <= 256 && error.len() > 200, "{error}");
+    assert!(error.contains("see http://app.internal/cb?… x"), "{error}");
+    assert!(
+        !error.contains("hunter2") && !error.contains("s3cret"),
+        "{error}"
+    );
+    let (_, html) = get_text(admin, "/status").await;
+    assert!(html.contains("&lt;b&gt;oops&lt;/b&gt;"), "{html}");
+    assert!(!html.contains("<b>") && !html.contains("hunter2"), "{html}");
+    app.abort();
+}

@@ -1,15 +1,19 @@
 //! The status page of the admin listener: `GET /status` (one self-contained HTML page, no external assets; it
 //! works without JavaScript and refreshes itself every 2 s with it) and `GET /status.json` (the same data,
-//! docs/metrics.md "Status page"). Everything is read when a request arrives — the hub's [`Hub::snapshot`], the
-//! metrics' current values, the config stamp — so the page costs nothing while nobody looks. Stream keys are
-//! client input: they are escaped in the HTML (and by serde in the JSON).
+//! docs/metrics.md "Status page"). The data — the hub's [`Hub::snapshot`], the metrics' current values, the config
+//! stamp — is read when a request arrives, at most once per second: one [`Snapshot`] serves every viewer until it is
+//! a second old (a flood of viewers costs one build per second, not one each; each form is rendered once per build),
+//! and nothing is done while nobody looks. Stream keys and upstream error text are client or network input: they are
+//! escaped in the HTML (and by serde in the JSON); error text is also redacted and cut.
 
 use std::fmt::Write as _;
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -19,12 +23,16 @@ use crate::server::Router;
 
 /// How many streams of each route are shown in full (the busiest).
 pub const BUSIEST: usize = 50;
-/// Longest upstream error text shown.
-const ERROR_CHARS: usize = 300;
+/// Longest upstream error text shown, in bytes (cut on a character boundary).
+const ERROR_BYTES: usize = 256;
+/// How long one snapshot serves every viewer.
+const FRESH_FOR: Duration = Duration::from_secs(1);
 /// How often the page refreshes itself (with JavaScript).
 const REFRESH_MS: u64 = 2000;
 
-/// Which configuration is in force: a hash of it as parsed, and when it was loaded (start or reload).
+/// Which configuration is in force: a hash of it as parsed, and when it was loaded (start or reload). The hash is
+/// keyed with a random key made once per process, so it tells configs apart within the process (a reload that
+/// changed something changes it) but cannot be used to confirm a guessed config (which may hold tokens) offline.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub hash: String,
@@ -36,14 +44,22 @@ pub type ConfigStamp = Arc<Mutex<Loaded>>;
 
 impl Loaded {
     pub fn of(config: &Config) -> Loaded {
-        use std::hash::{DefaultHasher, Hash, Hasher};
-        let mut hasher = DefaultHasher::new();
-        format!("{config:?}").hash(&mut hasher);
+        static KEY: OnceLock<RandomState> = OnceLock::new();
+        let hash = KEY
+            .get_or_init(RandomState::new)
+            .hash_one(format!("{config:?}"));
         Loaded {
-            hash: format!("{:016x}", hasher.finish()),
+            hash: format!("{hash:016x}"),
             at: SystemTime::now(),
         }
     }
+}
+
+/// The bound listeners the page lists.
+pub struct Listeners {
+    pub client: Vec<SocketAddr>,
+    pub publish: Option<SocketAddr>,
+    pub admin: SocketAddr,
 }
 
 /// What the status page reads.
@@ -51,11 +67,40 @@ pub struct Status {
     router: Arc<ArcSwap<Router>>,
     metrics: Arc<Metrics>,
     stamp: ConfigStamp,
-    listeners: Vec<SocketAddr>,
-    admin: SocketAddr,
+    listeners: Listeners,
     started: Instant,
-    /// The delivery counter at the previous look: deliveries/s is the rate since then.
-    previous: Mutex<Option<(Instant, u64)>>,
+    /// The snapshot viewers share; held while one is built, so viewers arriving meanwhile wait for it.
+    cache: tokio::sync::Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// The latest snapshot (one at most, bounded as the page is).
+    current: Option<Arc<Snapshot>>,
+    /// The delivery counter at the previous build: deliveries/s is the rate since then.
+    previous: Option<(Instant, u64)>,
+}
+
+/// One build of the status document, served to every viewer for [`FRESH_FOR`]; each form is rendered once.
+pub struct Snapshot {
+    built: Instant,
+    data: Value,
+    json: OnceLock<Bytes>,
+    html: OnceLock<Bytes>,
+}
+
+impl Snapshot {
+    /// `/status.json`'s body.
+    pub fn json(&self) -> Bytes {
+        let render = || Bytes::from(serde_json::to_vec_pretty(&self.data).unwrap_or_default());
+        self.json.get_or_init(render).clone()
+    }
+
+    /// `/status`'s body.
+    pub fn html(&self) -> Bytes {
+        let render = || Bytes::from(render_html(&self.data));
+        self.html.get_or_init(render).clone()
+    }
 }
 
 impl Status {
@@ -63,22 +108,40 @@ impl Status {
         router: Arc<ArcSwap<Router>>,
         metrics: Arc<Metrics>,
         stamp: ConfigStamp,
-        listeners: Vec<SocketAddr>,
-        admin: SocketAddr,
+        listeners: Listeners,
     ) -> Status {
         Status {
             router,
             metrics,
             stamp,
             listeners,
-            admin,
             started: Instant::now(),
-            previous: Mutex::new(None),
+            cache: tokio::sync::Mutex::default(),
         }
     }
 
-    /// The status document (`/status.json`).
-    pub fn json(&self) -> Value {
+    /// The current snapshot: the shared one while it is fresh, else a new one (built once for all who wait).
+    pub async fn snapshot(&self) -> Arc<Snapshot> {
+        let mut cache = self.cache.lock().await;
+        if let Some(current) = &cache.current
+            && current.built.elapsed() < FRESH_FOR
+        {
+            return current.clone();
+        }
+        let built = Instant::now();
+        let data = self.build(built, &mut cache.previous);
+        let snapshot = Arc::new(Snapshot {
+            built,
+            data,
+            json: OnceLock::new(),
+            html: OnceLock::new(),
+        });
+        cache.current = Some(snapshot.clone());
+        snapshot
+    }
+
+    /// The status document (`/status.json`), as of `now`; `previous` is the delivery count at the previous build.
+    fn build(&self, now: Instant, previous: &mut Option<(Instant, u64)>) -> Value {
         let router = self.router.load();
         let m = &self.metrics;
         let loaded = lock(&self.stamp).clone();
@@ -98,16 +161,11 @@ impl Status {
             .iter()
             .map(|t| m.events_delivered.with_label_values(&[t]).get())
             .sum();
-        let now = Instant::now();
-        let rate = {
-            let mut previous = lock(&self.previous);
-            let rate = previous.and_then(|(at, count)| {
-                let secs = now.duration_since(at).as_secs_f64();
-                (secs > 0.0).then(|| delivered.saturating_sub(count) as f64 / secs)
-            });
-            *previous = Some((now, delivered));
-            rate
-        };
+        let rate = previous.and_then(|(at, count)| {
+            let secs = now.duration_since(at).as_secs_f64();
+            (secs > 0.0).then(|| delivered.saturating_sub(count) as f64 / secs)
+        });
+        *previous = Some((now, delivered));
         let by_label = |vec: &prometheus::IntCounterVec, labels: &[&str]| -> Value {
             labels
                 .iter()
@@ -133,8 +191,7 @@ impl Status {
             "generated_at": unix(SystemTime::now()),
             "config": { "hash": loaded.hash, "loaded_at": unix(loaded.at) },
             "uptime_seconds": now.duration_since(self.started).as_secs(),
-            "listeners": self.listeners.iter().map(|a| json!({"kind": "client", "address": a.to_string()}))
-                .chain([json!({"kind": "admin", "address": self.admin.to_string()})]).collect::<Vec<_>>(),
+            "listeners": self.listeners_json(),
             "connections": connections,
             "streams_open": m.streams_open.get(),
             "buffer_bytes": m.buffer_bytes.get(),
@@ -148,10 +205,30 @@ impl Status {
         })
     }
 
-    /// The status page (`/status`).
-    pub fn html(&self) -> String {
-        render_html(&self.json())
+    /// `{kind, address}` per listener: the client ones, the publish one (if configured), the admin one.
+    fn listeners_json(&self) -> Vec<Value> {
+        let l = &self.listeners;
+        let kinds = l.client.iter().map(|a| ("client", a));
+        let kinds = kinds.chain(l.publish.iter().map(|a| ("publish", a)));
+        kinds
+            .chain([("admin", &l.admin)])
+            .map(|(kind, a)| json!({"kind": kind, "address": a.to_string()}))
+            .collect()
     }
+}
+
+/// Upstream error text as shown: URLs redacted (it comes from the application or the network, and may carry
+/// credentials in a URL), at most [`ERROR_BYTES`], cut on a character boundary.
+fn shown_error(error: &str) -> String {
+    let mut text = crate::redact::redact_urls(error);
+    if text.len() > ERROR_BYTES {
+        let mut end = ERROR_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// This replica's use of Redis (`kind: redis` routes, `upstream.tee`): `null` when no route uses it.
@@ -217,7 +294,7 @@ fn stream_json(s: &StreamView) -> Value {
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
         json!({
-            "error": f.error.chars().take(ERROR_CHARS).collect::<String>(),
+            "error": shown_error(&f.error),
             "next_retry_in_seconds": next.as_secs_f64(),
         })
     });
@@ -434,4 +511,23 @@ fn route_html(h: &mut String, r: &Value) {
         );
     }
     h.push_str("</table></section>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_is_redacted_and_cut_on_a_character_boundary() {
+        assert_eq!(
+            shown_error("connect failed: http://u:s3cret@h/p?token=t0k"),
+            "connect failed: http://h/p?…"
+        );
+        // 255 bytes then a 2-byte character: the cut falls inside it, so it goes whole.
+        let long = format!("{}é{}", "a".repeat(255), "b".repeat(100));
+        assert_eq!(shown_error(&long), "a".repeat(255));
+        let exact = "c".repeat(300);
+        assert_eq!(shown_error(&exact), "c".repeat(ERROR_BYTES));
+        assert_eq!(shown_error("short"), "short");
+    }
 }

@@ -13,7 +13,7 @@ use crate::metrics::TRANSPORTS;
 /// An upstream's last failed attempt (recorded once per attempt by the connector supervisor).
 #[derive(Debug, Clone)]
 pub struct Failure {
-    /// The error, as logged (URLs redacted).
+    /// The error's text as the supervisor saw it (the status page redacts and cuts it).
     pub error: String,
     /// When the next attempt is due.
     pub retry_at: SystemTime,

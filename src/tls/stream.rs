@@ -42,11 +42,13 @@ pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Tls
         io: tcp,
         conn,
         incoming: Vec::new(),
+        consumed: 0,
         outgoing: Vec::new(),
         sent: 0,
         plain: Vec::new(),
         taken: 0,
         read_closed: false,
+        socket_eof: false,
         close_queued: false,
     };
     poll_fn(|cx| tls.poll_handshake(cx)).await?;
@@ -57,16 +59,22 @@ pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Tls
 pub struct TlsStream {
     io: TcpStream,
     conn: UnbufferedServerConnection,
-    /// TLS bytes read and not yet processed (part of a record, or of a handshake message); unallocated when none.
+    /// TLS bytes read, those before `consumed` already processed (the rest is part of a record, or of a handshake
+    /// message); unallocated when all are. Processed bytes are dropped from the front only when a read needs the
+    /// room, so many small records cost one copy, not one each.
     incoming: Vec<u8>,
+    consumed: usize,
     /// TLS bytes to send, those before `sent` already sent; unallocated when all are.
     outgoing: Vec<u8>,
     sent: usize,
     /// Decrypted bytes, those before `taken` already read; unallocated when all are.
     plain: Vec<u8>,
     taken: usize,
-    /// The peer closed (`close_notify`, or the socket's end of file): reads return end of file once `plain` is read.
+    /// The peer's `close_notify` arrived: reads return end of file once `plain` is read.
     read_closed: bool,
+    /// The socket ended without a `close_notify`: reads fail with `UnexpectedEof` once `plain` is read (a truncation
+    /// the application must not take for a clean end, as with tokio-rustls).
+    socket_eof: bool,
     /// Our `close_notify` is queued: nothing more may be written.
     close_queued: bool,
 }
@@ -78,8 +86,10 @@ enum Step {
     Traffic,
     /// The handshake needs more bytes from the peer.
     NeedData,
-    /// The peer's `close_notify` arrived (reported once), or both sides have closed.
+    /// The peer's `close_notify` arrived (reported once by rustls, remembered in `read_closed`).
     PeerClosed,
+    /// Both sides have sent `close_notify`: nothing more either way.
+    Closed,
 }
 
 /// What to do once rustls allows application data.
@@ -118,10 +128,10 @@ impl TlsStream {
                 Step::Traffic if !self.conn.is_handshaking() => return Poll::Ready(Ok(())),
                 Step::Traffic | Step::NeedData => {
                     if ready!(self.poll_fill(cx))? == 0 {
-                        return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                        return Poll::Ready(Err(unexpected_eof()));
                     }
                 }
-                Step::PeerClosed => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
+                Step::PeerClosed | Step::Closed => return Poll::Ready(Err(unexpected_eof())),
             }
         }
     }
@@ -137,8 +147,9 @@ impl TlsStream {
     /// send to `outgoing`.
     fn process(&mut self, action: &mut Action<'_>) -> io::Result<Step> {
         loop {
-            let UnbufferedStatus { mut discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
+            let UnbufferedStatus { mut discard, state } = self
+                .conn
+                .process_tls_records(&mut self.incoming[self.consumed..]);
             let state = match state {
                 Ok(state) => state,
                 Err(error) => {
@@ -171,7 +182,16 @@ impl TlsStream {
                     None
                 }
                 ConnectionState::BlockedHandshake => Some(Step::NeedData),
-                ConnectionState::PeerClosed | ConnectionState::Closed => Some(Step::PeerClosed),
+                // Set here, not by the caller: rustls reports `PeerClosed` once, maybe while `plain` still holds the
+                // data that came before it.
+                ConnectionState::PeerClosed => {
+                    self.read_closed = true;
+                    Some(Step::PeerClosed)
+                }
+                ConnectionState::Closed => {
+                    self.read_closed = true;
+                    Some(Step::Closed)
+                }
                 ConnectionState::WriteTraffic(mut write) => {
                     match std::mem::replace(action, Action::None) {
                         Action::None => {}
@@ -204,8 +224,9 @@ impl TlsStream {
     /// Only while records are queued: rustls hands them out before it deframes again, which would fail again.
     fn queue_alert(&mut self) {
         while self.conn.wants_write() {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
+            let UnbufferedStatus { discard, state } = self
+                .conn
+                .process_tls_records(&mut self.incoming[self.consumed..]);
             let encoded = match state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
                     encode_into(&mut self.outgoing, &mut encode).is_ok()
@@ -219,12 +240,12 @@ impl TlsStream {
         }
     }
 
-    /// Drops the first `n` bytes of `incoming`, freeing it when nothing is left.
+    /// Marks the next `n` bytes of `incoming` processed, freeing it when nothing is left.
     fn discard(&mut self, n: usize) {
-        if n >= self.incoming.len() {
+        self.consumed += n;
+        if self.consumed >= self.incoming.len() {
             self.incoming = Vec::new();
-        } else if n > 0 {
-            self.incoming.drain(..n);
+            self.consumed = 0;
         }
     }
 
@@ -236,12 +257,21 @@ impl TlsStream {
                 self.incoming = Vec::new();
             }
             ready!(self.io.poll_read_ready(cx))?;
-            if self.incoming.len() >= MAX_INCOMING {
+            let held = self.incoming.len() - self.consumed;
+            if held >= MAX_INCOMING {
                 return Poll::Ready(Err(invalid("a TLS message larger than 64 KiB")));
             }
-            let want = READ_SIZE.min(MAX_INCOMING - self.incoming.len());
+            let want = READ_SIZE.min(MAX_INCOMING - held);
             if self.incoming.capacity() - self.incoming.len() < want {
-                self.incoming.reserve_exact(want);
+                // The processed front makes room first; the buffer grows only if that is not enough.
+                if self.consumed > 0 {
+                    self.incoming.copy_within(self.consumed.., 0);
+                    self.incoming.truncate(held);
+                    self.consumed = 0;
+                }
+                if self.incoming.capacity() - self.incoming.len() < want {
+                    self.incoming.reserve_exact(want);
+                }
             }
             match self.io.try_read_buf(&mut self.incoming) {
                 Ok(n) => return Poll::Ready(Ok(n)),
@@ -282,7 +312,8 @@ impl TlsStream {
         while !matches!(action, Action::None) {
             match self.process(&mut action)? {
                 Step::Traffic => {}
-                Step::PeerClosed => self.read_closed = true,
+                Step::PeerClosed => {}
+                Step::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
                 Step::NeedData => return Err(invalid("write before the handshake completed")),
             }
         }
@@ -342,6 +373,14 @@ fn append<E: Into<EncryptError>>(
     }
 }
 
+/// The end of the socket before the peer's `close_notify` (the message rustls's own reader gives).
+fn unexpected_eof() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "peer closed connection without sending TLS close_notify",
+    )
+}
+
 fn invalid(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
@@ -361,6 +400,9 @@ impl AsyncRead for TlsStream {
             if this.read_closed {
                 return Poll::Ready(Ok(()));
             }
+            if this.socket_eof {
+                return Poll::Ready(Err(unexpected_eof()));
+            }
             let step = match this.process(&mut Action::None) {
                 Ok(step) => step,
                 Err(error) => return this.fail(cx, error),
@@ -373,17 +415,9 @@ impl AsyncRead for TlsStream {
             if this.taken < this.plain.len() {
                 continue;
             }
-            match step {
-                Step::PeerClosed => this.read_closed = true,
-                Step::Traffic | Step::NeedData => {
-                    if ready!(this.poll_fill(cx))? == 0 {
-                        // The end of the socket without a close_notify: a clean end only between records.
-                        if !this.incoming.is_empty() {
-                            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
-                        }
-                        this.read_closed = true;
-                    }
-                }
+            // `process` set `read_closed` on the peer's close_notify; otherwise every full record is processed.
+            if matches!(step, Step::Traffic | Step::NeedData) && ready!(this.poll_fill(cx))? == 0 {
+                this.socket_eof = true;
             }
         }
     }

@@ -177,6 +177,160 @@ fn client_config_reads_the_ca_file() {
     );
 }
 
+/// A client config trusting the self-signed `cert`.
+fn trusting(cert: &str) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in parse_certs(cert.as_bytes(), Path::new("mem")).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// A server connection from [`accept`], and its client after the handshake as rustls's own connection beside the
+/// raw socket, so a test decides which TLS bytes go out and in how many writes.
+async fn connected() -> (TlsStream, tokio::net::TcpStream, rustls::ClientConnection) {
+    let (cert, key) = self_signed(&["localhost"]).unwrap();
+    let tls = ServerTls::from_pem(cert.as_bytes(), key.as_bytes(), "mem").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(trusting(&cert)));
+    let client = tokio::spawn(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        connector.connect(name, tcp).await.unwrap().into_inner()
+    });
+    let (tcp, _) = listener.accept().await.unwrap();
+    let server = accept(tcp, tls.server_config()).await.unwrap();
+    let (tcp, client) = client.await.unwrap();
+    (server, tcp, client)
+}
+
+/// The TLS bytes `client` has queued.
+fn sealed(client: &mut rustls::ClientConnection) -> Vec<u8> {
+    let mut out = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+/// Reads `n` plaintext bytes on the client side.
+async fn client_reads(
+    tcp: &mut tokio::net::TcpStream,
+    client: &mut rustls::ClientConnection,
+    n: usize,
+) -> Vec<u8> {
+    use std::io::Read;
+    use tokio::io::AsyncReadExt;
+    let mut got = vec![0u8; n];
+    let mut at = 0;
+    while at < n {
+        match client.reader().read(&mut got[at..]) {
+            Ok(k) => at += k,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut wire = [0u8; 4096];
+                let k = tcp.read(&mut wire).await.unwrap();
+                assert!(k > 0, "the server ended the socket");
+                client.read_tls(&mut &wire[..k]).unwrap();
+                client.process_new_packets().unwrap();
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+    got
+}
+
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Data and the close_notify after it, arriving in one read while the socket stays open: the data, then the end,
+/// and the server may still answer (a half-close).
+#[tokio::test]
+async fn data_then_close_notify_in_one_read() {
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut server, mut tcp, mut client) = connected().await;
+    client.writer().write_all(b"last words").unwrap();
+    client.send_close_notify();
+    tcp.write_all(&sealed(&mut client)).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(PATIENCE, server.read_to_end(&mut got))
+        .await
+        .expect("the close_notify ends the stream")
+        .unwrap();
+    assert_eq!(got, b"last words");
+    assert_eq!(
+        server.read(&mut [0u8; 8]).await.unwrap(),
+        0,
+        "and stays ended"
+    );
+    server.write_all(b"reply").await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(client_reads(&mut tcp, &mut client, 5).await, b"reply");
+}
+
+/// The socket's end without a close_notify is a truncation, not an end: `UnexpectedEof` after the data, between
+/// records or within one, on every read after.
+#[tokio::test]
+async fn socket_end_without_close_notify_is_unexpected_eof() {
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for within_a_record in [false, true] {
+        let (mut server, mut tcp, mut client) = connected().await;
+        client.writer().write_all(b"cut short").unwrap();
+        tcp.write_all(&sealed(&mut client)).await.unwrap();
+        let mut got = [0u8; 9];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"cut short");
+        if within_a_record {
+            client.writer().write_all(b"never whole").unwrap();
+            let record = sealed(&mut client);
+            tcp.write_all(&record[..record.len() / 2]).await.unwrap();
+        }
+        tcp.shutdown().await.unwrap();
+        for _ in 0..2 {
+            let error = tokio::time::timeout(PATIENCE, server.read(&mut [0u8; 8]))
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}");
+        }
+    }
+}
+
+/// Thousands of tiny records sent in one go (each a few bytes, so a socket read holds hundreds and ends within
+/// one): every byte arrives once, in order, and nothing is held afterwards.
+#[tokio::test]
+async fn many_small_records_in_one_buffer() {
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut server, mut tcp, mut client) = connected().await;
+    let mut sent = Vec::new();
+    let mut wire = Vec::new();
+    for i in 0..20_000u32 {
+        client.writer().write_all(&i.to_be_bytes()).unwrap();
+        wire.extend(sealed(&mut client));
+        sent.extend_from_slice(&i.to_be_bytes());
+    }
+    // One record each (5 bytes of header, 17 of content type and tag), hence not a multiple of the read size.
+    assert_eq!(wire.len(), 20_000 * 26);
+    let writer = tokio::spawn(async move {
+        tcp.write_all(&wire).await.unwrap();
+        tcp
+    });
+    let mut got = vec![0u8; sent.len()];
+    tokio::time::timeout(PATIENCE, server.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got == sent, "the bytes arrive once each, in order");
+    let _tcp = writer.await.unwrap();
+    assert_eq!(server.buffered_capacity(), 0);
+}
+
 /// After traffic both ways, a connection waiting for its next read holds no buffer of its own.
 #[tokio::test]
 async fn an_idle_connection_holds_no_buffer() {
@@ -185,15 +339,7 @@ async fn an_idle_connection_holds_no_buffer() {
     let tls = ServerTls::from_pem(cert.as_bytes(), key.as_bytes(), "mem").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in parse_certs(cert.as_bytes(), Path::new("mem")).unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let client_config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(PROTOCOL_VERSIONS)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let client_config = trusting(&cert);
     let client = tokio::spawn(async move {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
