@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Issue 18's publish load test (docs/BENCHMARKS.md, "Publishing"): RATE publishes/s (one POST per event, one
-# kept-alive publisher connection) while CLIENTS SSE subscribers read the stream for DURATION; every event must be
+# Issue 18's publish load test (docs/BENCHMARKS.md, "Publishing"): RATE publishes/s (one POST per event, from
+# PUBLISHERS kept-alive connections sharing the rate, each numbering its own events; a late tick's post is sent, not
+# skipped) while CLIENTS SSE subscribers read the stream for DURATION; every event must be
 # delivered to every subscriber once (missing/duplicated from the publisher's sequence log), and the publisher's
 # round-trip percentiles are reported — pushbridge's publish listener next to Nginx + Nchan's `POST /pub` in the same
 # invocation, the servers alternating run by run, RUNS runs each. Appends one JSON line per run to OUT and prints a
 # table. Loopback only; kills only the processes it started. Build first (cargo build --release --bin pushbridge
 # --example load), then run it under the cargo lock so no build runs beside the measurement.
 #
-#   bash benches/publish-load.sh                      # RUNS=3, 1000 clients, 1000/s, 10s
+#   bash benches/publish-load.sh                      # RUNS=3, 1000 clients, 1000/s from 8 publishers, 10s
 #   RUNS=1 CLIENTS=200 DURATION=5s bash benches/publish-load.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,6 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUNS=${RUNS:-3}
 CLIENTS=${CLIENTS:-1000}
 RATE=${RATE:-1000}
+PUBLISHERS=${PUBLISHERS:-8}
 SIZE=${SIZE:-200}
 DURATION=${DURATION:-10s}
 GRACE=${GRACE:-2s}
@@ -61,9 +63,9 @@ one_run() { # SERVER RUN
     target=http://127.0.0.1:28080/events/bench publish=http://127.0.0.1:28091/events/bench
   fi
   "$LOAD" --target "$target" --transport sse --clients "$CLIENTS" --duration "$DURATION" --settle 2s \
-    --grace "$GRACE" --pid "$pids" --seq-log "$SEQ_LOG" --publish "$publish" --rate "$RATE" --size "$SIZE" \
+    --grace "$GRACE" --pid "$pids" --seq-log "$SEQ_LOG" --publish "$publish" --rate "$RATE" --publishers "$PUBLISHERS" --size "$SIZE" \
     --json 2>>"$LOGS/load.log" \
-    | sed "s/^{/{\"invocation\":\"$INVOCATION\",\"server\":\"$server\",\"run\":$2,\"rate\":$RATE,/" \
+    | sed "s/^{/{\"invocation\":\"$INVOCATION\",\"server\":\"$server\",\"run\":$2,\"rate\":$RATE,\"publishers\":$PUBLISHERS,/" \
     | tee -a "$OUT" | cut -c1-160 >&2
   stop "$server_pid"
   [[ -z $dir ]] || rm -rf "$dir"
@@ -71,7 +73,7 @@ one_run() { # SERVER RUN
 
 for run in $(seq "$RUNS"); do
   for server in $SERVERS; do
-    echo "publish-load: $server run $run/$RUNS ($CLIENTS SSE clients, $RATE publishes/s, $DURATION)" >&2
+    echo "publish-load: $server run $run/$RUNS ($CLIENTS SSE clients, $RATE publishes/s from $PUBLISHERS publishers, $DURATION)" >&2
     one_run "$server" "$run"
   done
 done

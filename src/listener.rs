@@ -8,7 +8,7 @@
 
 mod direct;
 mod prefixed;
-mod streams;
+pub mod streams;
 pub mod watch;
 
 use std::convert::Infallible;
@@ -235,7 +235,10 @@ async fn serve_hyper<IO>(
     let kick = info.kick.clone();
     let (activity, requests) = Activity::new(info.guard.permit.clone());
     let router = shared.router.clone();
-    let h2_streams = streams::Streams::new(shared.limits.h2_max_streams_per_connection);
+    let h2_streams = streams::Streams::new(
+        shared.limits.h2_max_streams_per_connection,
+        "limits.h2_max_streams_per_connection",
+    );
     let metrics = shared.metrics.clone();
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         requests.arrived();

@@ -121,6 +121,10 @@ pub struct Metrics {
     pub publish_latency: HistogramVec,
     /// `Idempotency-Key`s forgotten before `buffer.age` to stay within the process's bound.
     pub publish_idempotency_evictions: IntCounter,
+    /// Bytes of publish request bodies being read or held, all requests together.
+    pub publish_body_bytes: IntGauge,
+    /// Publish requests refused with 503 because the bodies in flight reached their budget.
+    pub publish_body_budget_refusals: IntCounter,
     /// `events_delivered` and `delivery_latency` resolved per transport once (in `TRANSPORTS` order): the hot path
     /// (every event × every subscriber) then skips the label lookup.
     delivered_by: Vec<(IntCounter, Histogram)>,
@@ -395,6 +399,18 @@ impl Metrics {
             publish_idempotency_evictions: counter(
                 "pushbridge_publish_idempotency_evictions_total",
                 "Idempotency-Keys of kind: publish routes forgotten before buffer.age to stay within the process's bound.",
+            )?,
+            publish_body_bytes: {
+                let gauge = IntGauge::new(
+                    "pushbridge_publish_body_bytes",
+                    "Bytes of publish request bodies being read or held, all requests together.",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            publish_body_budget_refusals: counter(
+                "pushbridge_publish_body_budget_refusals_total",
+                "Publish requests answered 503 because the bodies in flight reached their budget (64 MiB).",
             )?,
             delivered_by: Vec::new(),
             registry,

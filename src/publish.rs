@@ -1,7 +1,8 @@
 //! The publish listener (issue 18; docs/protocol.md, "Publishing"): the application POSTs events to a stream
 //! route's public path on its own address (plaintext or TLS, never a client listener). It owns the accept loop
-//! (a fixed connection cap, the client listeners' request-head and idle timeouts, drain), the bearer token
-//! (compared in constant time, never logged), the request checks in the order a caller needs them (token, method,
+//! (a fixed connection cap, 8 HTTP/2 streams per connection, the client listeners' request-head and idle timeouts,
+//! drain), the bearer token (SHA-256 digests compared in constant time, never logged), the budget of request bodies
+//! in flight (`inflight.rs`), the request checks in the order a caller needs them (token, method,
 //! route, body), and the dispatch: `kind: publish` routes append to the hub stream (created on first use, counted
 //! in `limits.max_streams`), `kind: redis` routes with `publish: true` XADD to Redis (`redis.rs`). A request
 //! publishes every event or none. Body parsing: `body.rs`; answers: `answer.rs`; `Idempotency-Key`:
@@ -10,6 +11,7 @@
 mod answer;
 mod body;
 mod idempotency;
+mod inflight;
 mod redis;
 
 use std::convert::Infallible;
@@ -17,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -34,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use crate::Body;
 use crate::config::{LimitsConfig, PublishConfig, UpstreamKind};
 use crate::hub::{Published, StreamKey};
+use crate::listener::streams::{CONNECTION_WINDOW, STREAM_WINDOW, Streams};
 use crate::listener::watch::{Acceptor, Activity, Close};
 use crate::logs::LogKind;
 use crate::metrics::Metrics;
@@ -41,12 +44,15 @@ use crate::route::Route;
 use crate::server::Router;
 use crate::tls::ServerTls;
 pub use answer::{RESULTS, Refusal};
-pub use body::{Format, parse};
+pub use body::{Bounds, Format, MAX_EVENTS, MAX_ID_BYTES, parse};
 pub use idempotency::{MAX_KEY_LEN as MAX_IDEMPOTENCY_KEY_LEN, MAX_KEYS as MAX_IDEMPOTENCY_KEYS};
+pub use inflight::MAX_BYTES as MAX_BODY_BYTES_IN_FLIGHT;
 pub use redis::MAXLEN as REDIS_MAXLEN;
 
 /// Most connections the publish listener serves at once; more wait in the kernel's accept queue.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Most requests in flight on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS; more: REFUSED_STREAM).
+pub const MAX_H2_STREAMS: u32 = 8;
 /// Time allowed for a request body to arrive (then 408).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// `Retry-After` seconds of a 503 at a stream limit.
@@ -57,12 +63,17 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The publish listener's state.
 pub struct Publisher {
     config: PublishConfig,
+    /// SHA-256 of `publish.token`: the presented token's digest is compared with it in constant time, so neither
+    /// the comparison's time nor its length depends on the token.
+    token: Option<ring::digest::Digest>,
     limits: LimitsConfig,
     router: Arc<ArcSwap<Router>>,
     metrics: Arc<Metrics>,
     /// First answers of `Idempotency-Key`s on `kind: publish` routes.
     seen: Mutex<idempotency::Seen>,
     redis: redis::Publishers,
+    /// Request body bytes in flight, all requests together.
+    bodies: inflight::Budget,
 }
 
 impl Publisher {
@@ -72,13 +83,17 @@ impl Publisher {
         router: Arc<ArcSwap<Router>>,
         metrics: Arc<Metrics>,
     ) -> Arc<Publisher> {
+        let token = config.token.as_ref().map(|t| sha256(t.as_bytes()));
+        let bodies = inflight::Budget::new(metrics.publish_body_bytes.clone());
         Arc::new(Publisher {
             config,
+            token,
             limits,
             router,
             metrics,
             seen: Mutex::default(),
             redis: redis::Publishers::default(),
+            bodies,
         })
     }
 
@@ -154,11 +169,15 @@ impl Publisher {
     {
         let (activity, requests) = Activity::new(permit.clone());
         let publisher = self.clone();
+        let streams = Streams::new(MAX_H2_STREAMS, "publish listener: 8 per connection");
         let service = service_fn(move |req: Request<Incoming>| {
             requests.arrived();
+            let slot =
+                (req.version() == http::Version::HTTP_2).then(|| streams.open(&publisher.metrics));
             let (publisher, permit) = (publisher.clone(), permit.clone());
             async move {
                 let response = Box::pin(publisher.handle(req)).await;
+                drop(slot);
                 Ok::<_, Infallible>(response.map(|b| crate::listener::watch::hold(b, permit)))
             }
         });
@@ -173,7 +192,9 @@ impl Publisher {
             .timer(TokioTimer::new())
             .keep_alive_interval(self.limits.keepalive_interval)
             .keep_alive_timeout(self.limits.handshake_timeout)
-            .max_concurrent_streams(self.limits.h2_max_streams_per_connection);
+            .max_concurrent_streams(MAX_H2_STREAMS)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW);
         let conn = builder.serve_connection(TokioIo::new(io), service);
         let mut conn = std::pin::pin!(conn);
         let watch = activity.watch(first_by, self.limits.idle_connection_timeout);
@@ -296,8 +317,14 @@ impl Publisher {
                 .map(|v| v.as_bytes()),
         );
         let query = req.uri().query().map(str::to_owned);
-        let bytes = self.read_body(req).await?;
-        let events = body::parse(format, &bytes, query.as_deref(), router.max_event_bytes)?;
+        // Held until the request is answered: the body and its events count in the budget of bodies in flight.
+        let (bytes, _held) = self.read_body(req).await?;
+        let bounds = body::Bounds {
+            max_event_bytes: router.max_event_bytes,
+            max_events: body::MAX_EVENTS.min(route.settings.buffer_events),
+            max_batch_bytes: route.settings.buffer_max_bytes,
+        };
+        let events = body::parse(format, &bytes, query.as_deref(), &bounds)?;
         let key = StreamKey {
             route: route.name.clone(),
             params,
@@ -318,7 +345,7 @@ impl Publisher {
 
     /// `Authorization: Bearer <token>` when a token is configured (401 otherwise).
     fn authorize(&self, headers: &http::HeaderMap) -> Result<(), Refusal> {
-        let Some(token) = &self.config.token else {
+        let Some(token) = &self.token else {
             return Ok(());
         };
         let given = headers
@@ -329,7 +356,7 @@ impl Publisher {
                 scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
             });
         match given {
-            Some(given) if bool::from(given.ct_eq(token.as_bytes())) => Ok(()),
+            Some(given) if bool::from(sha256(given).as_ref().ct_eq(token.as_ref())) => Ok(()),
             Some(_) => Err(Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -343,8 +370,9 @@ impl Publisher {
         }
     }
 
-    /// The whole body, at most `publish.max_body` bytes (413), within [`BODY_TIMEOUT`] (408).
-    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Refusal> {
+    /// The whole body, at most `publish.max_body` bytes (413), within [`BODY_TIMEOUT`] (408), its bytes held in
+    /// the budget of bodies in flight (503 past it).
+    async fn read_body(&self, req: Request<Incoming>) -> Result<(Bytes, inflight::Held), Refusal> {
         let max = self.config.max_body;
         let too_large = || {
             Refusal::new(
@@ -360,16 +388,40 @@ impl Publisher {
         if declared.is_some_and(|n| n > max as u64) {
             return Err(too_large());
         }
-        let collect = Limited::new(req.into_body(), max).collect();
-        match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+        let mut held = self.bodies.hold();
+        let mut body = Limited::new(req.into_body(), max);
+        let read = async {
+            let mut bytes = BytesMut::new();
+            while let Some(frame) = body.frame().await {
+                let data = match frame {
+                    Ok(frame) => frame.into_data().unwrap_or_default(),
+                    Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                        return Err(too_large());
+                    }
+                    Err(_) => return Err(Refusal::bad_request("the body could not be read")),
+                };
+                if !held.take(data.len()) {
+                    self.metrics.publish_body_budget_refusals.inc();
+                    return Err(Refusal::unavailable(
+                        format!(
+                            "too many request bodies in flight (over {} MiB together): nothing was published",
+                            inflight::MAX_BYTES >> 20
+                        ),
+                        inflight::RETRY_AFTER,
+                    ));
+                }
+                bytes.extend_from_slice(&data);
+            }
+            Ok(bytes.freeze())
+        };
+        match tokio::time::timeout(BODY_TIMEOUT, read).await {
             Err(_) => Err(Refusal::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "bad_request",
                 "the body did not arrive in time",
             )),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Ok(Err(_)) => Err(Refusal::bad_request("the body could not be read")),
+            Ok(Ok(bytes)) => Ok((bytes, held)),
+            Ok(Err(refusal)) => Err(refusal),
         }
     }
 
@@ -446,4 +498,8 @@ impl Publisher {
             }
         })
     }
+}
+
+fn sha256(bytes: &[u8]) -> ring::digest::Digest {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
 }

@@ -143,17 +143,18 @@ async fn redis_stopped_answers_503_and_nothing_acknowledged_is_lost() {
     let mut acknowledged = before.ids();
 
     redis.kill();
+    // On the connection that was open the command may have been written before the failure showed: 503, the
+    // outcome unknown (it was not, Redis is gone). The next one finds no Redis to connect to: surely not published.
+    let first = curl(a_publish, path, &[], b"lost?").await;
+    assert_eq!(first.status, 503, "{first:?}");
+    assert_eq!(first.header("retry-after"), Some("1"));
     let refused = curl(a_publish, path, &[], b"lost?").await;
     assert_eq!(refused.status, 503, "{refused:?}");
     assert_eq!(refused.header("retry-after"), Some("1"));
-    assert!(
-        refused.json["error"]
-            .as_str()
-            .unwrap()
-            .contains("nothing was published")
-    );
+    let error = refused.json["error"].as_str().unwrap();
+    assert!(error.contains("were not published"), "{error}");
     let unavailable = r#"pushbridge_published_total{result="unavailable",route="/rooms/{room}"}"#;
-    assert_eq!(metric(a.admin.unwrap(), unavailable).await, 1.0);
+    assert_eq!(metric(a.admin.unwrap(), unavailable).await, 2.0);
 
     redis.restart().await;
     // The caller retries with an Idempotency-Key until Redis answers: published exactly once.
@@ -183,4 +184,57 @@ async fn redis_stopped_answers_503_and_nothing_acknowledged_is_lost() {
         ["b1", "b2", "a1"],
         "the refused POST published nothing"
     );
+}
+
+/// Redis stopped (SIGSTOP) after the command was written: the 503 says the outcome is unknown, not that nothing
+/// was published; Redis, resumed, runs it; the retry with the same `Idempotency-Key` answers the first result and
+/// the event is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_may_have_reached_redis_answers_503_outcome_unknown_and_a_retry_delivers_once()
+ {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica(&dir, &redis);
+    let (publish, admin) = (a.publish.unwrap(), a.admin.unwrap());
+    let path = "/rooms/9";
+    let mut on_a = sse(a.listen[0], path).await;
+    wait_up(admin).await;
+    let warm = curl(publish, path, &[], b"warm").await;
+    assert_eq!(warm.status, 200, "{warm:?}");
+    assert_eq!(on_a.next_event().await.unwrap().data, "warm");
+
+    redis.pause();
+    let key = ["Idempotency-Key: maybe-1"];
+    let unknown = curl(publish, path, &key, b"maybe").await;
+    redis.resume();
+    assert_eq!(unknown.status, 503, "{unknown:?}");
+    assert_eq!(unknown.header("retry-after"), Some("1"));
+    let error = unknown.json["error"].as_str().unwrap();
+    assert!(
+        error.contains("may or may not have been published")
+            && error.contains("retry with the same Idempotency-Key"),
+        "{error}"
+    );
+    // It was: Redis ran the command once it was resumed.
+    let event = on_a.next_event().await.unwrap();
+    assert_eq!(event.data, "maybe");
+    let retry = curl(publish, path, &key, b"maybe").await;
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert_eq!(retry.ids(), [event.id.unwrap()], "the first result");
+    let marker = curl(publish, path, &[], b"marker").await;
+    assert_eq!(marker.status, 200, "{marker:?}");
+    assert_eq!(
+        on_a.next_event().await.unwrap().data,
+        "marker",
+        "delivered once"
+    );
+    let data: Vec<String> = redis
+        .entries("room:9")
+        .await
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(data, ["warm", "maybe", "marker"]);
+    let duplicate = r#"pushbridge_published_total{result="duplicate",route="/rooms/{room}"}"#;
+    assert_eq!(metric(admin, duplicate).await, 1.0);
 }

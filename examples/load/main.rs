@@ -91,10 +91,14 @@ struct Args {
     /// Events per second from the upstream or publisher.
     #[arg(long, default_value_t = 10)]
     rate: u32,
+    /// With --publish: concurrent publishing connections sharing --rate (each numbers its own events).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    publishers: u16,
     /// Bytes of data per event.
     #[arg(long, default_value_t = 200)]
     size: usize,
-    /// The source writes one `<seq> <ts>` line per event it publishes to this file; the clients read it at the
+    /// The source writes one `<seq> <ts>` line (`<seq> <ts> <publisher>` with --publish) per event it publishes to
+    /// this file; the clients read it at the
     /// window's end to know which events every client owes (without it: the span as the clients saw it).
     #[arg(long)]
     seq_log: Option<std::path::PathBuf>,
@@ -239,9 +243,13 @@ async fn start_source(
     if let Some(url) = &args.publish {
         let addr = authority(url)?;
         let url = url.clone();
-        eprintln!("publisher: POSTing to {url} ({rate} events/s of {size} B)");
+        let publishers = usize::from(args.publishers);
+        eprintln!(
+            "publisher: POSTing to {url} ({rate} events/s of {size} B from {publishers} connections)"
+        );
         return Ok(Some(tokio::spawn(async move {
-            let (failures, latencies) = upstream::publish(url, addr, rate, size, log, stop).await;
+            let (failures, latencies) =
+                upstream::publish(url, addr, rate, publishers, size, log, stop).await;
             if failures > 0 {
                 eprintln!("publisher: {failures} failed posts");
             }

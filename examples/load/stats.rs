@@ -1,12 +1,13 @@
-//! Measurement: the sequence number and timestamp the source writes into each event's data
-//! (`seq=<n> ts=<unix µs>`), per-client tallies (latency, missing and duplicated events), latency percentiles,
+//! Measurement: the source number, sequence number and timestamp the source writes into each event's data
+//! (`[src=<p> ]seq=<n> ts=<unix µs>`; concurrent publishers each number their own events), per-client tallies (latency, missing and duplicated events), latency percentiles,
 //! and samples of processes' memory (`VmRSS` in `/proc/<pid>/status`) and CPU time (`utime + stime` in
 //! `/proc/<pid>/stat`, proc(5)).
 //!
-//! Missing and duplicated: a received seq not greater than the client's last one is a duplicate. The events every
-//! client owes are those the source stamped inside `[window open, window close − grace]`; across all clients the
-//! lowest and highest seq seen in that span bound them, and each client's missing count is that span's size minus
-//! the distinct in-span events it received while the window was open.
+//! Missing and duplicated, per source: a received seq not greater than the client's last one of the same source is a
+//! duplicate. The events every client owes are those the sources stamped inside `[window open, window close −
+//! grace]`; per source the lowest and highest seq in that span (from the sources' log, or else as all clients saw
+//! them) bound them, and each client's missing count is the sum of those ranges' sizes minus the distinct in-span
+//! events it received while the window was open.
 
 use std::sync::Arc;
 use std::sync::LazyLock;
@@ -19,16 +20,22 @@ use memchr::memmem::Finder;
 pub const TS_MARKER: &str = "ts=";
 /// The marker that precedes the source's sequence number (1, 2, …) in every event's data.
 pub const SEQ_MARKER: &str = "seq=";
+/// The marker that precedes the number of the source (a publisher of several; absent: 0) before `seq=`.
+pub const SRC_MARKER: &str = "src=";
+/// Sources told apart; a larger `src=` is not counted (its seq is ignored).
+pub const MAX_SOURCES: usize = 1024;
 /// Longest partial SSE event the scanner keeps between chunks.
 const MAX_CARRY: usize = 1 << 20;
 
 static SEQ_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(SEQ_MARKER));
+static SRC_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(SRC_MARKER));
 static TS_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(TS_MARKER));
 static BLANK_LINE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
 
-/// What the source wrote into one event: its sequence number (absent from old sources) and send time.
+/// What the source wrote into one event: its source, sequence number (absent from old sources) and send time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
+    pub src: usize,
     pub seq: Option<u64>,
     pub ts: u64,
 }
@@ -47,14 +54,42 @@ fn digits(bytes: &[u8]) -> Option<u64> {
     })
 }
 
-/// The first `seq=`/`ts=` stamp in `bytes` (one event's data, or a whole SSE event block); `None` without `ts=`.
+/// The first `src=`/`seq=`/`ts=` stamp in `bytes` (one event's data, or a whole SSE event block); `None` without
+/// `ts=`.
 pub fn stamp(bytes: &[u8]) -> Option<Stamp> {
     let seq_at = SEQ_FINDER.find(bytes);
-    let seq = seq_at.and_then(|at| digits(&bytes[at + SEQ_MARKER.len()..]));
+    let mut seq = seq_at.and_then(|at| digits(&bytes[at + SEQ_MARKER.len()..]));
+    let src = seq_at
+        .and_then(|at| SRC_FINDER.find(&bytes[..at]))
+        .map_or(Some(0), |at| digits(&bytes[at + SRC_MARKER.len()..]));
+    let src = match src.and_then(|n| usize::try_from(n).ok()) {
+        Some(src) if src < MAX_SOURCES => src,
+        _ => {
+            seq = None;
+            0
+        }
+    };
     let from = seq_at.map_or(0, |at| at + SEQ_MARKER.len());
     let ts_at = from + TS_FINDER.find(&bytes[from..])?;
     let ts = digits(&bytes[ts_at + TS_MARKER.len()..])?;
-    Some(Stamp { seq, ts })
+    Some(Stamp { src, seq, ts })
+}
+
+/// Per source: the lowest and highest seq (`(u64::MAX, 0)`: none).
+pub type Spans = Vec<(u64, u64)>;
+
+/// Source `src`'s entry of a per-source vector, grown as needed.
+fn of<T: Clone>(v: &mut Vec<T>, src: usize, empty: T) -> &mut T {
+    if v.len() <= src {
+        v.resize(src + 1, empty);
+    }
+    &mut v[src]
+}
+
+/// Widens `spans[src]` to take `seq`.
+fn widen(spans: &mut Spans, src: usize, seq: u64) {
+    let span = of(spans, src, (u64::MAX, 0));
+    *span = (span.0.min(seq), span.1.max(seq));
 }
 
 /// Splits an SSE byte stream into event blocks (ending at a blank line, `\n\n`) without allocating per event:
@@ -118,36 +153,22 @@ pub fn now_micros() -> u64 {
 
 /// What one client saw: events and latencies while the measurement window was open, and its seq accounting
 /// from the moment it connected.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Tally {
     pub events: u64,
     /// Delivery latency of each event, in µs.
     pub latencies: Vec<u32>,
     /// Disconnects and bad responses after the client had connected.
     pub errors: u64,
-    /// Events whose seq was not greater than the last one this client received (from connect to window close).
+    /// Events whose seq was not greater than the last one this client received of their source (from connect to
+    /// window close).
     pub duplicated: u64,
     /// Distinct events stamped inside the window's span and received while it was open.
     pub in_span: u64,
-    /// Lowest and highest seq this client saw stamped inside the span (`u64::MAX`, 0 when none).
-    pub span_low: u64,
-    pub span_high: u64,
-    last_seq: u64,
-}
-
-impl Default for Tally {
-    fn default() -> Tally {
-        Tally {
-            events: 0,
-            latencies: Vec::new(),
-            errors: 0,
-            duplicated: 0,
-            in_span: 0,
-            span_low: u64::MAX,
-            span_high: 0,
-            last_seq: 0,
-        }
-    }
+    /// Per source, the lowest and highest seq this client saw stamped inside the span.
+    pub spans: Spans,
+    /// Per source, the last seq received.
+    last_seq: Vec<u64>,
 }
 
 impl Tally {
@@ -155,23 +176,24 @@ impl Tally {
     pub fn record(&mut self, window: &Window, stamp: Stamp) {
         let open = window.is_open();
         let fresh = match stamp.seq {
-            Some(seq) if seq <= self.last_seq => {
-                if !window.is_closed() {
-                    self.duplicated += 1;
-                }
-                false
-            }
             Some(seq) => {
-                self.last_seq = seq;
-                true
+                let last = of(&mut self.last_seq, stamp.src, 0);
+                if seq <= *last {
+                    if !window.is_closed() {
+                        self.duplicated += 1;
+                    }
+                    false
+                } else {
+                    *last = seq;
+                    true
+                }
             }
             None => true,
         };
         if let Some(seq) = stamp.seq
             && window.in_span(stamp.ts)
         {
-            self.span_low = self.span_low.min(seq);
-            self.span_high = self.span_high.max(seq);
+            widen(&mut self.spans, stamp.src, seq);
             if open && fresh {
                 self.in_span += 1;
             }
@@ -190,18 +212,28 @@ impl Tally {
     }
 }
 
-/// Missing events over all clients, and the events each owes: every seq in `published` (the source's own record,
-/// `Window::owed_range`) or else in the span as all clients together saw it.
+/// Missing events over all clients, and the events each owes: per source every seq in `published` (the sources'
+/// own record, `Window::owed_range`) or else in the span as all clients together saw it.
 pub fn missing<'a>(
     tallies: impl Iterator<Item = &'a Tally> + Clone,
-    published: Option<(u64, u64)>,
+    published: Option<Spans>,
 ) -> (u64, u64) {
-    let (low, high) = published.unwrap_or_else(|| {
-        let low = tallies.clone().map(|t| t.span_low).min();
-        let high = tallies.clone().map(|t| t.span_high).max();
-        (low.unwrap_or(u64::MAX), high.unwrap_or(0))
+    let spans = published.unwrap_or_else(|| {
+        let mut spans = Spans::new();
+        for tally in tallies.clone() {
+            for (src, &(low, high)) in tally.spans.iter().enumerate() {
+                if high >= low {
+                    widen(&mut spans, src, low);
+                    widen(&mut spans, src, high);
+                }
+            }
+        }
+        spans
     });
-    let owed = if high >= low { high - low + 1 } else { 0 };
+    let owed: u64 = spans
+        .iter()
+        .map(|&(low, high)| if high >= low { high - low + 1 } else { 0 })
+        .sum();
     let missing = tallies.map(|t| owed.saturating_sub(t.in_span)).sum();
     (missing, owed)
 }
@@ -242,18 +274,25 @@ impl Window {
         self.0.open.store(true, Ordering::Release);
     }
 
-    /// The lowest and highest seq of the source's log (`<seq> <ts>` lines) stamped inside the span
-    /// (`(u64::MAX, 0)`, owing nothing, when none is).
-    pub fn owed_range(&self, log: &str) -> (u64, u64) {
-        log.lines()
-            .filter_map(|line| {
-                let (seq, ts) = line.split_once(' ')?;
-                Some((seq.parse::<u64>().ok()?, ts.trim().parse::<u64>().ok()?))
-            })
-            .filter(|&(_, ts)| self.in_span(ts))
-            .fold((u64::MAX, 0), |(low, high), (seq, _)| {
-                (low.min(seq), high.max(seq))
-            })
+    /// Per source, the lowest and highest seq of the sources' log (`<seq> <ts>[ <src>]` lines) stamped inside
+    /// the span (none: owing nothing).
+    pub fn owed_range(&self, log: &str) -> Spans {
+        let mut spans = Spans::new();
+        for line in log.lines() {
+            let mut fields = line.split_whitespace().map(str::parse::<u64>);
+            let (Some(Ok(seq)), Some(Ok(ts))) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let src = match fields.next() {
+                None => 0,
+                Some(Ok(src)) if src < MAX_SOURCES as u64 => src as usize,
+                Some(_) => continue,
+            };
+            if self.in_span(ts) {
+                widen(&mut spans, src, seq);
+            }
+        }
+        spans
     }
 
     pub fn close(&self) {
@@ -336,16 +375,44 @@ mod tests {
         assert_eq!(
             stamp(block),
             Some(Stamp {
+                src: 0,
                 seq: Some(7),
                 ts: 1_700_000_000_000_001
             })
         );
-        assert_eq!(stamp(b"ts=42 xx"), Some(Stamp { seq: None, ts: 42 }));
+        assert_eq!(
+            stamp(b"data: src=3 seq=9 ts=5 x"),
+            Some(Stamp {
+                src: 3,
+                seq: Some(9),
+                ts: 5
+            })
+        );
+        assert_eq!(
+            stamp(b"src=5000 seq=9 ts=5"),
+            Some(Stamp {
+                src: 0,
+                seq: None,
+                ts: 5
+            })
+        );
+        assert_eq!(
+            stamp(b"ts=42 xx"),
+            Some(Stamp {
+                src: 0,
+                seq: None,
+                ts: 42
+            })
+        );
         assert_eq!(stamp(b":\n\n"), None);
         assert_eq!(stamp(b"seq=3 xx"), None);
         assert_eq!(
             stamp(b"seq=99999999999999999999 ts=1"),
-            Some(Stamp { seq: None, ts: 1 })
+            Some(Stamp {
+                src: 0,
+                seq: None,
+                ts: 1
+            })
         );
     }
 
@@ -392,7 +459,11 @@ mod tests {
     }
 
     fn at(seq: u64, ts: u64) -> Stamp {
-        Stamp { seq: Some(seq), ts }
+        Stamp {
+            src: 0,
+            seq: Some(seq),
+            ts,
+        }
     }
 
     #[test]
@@ -426,8 +497,8 @@ mod tests {
             to,
             to + 1
         );
-        assert_eq!(window.owed_range(&log), (2, 11));
-        assert_eq!(missing([&a, &b].into_iter(), Some((2, 11))), (3, 10));
+        assert_eq!(window.owed_range(&log), [(2, 11)]);
+        assert_eq!(missing([&a, &b].into_iter(), Some(vec![(2, 11)])), (3, 10));
         assert_eq!(a.events, 10);
     }
 
@@ -445,9 +516,36 @@ mod tests {
         // Nobody received anything (a server seconds behind): only the source's log knows what was owed.
         let log = format!("1 {}\n2 {}\n", from + 1, from + 2);
         let range = window.owed_range(&log);
-        assert_eq!(range, (1, 2));
+        assert_eq!(range, [(1, 2)]);
         let nothing = [Tally::default(), Tally::default()];
         assert_eq!(missing(nothing.iter(), Some(range)), (4, 2));
+    }
+
+    #[test]
+    fn sources_are_counted_apart() {
+        let window = Window::default();
+        window.open(Duration::from_secs(10), Duration::from_secs(2));
+        let from = window.0.span_from.load(Ordering::Relaxed);
+        let stamp = |src, seq| Stamp {
+            src,
+            seq: Some(seq),
+            ts: from + seq,
+        };
+        let mut a = Tally::default();
+        // Two publishers interleaved: neither's events count as the other's duplicates.
+        for (src, seq) in [(0, 1), (1, 1), (1, 2), (0, 2), (0, 3), (1, 3), (1, 3)] {
+            a.record(&window, stamp(src, seq));
+        }
+        assert_eq!((a.duplicated, a.in_span), (1, 6));
+        let mut b = Tally::default();
+        for (src, seq) in [(0, 1), (0, 3), (1, 1), (1, 2)] {
+            b.record(&window, stamp(src, seq));
+        }
+        assert_eq!(missing([&a, &b].into_iter(), None), (2, 6));
+        let log = format!("1 {0} 0\n3 {0} 0\n1 {0} 1\n4 {0} 1\n", from + 1);
+        let spans = window.owed_range(&log);
+        assert_eq!(spans, [(1, 3), (1, 4)]);
+        assert_eq!(missing([&a, &b].into_iter(), Some(spans)), (4, 7));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The event source: either an SSE upstream that pushbridge connects to (`--upstream ADDR`: every `GET` gets the
 //! same live `text/event-stream`, WHATWG HTML §9.2.5), or a publisher that `POST`s each event's data to a URL
-//! (`--publish URL`, for brokers such as Nginx + Nchan). Each event's data is `seq=<n> ts=<unix µs> ` padded with
-//! `x` to `--size` bytes: `n` counts 1, 2, … per tick of the source (an SSE upstream also sends it as the `id:`),
-//! and the time is taken when the event is sent.
+//! (`--publish URL`, for brokers such as Nginx + Nchan, from `--publishers N` connections sharing `--rate`). Each
+//! event's data is `[src=<p> ]seq=<n> ts=<unix µs> ` padded with `x` to `--size` bytes: `n` counts 1, 2, … per
+//! tick of the source (an SSE upstream also sends it as the `id:`), or per post of publisher `p`, and the time is
+//! taken when the event is sent.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,26 +16,29 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast;
+use tokio::sync::{Semaphore, broadcast};
+use tokio::time::MissedTickBehavior;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{SEQ_MARKER, TS_MARKER, now_micros};
+use crate::stats::{SEQ_MARKER, SRC_MARKER, TS_MARKER, now_micros};
 
 type BoxError = pushbridge::BoxError;
 
-/// Event data of `size` bytes carrying `seq` and the current time, and that time.
-fn data(seq: u64, size: usize) -> (String, u64) {
+/// Event data of `size` bytes carrying its source (one of several publishers), `seq` and the current time, and
+/// that time.
+fn data(src: Option<usize>, seq: u64, size: usize) -> (String, u64) {
     let ts = now_micros();
-    let mut data = format!("{SEQ_MARKER}{seq} {TS_MARKER}{ts} ");
+    let src = src.map(|p| format!("{SRC_MARKER}{p}")).unwrap_or_default();
+    let mut data = format!("{src}{SEQ_MARKER}{seq} {TS_MARKER}{ts} ");
     if data.len() < size {
         data.extend(std::iter::repeat_n('x', size - data.len()));
     }
     (data, ts)
 }
 
-/// The source's record of what it published (`--seq-log FILE`): one `<seq> <ts>` line per event, written as it
-/// goes out, so clients in another process can tell which events they owe (`stats::owed_range`).
+/// The source's record of what it published (`--seq-log FILE`): one `<seq> <ts>` line per event (`<seq> <ts>
+/// <src>` from one of several publishers), written as it goes out, so clients in another process can tell which events they owe (`stats::owed_range`).
 pub struct SeqLog(std::fs::File);
 
 impl SeqLog {
@@ -42,15 +47,20 @@ impl SeqLog {
         std::fs::File::create(path).map(SeqLog)
     }
 
-    fn write(&mut self, seq: u64, ts: u64) {
+    fn write(&mut self, seq: u64, ts: u64, src: Option<usize>) {
         use std::io::Write;
-        if let Err(error) = writeln!(self.0, "{seq} {ts}") {
+        let written = match src {
+            None => writeln!(self.0, "{seq} {ts}"),
+            Some(src) => writeln!(self.0, "{seq} {ts} {src}"),
+        };
+        if let Err(error) = written {
             eprintln!("seq log: {error}");
         }
     }
 }
 
-/// Ticks `rate` times a second until `stop` (never at rate 0).
+/// Ticks `rate` times a second until `stop` (never at rate 0); a late tick either skips the ticks it missed or
+/// (`MissedTickBehavior::Burst`) makes them up at once.
 struct Ticker {
     interval: Option<tokio::time::Interval>,
     stop: CancellationToken,
@@ -58,10 +68,10 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn new(rate: u32, stop: CancellationToken) -> Ticker {
+    fn new(rate: u32, missed: MissedTickBehavior, stop: CancellationToken) -> Ticker {
         let interval = (rate > 0).then(|| {
             let mut interval = tokio::time::interval(Duration::from_secs(1) / rate);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            interval.set_missed_tick_behavior(missed);
             interval
         });
         Ticker {
@@ -100,16 +110,16 @@ pub async fn serve(
     let (events, _) = broadcast::channel::<Bytes>(1024);
     let producer = {
         let events = events.clone();
-        let mut ticker = Ticker::new(rate, stop.clone());
+        let mut ticker = Ticker::new(rate, MissedTickBehavior::Skip, stop.clone());
         async move {
             while let Some(seq) = ticker.next().await {
-                let (data, ts) = data(seq, size);
+                let (data, ts) = data(None, seq, size);
                 let frame =
                     pushbridge::sse::encode_event(Some(&seq.to_string()), Some("tick"), &data);
                 // No receiver yet is fine: nobody is connected.
                 let _ = events.send(frame);
                 if let Some(log) = &mut log {
-                    log.write(seq, ts);
+                    log.write(seq, ts, None);
                 }
             }
         }
@@ -154,36 +164,87 @@ pub async fn serve(
     }
 }
 
-/// `POST`s one event to `url` `rate` times a second until `stop`, over one kept-alive connection (reopened on
-/// error); only accepted posts go into `log`. Returns how many posts failed, and each accepted post's round trip
+/// `POST`s one event to `url` `rate` times a second until `stop`, from `publishers` kept-alive connections (each
+/// reopened on error) that take the due posts in turn: a tick that comes late, or a post slower than the period,
+/// leaves its post due, and the next free publisher sends it (no tick is skipped). Each publisher numbers its own
+/// events; only accepted posts go into `log`. Returns how many posts failed, and each accepted post's round trip
 /// (request sent to answer read) in µs: the publish latency.
 pub async fn publish(
     url: http::Uri,
     addr: SocketAddr,
     rate: u32,
+    publishers: usize,
     size: usize,
-    mut log: Option<SeqLog>,
+    log: Option<SeqLog>,
+    stop: CancellationToken,
+) -> (u64, Vec<u32>) {
+    let due = Arc::new(Semaphore::new(0));
+    let log = log.map(|log| Arc::new(Mutex::new(log)));
+    let tasks: Vec<_> = (0..publishers.max(1))
+        .map(|src| {
+            let publisher = publisher(
+                src,
+                url.clone(),
+                addr,
+                size,
+                due.clone(),
+                log.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(publisher)
+        })
+        .collect();
+    let mut ticker = Ticker::new(rate, MissedTickBehavior::Burst, stop);
+    while ticker.next().await.is_some() {
+        due.add_permits(1);
+    }
+    let (mut failures, mut latencies) = (0, Vec::new());
+    for task in tasks {
+        if let Ok((failed, times)) = task.await {
+            failures += failed;
+            latencies.extend(times);
+        }
+    }
+    (failures, latencies)
+}
+
+/// One publisher connection: a post per due tick until `stop`; its failures and round trips (µs).
+async fn publisher(
+    src: usize,
+    url: http::Uri,
+    addr: SocketAddr,
+    size: usize,
+    due: Arc<Semaphore>,
+    log: Option<Arc<Mutex<SeqLog>>>,
     stop: CancellationToken,
 ) -> (u64, Vec<u32>) {
     let mut sender = None;
-    let mut failures = 0;
-    let mut latencies = Vec::new();
-    let mut ticker = Ticker::new(rate, stop);
-    while let Some(seq) = ticker.next().await {
-        let (data, ts) = data(seq, size);
+    let (mut failures, mut latencies, mut seq) = (0, Vec::new(), 0);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            permit = due.acquire() => match permit {
+                Ok(permit) => permit.forget(),
+                Err(_) => break,
+            },
+        }
+        seq += 1;
+        let (data, ts) = data(Some(src), seq, size);
         let started = std::time::Instant::now();
         match post(&mut sender, &url, addr, data).await {
             Ok(()) => {
                 let micros = started.elapsed().as_micros();
                 latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
-                if let Some(log) = &mut log {
-                    log.write(seq, ts);
+                if let Some(log) = &log {
+                    log.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .write(seq, ts, Some(src));
                 }
             }
             Err(error) => {
                 failures += 1;
                 sender = None;
-                eprintln!("publish failed: {error}");
+                eprintln!("publisher {src}: post failed: {error}");
             }
         }
     }

@@ -19,13 +19,16 @@ pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
 pub struct Streams {
     open: Arc<AtomicUsize>,
     max: usize,
+    /// The bound's name in the log line.
+    bound: &'static str,
 }
 
 impl Streams {
-    pub fn new(max: u32) -> Streams {
+    pub fn new(max: u32, bound: &'static str) -> Streams {
         Streams {
             open: Arc::default(),
             max: max as usize,
+            bound,
         }
     }
 
@@ -40,7 +43,8 @@ impl Streams {
                 "h2_streams",
                 info!(
                     max = self.max,
-                    "HTTP/2 connection at its stream limit (limits.h2_max_streams_per_connection); further streams are refused"
+                    bound = self.bound,
+                    "HTTP/2 connection at its stream limit; further streams are refused"
                 )
             );
         }

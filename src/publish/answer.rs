@@ -38,7 +38,7 @@ impl Refusal {
         Refusal::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    /// 503 with `Retry-After`: nothing was published, try again.
+    /// 503 with `Retry-After`: try again (the message says whether anything may have been published).
     pub fn unavailable(message: impl Into<String>, retry_after: u32) -> Refusal {
         Refusal {
             retry_after: Some(retry_after),

@@ -1,14 +1,53 @@
 //! A publish request's body → events, all or nothing (docs/protocol.md, "Publishing"): `application/json` (one
 //! object `{"data", "event", "id"}` or an array of them), `application/x-ndjson` (one object per line), anything
 //! else (the whole body is the data; `?event=` and `?id=` name it). `data` may be any JSON value (sent as its
-//! compact text); `event` and `id` must be strings without CR, LF or NUL (they become SSE field lines); data over
-//! `limits.max_event_bytes` is refused with 413. Pure, unit-tested.
+//! compact text); `event` and `id` must be strings without CR, LF or NUL (they become SSE field lines), an id at
+//! most [`MAX_ID_BYTES`] (400). An event whose data, name and id together pass `limits.max_event_bytes`, or a
+//! request past its [`Bounds`] of events or bytes, is refused with 413. Pure, unit-tested.
 
 use http::StatusCode;
 use serde_json::Value;
 
 use super::answer::Refusal;
+use crate::event::EVENT_OVERHEAD;
 use crate::hub::Published;
+
+/// Most events one request publishes (fewer when the route's `buffer.events` is smaller).
+pub const MAX_EVENTS: usize = 1000;
+/// Longest event id (longer: 400).
+pub const MAX_ID_BYTES: usize = 1024;
+
+/// What one request may hold: a batch larger than the route's ring would evict itself before a subscriber or a
+/// resume could read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// `limits.max_event_bytes`: data, name and id of one event.
+    pub max_event_bytes: usize,
+    /// [`MAX_EVENTS`], or the route's `buffer.events` if smaller.
+    pub max_events: usize,
+    /// The route's `buffer.max_bytes`, against [`batch_bytes`].
+    pub max_batch_bytes: usize,
+}
+
+/// An event's bytes as its stream's buffer counts them once it is sent: its fields, their SSE encoding (about as
+/// long) and [`EVENT_OVERHEAD`].
+pub fn batch_bytes(event: &Published) -> usize {
+    let fields = event.id.as_deref().map_or(0, str::len)
+        + event.event.as_deref().map_or(0, str::len)
+        + event.data.len();
+    2 * fields + EVENT_OVERHEAD
+}
+
+fn too_large(message: String) -> Refusal {
+    Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+}
+
+fn too_many(bounds: &Bounds) -> Refusal {
+    too_large(format!(
+        "more than {} events in one request (at most {MAX_EVENTS}, and never more than the route's buffer.events)",
+        bounds.max_events
+    ))
+}
 
 /// How the body is read, from its `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +77,7 @@ pub fn parse(
     format: Format,
     body: &[u8],
     query: Option<&str>,
-    max_event_bytes: usize,
+    bounds: &Bounds,
 ) -> Result<Vec<Published>, Refusal> {
     let (event, id) = query_fields(query)?;
     if format != Format::Text && (event.is_some() || id.is_some()) {
@@ -70,6 +109,9 @@ pub fn parse(
                 Value::Array(items) if items.is_empty() => {
                     return Err(Refusal::bad_request("the array holds no event"));
                 }
+                Value::Array(items) if items.len() > bounds.max_events => {
+                    return Err(too_many(bounds));
+                }
                 Value::Array(items) => items
                     .into_iter()
                     .enumerate()
@@ -85,6 +127,9 @@ pub fn parse(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
+                if events.len() == bounds.max_events {
+                    return Err(too_many(bounds));
+                }
                 let at = format!("line {}", i + 1);
                 let value: Value = serde_json::from_slice(line)
                     .map_err(|e| Refusal::bad_request(format!("{at}: not JSON: {e}")))?;
@@ -96,18 +141,26 @@ pub fn parse(
             events
         }
     };
+    let mut total = 0usize;
     for (i, event) in events.iter().enumerate() {
-        if event.data.len() > max_event_bytes {
-            return Err(Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!(
-                    "event {} has {} bytes of data, over limits.max_event_bytes ({max_event_bytes})",
-                    i + 1,
-                    event.data.len()
-                ),
-            ));
+        let bytes = event.data.len()
+            + event.event.as_deref().map_or(0, str::len)
+            + event.id.as_deref().map_or(0, str::len);
+        if bytes > bounds.max_event_bytes {
+            return Err(too_large(format!(
+                "event {} has {bytes} bytes of data, name and id, over limits.max_event_bytes ({})",
+                i + 1,
+                bounds.max_event_bytes
+            )));
         }
+        total = total.saturating_add(batch_bytes(event));
+    }
+    if total > bounds.max_batch_bytes {
+        return Err(too_large(format!(
+            "the events would take {total} bytes of the stream's buffer, over the route's buffer.max_bytes ({}): \
+             the batch would evict itself; publish it in smaller requests",
+            bounds.max_batch_bytes
+        )));
     }
     Ok(events)
 }
@@ -187,6 +240,11 @@ fn check(event: &Published, at: &str) -> Result<(), Refusal> {
             )));
         }
     }
+    if event.id.as_ref().is_some_and(|id| id.len() > MAX_ID_BYTES) {
+        return Err(Refusal::bad_request(format!(
+            "{at}: \"id\" is longer than {MAX_ID_BYTES} bytes"
+        )));
+    }
     if event.id.as_deref() == Some("") {
         return Err(Refusal::bad_request(format!(
             "{at}: \"id\" is empty (leave it out to have one assigned)"
@@ -199,12 +257,18 @@ fn check(event: &Published, at: &str) -> Result<(), Refusal> {
 mod tests {
     use super::*;
 
+    const BOUNDS: Bounds = Bounds {
+        max_event_bytes: 100,
+        max_events: 3,
+        max_batch_bytes: 3 * (2 * 100 + EVENT_OVERHEAD),
+    };
+
     fn ok(
         format: Format,
         body: &str,
         query: Option<&str>,
     ) -> Vec<(Option<String>, Option<String>, String)> {
-        parse(format, body.as_bytes(), query, 100)
+        parse(format, body.as_bytes(), query, &BOUNDS)
             .unwrap()
             .into_iter()
             .map(|p| (p.id, p.event, p.data))
@@ -212,7 +276,7 @@ mod tests {
     }
 
     fn refused(format: Format, body: &str, query: Option<&str>) -> (u16, String) {
-        let refusal = parse(format, body.as_bytes(), query, 100).unwrap_err();
+        let refusal = parse(format, body.as_bytes(), query, &BOUNDS).unwrap_err();
         (refusal.status.as_u16(), refusal.message)
     }
 
@@ -282,5 +346,55 @@ mod tests {
         assert_eq!(status, 400);
         let (status, _) = refused(Format::Text, "", None);
         assert_eq!(status, 400);
+    }
+
+    #[test]
+    fn the_bounds_count_names_ids_and_events() {
+        // Data 90 + name 11: over 100.
+        let body = format!(
+            r#"{{"data": "{}", "event": "{}"}}"#,
+            "x".repeat(90),
+            "e".repeat(11)
+        );
+        assert_eq!(refused(Format::Json, &body, None).0, 413);
+        let (status, message) =
+            refused(Format::Text, "x", Some(&format!("id={}", "i".repeat(1025))));
+        assert_eq!(status, 400, "{message}");
+        assert!(message.contains("longer than 1024"), "{message}");
+        assert_eq!(
+            ok(Format::Json, r#"[{"data":1},{"data":2},{"data":3}]"#, None).len(),
+            3
+        );
+        let (status, message) = refused(
+            Format::Json,
+            r#"[{"data":1},{"data":2},{"data":3},{"data":4}]"#,
+            None,
+        );
+        assert_eq!(status, 413);
+        assert!(message.contains("more than 3 events"), "{message}");
+        let (status, _) = refused(
+            Format::Ndjson,
+            "{\"data\":1}\n{\"data\":2}\n{\"data\":3}\n{\"data\":4}\n",
+            None,
+        );
+        assert_eq!(status, 413);
+        let small = Bounds {
+            max_batch_bytes: 2 * (2 * 100 + EVENT_OVERHEAD),
+            ..BOUNDS
+        };
+        let full = format!(r#"{{"data": "{}"}}"#, "x".repeat(100));
+        let three = format!("[{full},{full},{full}]");
+        let refusal = parse(Format::Json, three.as_bytes(), None, &small).unwrap_err();
+        assert!(
+            refusal.message.contains("buffer.max_bytes"),
+            "{}",
+            refusal.message
+        );
+        assert_eq!(
+            parse(Format::Json, three.as_bytes(), None, &BOUNDS)
+                .unwrap()
+                .len(),
+            3
+        );
     }
 }

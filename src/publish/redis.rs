@@ -2,7 +2,10 @@
 //! route's key (`MAXLEN ~` [`MAXLEN`], the route's `fields`) and, with an `Idempotency-Key`, stores the answer
 //! under `<key>:pushbridge-idempotency:<Idempotency-Key>` (`SET … PX buffer.age NX`) — atomically, so a retry on
 //! any replica sees either nothing published or the first answer. Every replica's connector reads the entries with
-//! `XREAD`, so every replica delivers them. A Redis that cannot be reached gets 503 with `Retry-After`.
+//! `XREAD`, so every replica delivers them. A Redis that cannot be reached gets 503 with `Retry-After`, saying
+//! "not published" only when the connection failed before the command was sent; once it may have been sent (a
+//! timeout or an I/O error after the write) the outcome is unknown and the answer says so: a retry with the same
+//! `Idempotency-Key` then publishes once either way.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,6 +49,20 @@ if idem then
 end
 return {0, ids}
 "#;
+
+/// The 503 when the connection to Redis failed before the command was sent.
+pub const NOT_SENT: &str = "Redis could not be reached: the events were not published; retry (with the same Idempotency-Key, if any)";
+/// The 503 once the command may have been sent: Redis may have run it.
+pub const UNKNOWN: &str = "Redis did not answer (the command may have reached it): the events may or may not have \
+     been published; retry with the same Idempotency-Key";
+
+/// Why a command has no answer.
+enum Failure {
+    /// No connection: the command was surely not sent.
+    NotSent(redis::RedisError),
+    /// A timeout or an error once the command was handed to the connection: it may have been run.
+    Unknown(redis::RedisError),
+}
 
 /// What Redis answered.
 #[derive(Debug, PartialEq, Eq)]
@@ -112,12 +129,10 @@ impl Publishers {
         let timeout = upstream.connect_timeout;
         let result = server.run(&invocation, timeout).await;
         metrics.redis_op("publish", result.is_ok());
-        let value = result.map_err(|error| {
-            let message = if error.is_timeout() {
-                "Redis did not answer in time: the events may or may not be published; retry with the same \
-                 Idempotency-Key"
-            } else {
-                "Redis is unavailable: nothing was published"
+        let value = result.map_err(|failure| {
+            let (error, message) = match failure {
+                Failure::NotSent(error) => (error, NOT_SENT),
+                Failure::Unknown(error) => (error, UNKNOWN),
             };
             crate::log_limited!(
                 metrics.logs,
@@ -127,8 +142,13 @@ impl Publishers {
             );
             Refusal::unavailable(message, RETRY_AFTER)
         })?;
-        outcome(&value)
-            .ok_or_else(|| Refusal::unavailable("Redis gave an unexpected answer", RETRY_AFTER))
+        outcome(&value).ok_or_else(|| {
+            Refusal::unavailable(
+                "Redis gave an unexpected answer: the events may or may not have been published; retry with \
+                 the same Idempotency-Key",
+                RETRY_AFTER,
+            )
+        })
     }
 
     fn server(&self, url: String, ca_file: Option<PathBuf>) -> Result<Arc<Server>, Refusal> {
@@ -153,7 +173,7 @@ impl Publishers {
 
 impl Server {
     /// Runs `cmd` on the shared connection (opened on first use, dropped after an error).
-    async fn run(&self, cmd: &redis::Cmd, timeout: Duration) -> redis::RedisResult<Value> {
+    async fn run(&self, cmd: &redis::Cmd, timeout: Duration) -> Result<Value, Failure> {
         let mut connection = {
             let mut slot = self.connection.lock().await;
             match slot.as_ref() {
@@ -165,7 +185,8 @@ impl Server {
                     let connection = self
                         .client
                         .get_multiplexed_async_connection_with_config(&config)
-                        .await?;
+                        .await
+                        .map_err(Failure::NotSent)?;
                     *slot = Some(connection.clone());
                     connection
                 }
@@ -177,7 +198,7 @@ impl Server {
         {
             *self.connection.lock().await = None;
         }
-        result
+        result.map_err(Failure::Unknown)
     }
 }
 

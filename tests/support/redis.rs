@@ -66,6 +66,25 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// Stops the server (SIGSTOP): it keeps its sockets and reads nothing until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a paused server (SIGCONT): it runs what arrived meanwhile.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
     /// Starts it again on the same port and data directory.
     pub async fn restart(&mut self) {
         self.child = spawn(self.port, self.dir.path(), self.tls.as_ref());
@@ -156,6 +175,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A paused server is killed as well (SIGKILL works on a stopped process).
         self.kill();
     }
 }
