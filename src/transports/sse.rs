@@ -127,8 +127,12 @@ impl Feed {
             };
             self.take(next, out, start);
         }
-        // Whatever else is ready goes out in the same write.
-        while !self.done && out.len() - start < self.max_write() && self.pending.is_empty() {
+        // Whatever else is ready goes out in the same write (nothing is when the last read reached the head).
+        while !self.done
+            && out.len() - start < self.max_write()
+            && self.pending.is_empty()
+            && !self.subscription.caught_up()
+        {
             match self.subscription.try_next(BATCH) {
                 Some(next) => self.take(next, out, start),
                 None => break,
