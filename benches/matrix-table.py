@@ -93,6 +93,12 @@ LOAD_COLUMNS = [
     ("errors", median_of(lambda r: r['errors'], 0)),
 ]
 
+# Loss is shown as the worst run, not the median: every run must have none.
+TARGET_COLUMNS = [c for c in LOAD_COLUMNS if c[0] not in ("missing", "duplicated")] + [
+    ("missing (max)", lambda g, runs: max(r['missing'] for r in runs)),
+    ("duplicated (max)", lambda g, runs: max(r['duplicated'] for r in runs)),
+]
+
 
 def main():
     path = sys.argv[1]
@@ -104,6 +110,7 @@ def main():
     table(groups, "cpu", "b. CPU per delivery", LOAD_COLUMNS)
     table(groups, "overload", "c. overload curve (SSE)", LOAD_COLUMNS)
     table(groups, "scale", "d. scale: idle SSE connections up to the fd limit", IDLE_COLUMNS)
+    table(groups, "target", "e. issue 17 targets (missing and duplicated: the most of any run)", TARGET_COLUMNS)
 
 
 if __name__ == "__main__":

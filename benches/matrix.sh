@@ -16,6 +16,8 @@
 #   cpu       CPU_CLIENTS subscribers × RATE events/s of SIZE bytes, SSE and WebSocket (CPU_TRANSPORTS).
 #   overload  SSE subscribers at each of OVERLOAD_CLIENTS × RATE events/s.
 #   scale     pushbridge only: idle SSE connections at each of SCALE_CLIENTS → KiB per connection.
+#   target    issue 17's rows at RATE events/s: 1,000 SSE and 1,000 WebSocket, 10,000 and 19,000 SSE, 100 SSE
+#             (TARGET_ROWS, "kind:clients" pairs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -36,6 +38,7 @@ CPU_CLIENTS=${CPU_CLIENTS:-1000}
 CPU_TRANSPORTS=${CPU_TRANSPORTS:-"sse ws"}
 OVERLOAD_CLIENTS=${OVERLOAD_CLIENTS:-"1000 5000 10000 15000"}
 SCALE_CLIENTS=${SCALE_CLIENTS:-"1000 5000 10000 19000"}
+TARGET_ROWS=${TARGET_ROWS:-"sse:1000 ws:1000 sse:10000 sse:19000 sse:100"}
 NCHAN_WORKERS=${NCHAN_WORKERS:-2}
 CONFIG=benches/pushbridge-bench.yaml
 TLS_CONFIG=benches/pushbridge-bench-tls.yaml
@@ -156,7 +159,8 @@ for scenario in $SCENARIOS; do
     cpu) matrix cpu "$CPU_TRANSPORTS" "$CPU_CLIENTS" "$RATE" "$DURATION" "$SERVERS" ;;
     overload) matrix overload sse "$OVERLOAD_CLIENTS" "$RATE" "$DURATION" "$SERVERS" ;;
     scale) matrix scale sse "$SCALE_CLIENTS" 0 "$IDLE_DURATION" pushbridge ;;
-    *) echo "matrix: unknown scenario $scenario (idle, cpu, overload, scale)" >&2; exit 2 ;;
+    target) for row in $TARGET_ROWS; do matrix target "${row%%:*}" "${row##*:}" "$RATE" "$DURATION" "$SERVERS"; done ;;
+    *) echo "matrix: unknown scenario $scenario (idle, cpu, overload, scale, target)" >&2; exit 2 ;;
   esac
 done
 

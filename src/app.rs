@@ -69,7 +69,6 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
     hub.set_max_buffer_bytes(config.limits.max_buffer_bytes);
     hub.set_max_streams(config.limits.max_streams);
     hub.set_negative_cache_ttl(config.limits.negative_cache_ttl);
-    hub.set_wake_pacing(config.limits.wake_pacing);
     let drain = Drain::new();
     let router = Arc::new(ArcSwap::from_pointee(build_router(
         &config, &hub, &metrics, &drain,
@@ -105,6 +104,7 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
 pub fn check(config: Config) -> Result<Vec<String>, crate::BoxError> {
     let warnings = crate::fds::start_warning(&config.limits)
         .into_iter()
+        .chain(config.deprecated.iter().cloned())
         .chain(crate::config::internal_url_warnings(&config))
         .collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -185,6 +185,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokio::spawn(listener::serve(tcp, tls, shared.clone()));
     }
     crate::fds::warn_at_start(&config.limits);
+    for deprecated in &config.deprecated {
+        tracing::warn!("{deprecated}");
+    }
     for tls in &tls_all {
         reload::record_expiry(&metrics, tls);
     }

@@ -74,6 +74,13 @@ impl Config {
         let spans = Spans::index(text);
         let mut config = Self::from_yaml(origin, text, &spans)?;
         config.normalize(base);
+        if config.limits.wake_pacing.is_some() {
+            let (line, col) = spans.key("limits.wake_pacing");
+            config.deprecated.push(format!(
+                "{origin}:{line}:{col}: limits.wake_pacing is deprecated and has no effect: events go out in \
+                 natural batches (docs/config.md); remove it"
+            ));
+        }
         let problems = validate::validate(&config, origin, &spans);
         if problems.is_empty() {
             Ok(config)

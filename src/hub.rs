@@ -10,6 +10,7 @@
 mod history;
 mod keeper;
 mod negative;
+mod pass;
 mod publish;
 mod ring;
 mod snapshot;
@@ -135,8 +136,6 @@ pub struct Hub {
     no_dormant_at: Mutex<Option<tokio::time::Instant>>,
     /// Keys the upstream answered 404/403/410 (`limits.negative_cache_ttl`).
     negative: Mutex<negative::NegativeCache>,
-    /// `limits.wake_pacing`.
-    wake_pacing: Mutex<crate::config::WakePacingConfig>,
 }
 
 impl Hub {
@@ -153,7 +152,6 @@ impl Hub {
             evict_logged: Mutex::new(None),
             no_dormant_at: Mutex::new(None),
             negative: Mutex::default(),
-            wake_pacing: Mutex::default(),
         })
     }
 
@@ -174,15 +172,6 @@ impl Hub {
     /// Sets the most streams the process keeps at once (`limits.max_streams`).
     pub fn set_max_streams(&self, max: usize) {
         self.max_streams.store(max, Ordering::Relaxed);
-    }
-
-    /// How often streams with many subscribers wake them (`limits.wake_pacing`).
-    pub fn set_wake_pacing(&self, pacing: crate::config::WakePacingConfig) {
-        *lock(&self.wake_pacing) = pacing;
-    }
-
-    pub(crate) fn wake_pacing(&self) -> crate::config::WakePacingConfig {
-        *lock(&self.wake_pacing)
     }
 
     /// How long keys the upstream refused are remembered (`limits.negative_cache_ttl`; zero: off).

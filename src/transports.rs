@@ -2,6 +2,7 @@
 //! in, a [`Served`] out. This file holds only the shared context and that answer type, which either connection
 //! path (hyper, or the direct HTTP/1.1 path of `listener::direct`) turns into bytes on the wire.
 
+pub mod ends;
 pub mod longpoll;
 pub use crate::route::messages;
 pub mod sse;

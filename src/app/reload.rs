@@ -185,7 +185,9 @@ impl Running {
             .set_max_buffer_bytes(config.limits.max_buffer_bytes);
         self.hub
             .set_negative_cache_ttl(config.limits.negative_cache_ttl);
-        self.hub.set_wake_pacing(config.limits.wake_pacing);
+        for deprecated in &config.deprecated {
+            tracing::warn!("{deprecated}");
+        }
         let kept = outcome.kept.clone();
         self.hub
             .retain_routes(|route| kept.iter().any(|k| k == route));

@@ -129,6 +129,10 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Deprecated keys the file sets, one `FILE:LINE:COL: key: note` each (logged at start and reload, printed by
+    /// `pushbridge check`).
+    #[serde(skip)]
+    pub deprecated: Vec<String>,
 }
 
 /// One client listener.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::pass::{Check, Pass};
 use super::ring::{Budget, Evicted, Push, ResumeAt, Ring};
 use super::subscription::SubShared;
 use super::{Hub, Settings, StartUpstream, StreamKey, Subscription, lock};
@@ -72,9 +73,8 @@ pub(super) struct Inner {
     reuse_warned: Option<Instant>,
     /// When the last byte-budget eviction WARN was logged.
     budget_warned: Option<Instant>,
-    /// When subscribers were last woken for new events (tokio's clock), and whether a paced wake is scheduled.
-    last_wake: Option<tokio::time::Instant>,
-    wake_scheduled: bool,
+    /// The fan-out pass under way (natural batching, `pass.rs`).
+    pub(super) pass: Pass,
 }
 
 pub struct Stream {
@@ -142,8 +142,7 @@ impl Stream {
                 idle_since: tokio::time::Instant::now(),
                 reuse_warned: None,
                 budget_warned: None,
-                last_wake: None,
-                wake_scheduled: false,
+                pass: Pass::default(),
             }),
             head: watch::Sender::new(0),
             stop: CancellationToken::new(),
@@ -287,7 +286,7 @@ impl Stream {
             &event.data,
             now,
         );
-        let (head, reused_id, evicted, id) = match pushed {
+        let (_, reused_id, evicted, id) = match pushed {
             Push::Replayed => {
                 drop(inner);
                 self.metrics.upstream_duplicates.inc();
@@ -301,14 +300,19 @@ impl Stream {
                 if let Some(observer) = self.observer.get() {
                     observer(&added);
                 }
-                (added.seq + 1, reused_id, evicted, added.id.clone())
+                ((), reused_id, evicted, added.id.clone())
             }
         };
         let warn = reused_id && due(&mut inner.reuse_warned, now);
         let budget_warn = evicted != Evicted::default() && due(&mut inner.budget_warned, now);
-        let wake_now = self.pace_wake(&mut inner);
+        let wake = if inner.pass.event() {
+            Some(start_pass(&mut inner))
+        } else {
+            self.watch_pass(&mut inner);
+            None
+        };
         drop(inner);
-        if wake_now {
+        if let Some(head) = wake {
             self.head.send_replace(head);
         }
         self.metrics.buffer_evicted(evicted.stream, evicted.global);
@@ -335,39 +339,37 @@ impl Stream {
         Some(id)
     }
 
-    /// Whether new events wake the subscribers now; otherwise a paced wake is (or already was) scheduled.
-    fn pace_wake(self: &Arc<Self>, inner: &mut Inner) -> bool {
-        let now = tokio::time::Instant::now();
-        // `limits.wake_pacing` (docs/config.md): several events per wake-up on a stream with many subscribers.
-        let pace = self.hub.upgrade().map_or(Duration::ZERO, |hub| {
-            hub.wake_pacing().pace(inner.subs.len())
-        });
-        let due = inner.last_wake.map_or(now, |last| last + pace);
-        if pace.is_zero() || due <= now {
-            inner.last_wake = Some(now);
-            return true;
+    /// Arms the watchdog of a pass that events now wait for, unless it is armed (`pass.rs`).
+    fn watch_pass(self: &Arc<Self>, inner: &mut Inner) {
+        if inner.pass.watched {
+            return;
         }
-        if inner.wake_scheduled {
-            return false;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            inner.last_wake = Some(now);
-            return true;
-        };
-        inner.wake_scheduled = true;
         self.metrics.paced_wakes.inc();
-        let stream = self.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        inner.pass.watched = true;
+        let mut deadline = inner.pass.deadline();
+        let stream = Arc::downgrade(self);
         runtime.spawn(async move {
-            tokio::time::sleep_until(due).await;
-            let head = {
+            loop {
+                tokio::time::sleep_until(deadline).await;
+                let Some(stream) = stream.upgrade() else {
+                    return;
+                };
                 let mut inner = lock(&stream.inner);
-                inner.wake_scheduled = false;
-                inner.last_wake = Some(tokio::time::Instant::now());
-                inner.ring.head()
-            };
-            stream.head.send_replace(head);
+                match inner.pass.check() {
+                    Check::Done => return,
+                    Check::Wait(next) => deadline = next,
+                    Check::Start => {
+                        let head = start_pass(&mut inner);
+                        drop(inner);
+                        stream.head.send_replace(head);
+                        return;
+                    }
+                }
+            }
         });
-        false
     }
 
     /// Bytes held by the events of every stream.
@@ -459,10 +461,20 @@ impl Stream {
 
     pub(super) fn unsubscribe(&self, id: u64) {
         let mut inner = lock(&self.inner);
-        inner.subs.remove(&id);
-        if inner.subs.is_empty() {
+        let left = inner.subs.remove(&id);
+        // The last subscriber a pass waited for may be this one.
+        let wake = left
+            .is_some_and(|shared| inner.pass.leave(&shared.seat))
+            .then(|| start_pass(&mut inner));
+        let empty = inner.subs.is_empty();
+        if empty {
             inner.idle_since = tokio::time::Instant::now();
-            drop(inner);
+        }
+        drop(inner);
+        if let Some(head) = wake {
+            self.head.send_replace(head);
+        }
+        if empty {
             self.changed.notify_one();
         }
     }
@@ -473,6 +485,15 @@ impl Stream {
         self.stop.cancel();
         self.head.send_modify(|_| {});
     }
+}
+
+/// Starts a fan-out pass over the waiting subscribers (under the lock): the head to send them.
+pub(super) fn start_pass(inner: &mut Inner) -> u64 {
+    let Inner {
+        pass, subs, ring, ..
+    } = inner;
+    pass.start(subs.values().map(|shared| &shared.seat));
+    ring.head()
 }
 
 /// Whether a rate-limited log line is due (at most one per [`REUSED_ID_WARN_PERIOD`]); records it if so.

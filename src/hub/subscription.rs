@@ -8,7 +8,8 @@ use tokio::sync::watch;
 
 use super::history::{DeepResume, HISTORY_SEQ, LogId, Step};
 use super::lock;
-use super::stream::{Kick, Stream};
+use super::pass::Seat;
+use super::stream::{Kick, Stream, start_pass};
 use crate::event::Event;
 
 /// What a subscriber gets next.
@@ -31,6 +32,8 @@ pub(super) struct SubShared {
     /// The cursor the previous sweep saw: unchanged over a sweep period means the client is not reading.
     pub(super) swept: AtomicU64,
     pub(super) kick: Option<Kick>,
+    /// Its part in the stream's fan-out passes.
+    pub(super) seat: Seat,
 }
 
 impl SubShared {
@@ -39,6 +42,7 @@ impl SubShared {
             cursor: AtomicU64::new(cursor),
             swept: AtomicU64::new(u64::MAX),
             kick,
+            seat: Seat::default(),
         })
     }
 }
@@ -59,6 +63,8 @@ pub struct Subscription {
     /// stream that continues a durable log: ring events not after it are skipped (a replica whose upstream is
     /// behind the client's position repeats nothing), and its position never goes back before it.
     floor: Option<(LogId, String)>,
+    /// The last read of the ring reached its head: nothing new until a pass announces it on `rx`.
+    caught_up: bool,
 }
 
 impl Subscription {
@@ -82,6 +88,7 @@ impl Subscription {
             gap,
             deep: None,
             floor,
+            caught_up: false,
         }
     }
 
@@ -99,15 +106,35 @@ impl Subscription {
         if let Some(next) = self.log_step(max).await {
             return next;
         }
+        // Caught up and no pass announced since: the ring has nothing for it (or what came waits for the next pass).
+        let mut look = !self.caught_up || self.rx.has_changed().unwrap_or(true);
         loop {
-            self.rx.borrow_and_update();
-            if let Some(next) = self.try_next(max) {
-                return next;
+            if look {
+                self.rx.borrow_and_update();
+                if let Some(next) = self.try_next(max) {
+                    return next;
+                }
             }
-            if self.rx.changed().await.is_err() {
+            look = true;
+            let mut waiting = Waiting {
+                stream: &self.stream,
+                shared: &self.shared,
+                armed: true,
+            };
+            self.shared.seat.wait();
+            let changed = self.rx.changed().await;
+            // Taking the events leaves the pass (`try_next`, under the lock it takes anyway).
+            waiting.armed = false;
+            if changed.is_err() {
                 return Next::Closed;
             }
         }
+    }
+
+    /// Whether the last read of the ring took everything up to its head (a further `try_next` finds nothing
+    /// until the next pass, unless the stream's events wait for it).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up
     }
 
     /// What is there without waiting for new events: the gap notice, a batch read from the stream's durable log
@@ -227,21 +254,35 @@ impl Subscription {
         }
         let durable = self.stream.is_durable();
         loop {
-            let inner = lock(&self.stream.inner);
+            let mut inner = lock(&self.stream.inner);
+            // Taking (or finding nothing) ends this subscriber's part in the pass that woke it.
+            let wake = inner
+                .pass
+                .leave(&self.shared.seat)
+                .then(|| start_pass(&mut inner));
             let ring = &inner.ring;
-            let behind = ring.head().saturating_sub(self.cursor);
-            if self.cursor < ring.oldest() {
+            let head = ring.head();
+            let behind = head.saturating_sub(self.cursor);
+            let lagged = self.cursor < ring.oldest();
+            let mut events = Vec::new();
+            if !lagged && behind > 0 {
+                events.reserve_exact(behind.min(max as u64) as usize);
+                ring.read(self.cursor, max, &mut events);
+            }
+            drop(inner);
+            if let Some(head) = wake {
+                self.stream.head.send_replace(head);
+            }
+            if lagged {
                 return Some(Next::Lagged);
             }
-            if behind == 0 {
-                return None;
-            }
-            let mut events = Vec::with_capacity(behind.min(max as u64) as usize);
-            ring.read(self.cursor, max, &mut events);
-            drop(inner);
             if let Some(last) = events.last() {
                 self.cursor = last.seq + 1;
                 self.shared.cursor.store(self.cursor, Ordering::Relaxed);
+            }
+            self.caught_up = self.cursor >= head;
+            if behind == 0 {
+                return None;
             }
             if durable {
                 self.pass_floor(&mut events);
@@ -263,6 +304,31 @@ impl Subscription {
             .and_then(|e| Some((LogId::parse(&e.id)?, e.id.to_string())));
         if last.is_some() {
             self.floor = last;
+        }
+    }
+}
+
+/// A subscriber parked on the head watch; dropped while armed (its wait was cancelled: a heartbeat, a ping), it
+/// leaves the pass at once, so a pass never waits for a subscriber that is not waiting.
+struct Waiting<'a> {
+    stream: &'a Stream,
+    shared: &'a SubShared,
+    armed: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.armed || self.shared.seat.unwait() {
+            return;
+        }
+        let mut inner = lock(&self.stream.inner);
+        let wake = inner
+            .pass
+            .leave(&self.shared.seat)
+            .then(|| start_pass(&mut inner));
+        drop(inner);
+        if let Some(head) = wake {
+            self.stream.head.send_replace(head);
         }
     }
 }

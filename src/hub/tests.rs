@@ -299,49 +299,6 @@ async fn subscribe_unsubscribe_churn_spawns_no_task() {
     );
 }
 
-#[test]
-fn wake_pacing_grows_with_the_subscribers_and_is_capped() {
-    let pacing = crate::config::WakePacingConfig::default();
-    assert_eq!(pacing.pace(pacing.from - 1), Duration::ZERO);
-    assert_eq!(pacing.pace(pacing.from), Duration::from_millis(10));
-    assert_eq!(pacing.pace(10_000), Duration::from_millis(100));
-    assert_eq!(pacing.pace(1_000_000), pacing.max);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_paced_stream_wakes_its_subscribers_once_per_pace_with_every_event() {
-    let pacing = crate::config::WakePacingConfig::default();
-    let hub = hub();
-    let start = starter(Arc::default(), Arc::default());
-    let s = settings(100, 10);
-    let mut subs: Vec<_> = (0..pacing.from)
-        .map(|_| hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default()))
-        .collect();
-    let stream = subs[0].stream().clone();
-    // The first event wakes a waiting subscriber at once; the next two wait for the pace and arrive together.
-    let mut first = subs.remove(0);
-    let waiter = tokio::spawn(async move {
-        let got = data(first.next(10).await);
-        let at = tokio::time::Instant::now();
-        (got, data(first.next(10).await), at.elapsed(), first)
-    });
-    tokio::task::yield_now().await;
-    publish(&stream, "a");
-    tokio::task::yield_now().await;
-    publish(&stream, "b");
-    publish(&stream, "c");
-    let (a, bc, waited, _first) = waiter.await.unwrap();
-    assert_eq!(
-        (a, bc),
-        (vec!["a".to_owned()], vec!["b".to_owned(), "c".to_owned()])
-    );
-    assert!(waited >= pacing.pace(pacing.from) / 2, "{waited:?}");
-    assert_eq!(stream.metrics.paced_wakes.get(), 1);
-    for sub in &mut subs {
-        assert_eq!(data(sub.try_next(10).expect("ready")), ["a", "b", "c"]);
-    }
-}
-
 /// Issue 15 item 3: the request that opens a stream gets what its upstream publishes the moment it starts (here:
 /// synchronously, the fastest an upstream can be).
 #[tokio::test]
@@ -537,4 +494,80 @@ async fn snapshot_counts_every_stream_and_describes_the_busiest() {
         .unwrap();
     assert_eq!((k00.subscriber_total(), k00.buffered), (0, 1));
     assert!(k00.oldest_age.is_some() && k00.last_event.is_some());
+}
+
+/// Issue 17 item 1: an event wakes the waiting subscribers at once; events that arrive during that pass wait until
+/// its last subscriber took its events, then go out together; a waiter that stops waiting holds no pass.
+#[tokio::test]
+async fn events_during_a_pass_go_out_together_when_it_ends() {
+    use futures_util::FutureExt;
+    let hub = hub();
+    let start = starter(Arc::default(), Arc::default());
+    let s = settings(100, 10);
+    let mut subs: Vec<_> = (0..3)
+        .map(|_| hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default()))
+        .collect();
+    let stream = subs[0].stream().clone();
+    let [a, b, c] = &mut subs[..] else {
+        unreachable!()
+    };
+    let mut fa = std::pin::pin!(a.next(10));
+    let mut fb = Box::pin(b.next(10));
+    let mut fc = Box::pin(c.next(10));
+    for f in [
+        fa.as_mut().now_or_never(),
+        fb.as_mut().now_or_never(),
+        fc.as_mut().now_or_never(),
+    ] {
+        assert!(f.is_none(), "nothing yet");
+    }
+    publish(&stream, "1");
+    assert_eq!(data(fc.as_mut().now_or_never().expect("woken")), ["1"]);
+    drop(fc);
+    let mut fc = Box::pin(c.next(10));
+    assert!(fc.as_mut().now_or_never().is_none());
+    // a and b have not taken "1" yet: "2" waits for them.
+    publish(&stream, "2");
+    assert_eq!(stream.metrics.paced_wakes.get(), 1);
+    assert!(
+        fc.as_mut().now_or_never().is_none(),
+        "not woken during the pass"
+    );
+    assert_eq!(data(fa.as_mut().now_or_never().expect("woken")), ["1", "2"]);
+    assert!(
+        fc.as_mut().now_or_never().is_none(),
+        "b still takes its events"
+    );
+    // b's wait is cancelled (a heartbeat): that ends the pass too.
+    drop(fb);
+    assert_eq!(data(fc.as_mut().now_or_never().expect("next pass")), ["2"]);
+    drop(fc);
+    assert_eq!(data(b.try_next(10).expect("ready")), ["1", "2"]);
+}
+
+/// A counted subscriber that stops polling (blocked sending a ping) holds the next pass for a bounded time only.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_subscriber_holds_a_pass_only_briefly() {
+    use futures_util::FutureExt;
+    let hub = hub();
+    let start = starter(Arc::default(), Arc::default());
+    let s = settings(100, 10);
+    let mut stalled = hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default());
+    let mut c = hub.subscribe(key("x"), &s, &start, Resume::Live, None, Default::default());
+    let stream = c.stream().clone();
+    let mut held = std::pin::pin!(stalled.next(10));
+    assert!(held.as_mut().now_or_never().is_none());
+    assert!(c.next(10).now_or_never().is_none());
+    publish(&stream, "1");
+    assert_eq!(data(c.next(10).await), ["1"]);
+    publish(&stream, "2");
+    let at = tokio::time::Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(1), c.next(10)).await;
+    assert_eq!(data(got.expect("the watchdog starts the next pass")), ["2"]);
+    assert!(
+        at.elapsed() <= Duration::from_millis(500),
+        "{:?}",
+        at.elapsed()
+    );
+    assert_eq!(data(held.await), ["1", "2"]);
 }

@@ -404,12 +404,18 @@ where
             out.extend_from_slice(write::LAST_CHUNK);
         }
         if out.len() > from {
-            tokio::select! {
-                biased;
-                written = write_out(io, &out[from..]) => if written.is_err() {
-                    return Then::Drop;
+            // Most writes complete at once: the kick is only waited on (a `Notified` made) for one that blocks.
+            let mut written = std::pin::pin!(write_out(io, &out[from..]));
+            let written = match futures_util::FutureExt::now_or_never(written.as_mut()) {
+                Some(written) => written,
+                None => tokio::select! {
+                    biased;
+                    written = written => written,
+                    () = kick.cancelled() => return Then::Drop,
                 },
-                () = kick.cancelled() => return Then::Drop,
+            };
+            if written.is_err() {
+                return Then::Drop;
             }
         }
         if !more {

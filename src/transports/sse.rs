@@ -9,7 +9,6 @@
 //! and the cost per event falls as the load rises. The direct HTTP/1.1 path writes the buffer itself; hyper gets it as one frame.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +18,8 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use super::ends::Ends;
 use super::{OpenGauge, StreamContext};
 use crate::event::Event;
 use crate::hub::{Next, Stream, Subscription};
@@ -57,8 +56,7 @@ pub fn serve(
         preamble.extend_from_slice(&crate::sse::encode_event(None, Some(OPEN_EVENT), "{}"));
     }
     let feed = Feed {
-        drained: Box::pin(ctx.drain.clone().cancelled_owned()),
-        kicked: Box::pin(ctx.kick.clone().cancelled_owned()),
+        ends: Ends::new(&ctx.drain, &ctx.kick),
         _gauge: OpenGauge::new(&ctx.metrics, "sse", ctx.http_version),
         preamble: Some(Bytes::from(preamble)),
         subscription,
@@ -82,9 +80,9 @@ pub fn serve(
 
 /// One SSE client's stream of bytes.
 pub struct Feed {
-    /// Registered once for the whole stream (not per event: a cancellation token's waiters share a lock).
-    drained: Pin<Box<WaitForCancellationFutureOwned>>,
-    kicked: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The drain and the kick (a kicked connection is being dropped; the sweeper counted it), polled only when
+    /// one of them fired.
+    ends: Ends,
     ctx: StreamContext,
     subscription: Subscription,
     ticker: Interval,
@@ -113,9 +111,7 @@ impl Feed {
         while out.len() == start && !self.done {
             let next = tokio::select! {
                 biased;
-                () = &mut self.drained => Next::Closed,
-                // A kicked connection is being dropped; the sweeper counted it.
-                () = &mut self.kicked => Next::Closed,
+                _ = &mut self.ends => Next::Closed,
                 next = self.subscription.next(BATCH) => next,
                 _ = self.ticker.tick() => {
                     self.refresh_retry(out);
@@ -127,8 +123,12 @@ impl Feed {
             };
             self.take(next, out, start);
         }
-        // Whatever else is ready goes out in the same write.
-        while !self.done && out.len() - start < self.max_write() && self.pending.is_empty() {
+        // Whatever else is ready goes out in the same write (nothing is when the last read reached the head).
+        while !self.done
+            && out.len() - start < self.max_write()
+            && self.pending.is_empty()
+            && !self.subscription.caught_up()
+        {
             match self.subscription.try_next(BATCH) {
                 Some(next) => self.take(next, out, start),
                 None => break,

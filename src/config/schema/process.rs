@@ -37,8 +37,8 @@ pub struct LimitsConfig {
     /// once, without a stream or an upstream request; 0: off; at most 5m.
     #[serde(deserialize_with = "units::duration")]
     pub negative_cache_ttl: Duration,
-    /// How often a stream with many subscribers wakes them for new events.
-    pub wake_pacing: WakePacingConfig,
+    /// Deprecated, no effect (events go out in natural batches; docs/config.md): still loads, with a warning.
+    pub wake_pacing: Option<WakePacingConfig>,
     /// Streams one HTTP/2 connection may have open at once (announced in SETTINGS; h2 refuses more with
     /// REFUSED_STREAM); 1 to 1000.
     pub h2_max_streams_per_connection: u32,
@@ -50,9 +50,7 @@ pub struct LimitsConfig {
     pub max_key_bytes: usize,
 }
 
-/// Wake pacing: a stream with at least `from` subscribers wakes them for new events at most once per
-/// `per_subscriber` × subscribers (at most `max`); the events published meanwhile wait in the ring and go out
-/// together.
+/// The former wake pacing (deprecated, ignored): still parsed and validated so existing files load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WakePacingConfig {
@@ -76,18 +74,6 @@ impl Default for WakePacingConfig {
     }
 }
 
-impl WakePacingConfig {
-    /// The pace of a stream with `subscribers` subscribers (zero: wake at once).
-    pub fn pace(&self, subscribers: usize) -> Duration {
-        if subscribers < self.from {
-            return Duration::ZERO;
-        }
-        self.per_subscriber
-            .saturating_mul(u32::try_from(subscribers).unwrap_or(u32::MAX))
-            .min(self.max)
-    }
-}
-
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
@@ -100,7 +86,7 @@ impl Default for LimitsConfig {
             max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
             max_streams: DEFAULT_MAX_STREAMS,
             negative_cache_ttl: DEFAULT_NEGATIVE_CACHE_TTL,
-            wake_pacing: WakePacingConfig::default(),
+            wake_pacing: None,
             h2_max_streams_per_connection: DEFAULT_H2_MAX_STREAMS_PER_CONNECTION,
             h2_send_buffer: DEFAULT_H2_SEND_BUFFER,
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,

@@ -48,13 +48,14 @@ pub(super) fn check(config: &Config, report: &mut Report<'_>) {
         limits.negative_cache_ttl,
         MIN_DURATION,
     );
-    let pacing = &limits.wake_pacing;
-    report.floor(
-        "limits.wake_pacing.per_subscriber",
-        pacing.per_subscriber,
-        MIN_PACE,
-    );
-    report.floor("limits.wake_pacing.max", pacing.max, MIN_DURATION);
+    if let Some(pacing) = &limits.wake_pacing {
+        report.floor(
+            "limits.wake_pacing.per_subscriber",
+            pacing.per_subscriber,
+            MIN_PACE,
+        );
+        report.floor("limits.wake_pacing.max", pacing.max, MIN_DURATION);
+    }
     report.floor("shutdown.grace", config.shutdown.grace, MIN_DURATION);
     if let Some(admin) = &config.admin {
         report.floor("admin.timeout", admin.timeout, MIN_DURATION);

@@ -97,18 +97,20 @@ pub(super) fn check(config: &Config, report: &mut Report<'_>) {
         report.add("limits.h2_send_buffer", "must be 1KiB to 1MiB");
     }
     report.count("limits.max_key_bytes", limits.max_key_bytes, MAX_KEY_BYTES);
-    let pacing = &limits.wake_pacing;
-    report.count("limits.wake_pacing.from", pacing.from, MAX_COUNT);
-    report.at_most_time(
-        "limits.wake_pacing.per_subscriber",
-        pacing.per_subscriber,
-        Duration::from_secs(1),
-    );
-    report.span(
-        "limits.wake_pacing.max",
-        pacing.max,
-        Duration::from_secs(10),
-    );
+    // Deprecated and ignored, but a file that sets it still gets its values checked as before.
+    if let Some(pacing) = &limits.wake_pacing {
+        report.count("limits.wake_pacing.from", pacing.from, MAX_COUNT);
+        report.at_most_time(
+            "limits.wake_pacing.per_subscriber",
+            pacing.per_subscriber,
+            Duration::from_secs(1),
+        );
+        report.span(
+            "limits.wake_pacing.max",
+            pacing.max,
+            Duration::from_secs(10),
+        );
+    }
     report.at_most_time(
         "limits.negative_cache_ttl",
         limits.negative_cache_ttl,

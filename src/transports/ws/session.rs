@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::{Message, error::CapacityError};
 use crate::config::WsFormat;
 use crate::event::Event;
 use crate::hub::{Next, Subscription};
+use crate::transports::ends::{End as Stop, Ends};
 use crate::transports::{OpenGauge, StreamContext};
 
 /// Most events taken from the ring per wake-up (written, then flushed once).
@@ -110,11 +111,15 @@ impl Session {
             let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
             let (mut sink, mut stream) = ws.split();
             let liveness = Liveness::default();
+            // Polled only when a token fired (not on every event: see `ends.rs`).
+            let ends = Ends::new(&ctx.drain, &ctx.kick);
             let end = tokio::select! {
                 biased;
-                // A kicked client stopped reading: its socket is full, so a close frame would not get through.
-                () = ctx.kick.cancelled() => End::Drop,
-                () = ctx.drain.cancelled() => End::Close(CloseCode::Away, "going away"),
+                end = ends => match end {
+                    // A kicked client stopped reading: its socket is full, so a close frame would not get through.
+                    Stop::Kicked => End::Drop,
+                    Stop::Drained => End::Close(CloseCode::Away, "going away"),
+                },
                 end = read_loop(&ctx, &forwarded, &mut stream, &liveness) => end,
                 end = write_loop(&ctx, &mut subscription, &mut sink, &liveness) => end,
             };
