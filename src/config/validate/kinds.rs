@@ -33,11 +33,7 @@ pub(super) fn kind_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_
     redis_rules(stream, &at, report);
 
     if let Some(protocol) = &up.subprotocol {
-        let token = !protocol.is_empty()
-            && protocol
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-        if !token {
+        if !super::ws::is_token(protocol) {
             report.add(
                 &format!("{at}.subprotocol"),
                 format!(
