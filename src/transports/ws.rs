@@ -12,8 +12,8 @@ mod session;
 use std::time::Duration;
 
 use http::header::{
-    CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL,
-    SEC_WEBSOCKET_VERSION, UPGRADE,
+    CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -145,7 +145,9 @@ pub fn serve(ctx: StreamContext, subscription: Subscription, req: &Request<()>) 
     };
     ctx.metrics.ws_handshake(
         deflate.is_some(),
-        subprotocol.as_ref().and_then(|(name, _)| name.to_str().ok()),
+        subprotocol
+            .as_ref()
+            .and_then(|(name, _)| name.to_str().ok()),
     );
     let gauge = OpenGauge::new(&ctx.metrics, "ws", ctx.http_version);
     let session = session::Session::new(ctx, subscription, forwarded, negotiated, gauge);

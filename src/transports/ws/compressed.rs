@@ -34,10 +34,19 @@ enum At {
     /// The length byte is next.
     Length,
     /// `left` bytes of an extended length, then the mask (if `masked`).
-    ExtLength { left: u8, len: u64, masked: bool },
+    ExtLength {
+        left: u8,
+        len: u64,
+        masked: bool,
+    },
     /// `left` bytes of masking key, then `len` bytes of payload.
-    Mask { left: u8, len: u64 },
-    Payload { left: u64 },
+    Mask {
+        left: u8,
+        len: u64,
+    },
+    Payload {
+        left: u64,
+    },
 }
 
 pin_project_lite::pin_project! {
@@ -140,11 +149,16 @@ fn scan(bytes: &mut [u8], at: &mut At, masked: &mut bool, arrivals: &Arrivals) {
                 *at = if left == 1 {
                     payload(len)
                 } else {
-                    At::Mask { left: left - 1, len }
+                    At::Mask {
+                        left: left - 1,
+                        len,
+                    }
                 };
             }
             At::Payload { left } => {
-                let take = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len() - i);
+                let take = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len() - i);
                 i += take;
                 *at = payload(left - take as u64);
             }
@@ -249,8 +263,8 @@ fn inflate(decompress: &mut Decompress, payload: &[u8], max: usize) -> Result<By
     'inputs: for input in [payload, &TAIL[..]] {
         let start = decompress.total_in();
         loop {
-            let consumed =
-                usize::try_from(decompress.total_in() - start).map_err(|_| InflateError::Invalid)?;
+            let consumed = usize::try_from(decompress.total_in() - start)
+                .map_err(|_| InflateError::Invalid)?;
             let (before_in, before_out) = (decompress.total_in(), out.len());
             let status = decompress
                 .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
@@ -302,9 +316,18 @@ mod tests {
         let text = b"hello hello hello hello hello".repeat(100);
         let compressed = deflate(&text);
         let mut inflater = Inflater::new(true);
-        assert_eq!(&inflater.inflate(&compressed, text.len()).unwrap()[..], &text[..]);
-        assert_eq!(inflater.inflate(&compressed, text.len() - 1), Err(InflateError::TooBig));
-        assert_eq!(inflater.inflate(b"\xff\xff\xff", 100), Err(InflateError::Invalid));
+        assert_eq!(
+            &inflater.inflate(&compressed, text.len()).unwrap()[..],
+            &text[..]
+        );
+        assert_eq!(
+            inflater.inflate(&compressed, text.len() - 1),
+            Err(InflateError::TooBig)
+        );
+        assert_eq!(
+            inflater.inflate(b"\xff\xff\xff", 100),
+            Err(InflateError::Invalid)
+        );
     }
 
     #[test]
@@ -321,7 +344,10 @@ mod tests {
         // Two messages from one compressor: the second refers back into the first.
         let mut compressor = Compress::new(Compression::default(), false);
         let mut messages = Vec::new();
-        for text in [&b"a repeated sentence, a repeated sentence"[..], b"a repeated sentence"] {
+        for text in [
+            &b"a repeated sentence, a repeated sentence"[..],
+            b"a repeated sentence",
+        ] {
             let mut out = Vec::with_capacity(256);
             compressor
                 .compress_vec(text, &mut out, FlushCompress::Sync)
@@ -353,8 +379,14 @@ mod tests {
         assert_eq!(
             got,
             [
-                Arrived { compressed: true, text: true },
-                Arrived { compressed: false, text: false }
+                Arrived {
+                    compressed: true,
+                    text: true
+                },
+                Arrived {
+                    compressed: false,
+                    text: false
+                }
             ]
         );
     }

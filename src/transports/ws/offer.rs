@@ -164,7 +164,10 @@ mod tests {
         // Chromium and Firefox.
         assert_eq!(
             offer(&["permessage-deflate; client_max_window_bits"]),
-            Some((plain(false), "permessage-deflate; server_no_context_takeover".into()))
+            Some((
+                plain(false),
+                "permessage-deflate; server_no_context_takeover".into()
+            ))
         );
         // Python websockets.
         assert_eq!(
@@ -234,7 +237,10 @@ mod tests {
             headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(offered));
             subprotocol(&headers, &ws).map(|(v, f)| (v.to_str().unwrap_or_default().to_owned(), f))
         };
-        assert_eq!(pick("chat, app.v2"), Some(("app.v2".into(), WsFormat::Data)));
+        assert_eq!(
+            pick("chat, app.v2"),
+            Some(("app.v2".into(), WsFormat::Data))
+        );
         assert_eq!(
             pick("pushbridge.envelope.v1, app.v2"),
             Some(("pushbridge.envelope.v1".into(), WsFormat::Envelope))

@@ -414,7 +414,11 @@ async fn shutdown<IO: AsyncWrite + Unpin>(mut io: IO) {
 
 /// One text frame carrying the event's shared bytes (no copy; already valid UTF-8, so not checked again): its
 /// compressed form (RSV1 set, RFC 7692 §6) when deflate was negotiated and the event is worth compressing.
-fn event_message(event: &Event, negotiated: Negotiated, sent: &mut crate::metrics::WsSent) -> Message {
+fn event_message(
+    event: &Event,
+    negotiated: Negotiated,
+    sent: &mut crate::metrics::WsSent,
+) -> Message {
     let (deflated, plain) = match negotiated.format {
         WsFormat::Envelope => (
             negotiated.deflate.and_then(|_| event.deflated_envelope()),
