@@ -56,7 +56,8 @@ for (let i = 0; i < clients; i++) {
   ws.on("error", () => (bad += 1));
   if (i % 100 === 99) await new Promise((r) => setTimeout(r, 50));
 }
-while (open < clients) await new Promise((r) => setTimeout(r, 100));
+// Every client open and pushbridge's upstream connection (re)made to this run's source before the window.
+while (open < clients || feeds.size === 0) await new Promise((r) => setTimeout(r, 100));
 await new Promise((r) => setTimeout(r, 2000));
 const before = { received, cpu: cpu(), bytes: await metric("pushbridge_ws_payload_bytes_total") };
 await new Promise((r) => setTimeout(r, seconds * 1000));
