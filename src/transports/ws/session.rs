@@ -3,10 +3,10 @@
 //! blocks only its own writer (the hub's sweeper kicks it); a client that stops answering pings is closed.
 //!
 //! Close codes (RFC 6455 §7.4.1): 1001 on drain or stream end, 1003 for a client message on a route without
-//! `client_messages`, 1007 for invalid UTF-8, 1002 for a protocol error, 1009 for an over-size client message,
-//! 1011 after two unanswered pings, 1013 when the client fell behind the ring (resume with its last id). A client
-//! that did not answer the close frame (it may still be sending the message it was closed for) gets a lingering
-//! close ([`super::linger`]).
+//! `client_messages`, 1007 for invalid UTF-8 or deflate data, 1002 for a protocol error, 1009 for an over-size client
+//! message (a compressed one: as sent or inflated), 1011 after two unanswered pings, 1013 when the client fell behind
+//! the ring (resume with its last id). A client that did not answer the close frame (it may still be sending the
+//! message it was closed for) gets a lingering close ([`super::linger`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
