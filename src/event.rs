@@ -9,6 +9,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+mod deflate;
+
+pub use deflate::MIN_DEFLATE_BYTES;
+
 /// One event as the hub holds it.
 #[derive(Debug)]
 pub struct Event {
@@ -27,6 +31,9 @@ pub struct Event {
     sse: OnceLock<Bytes>,
     envelope: OnceLock<Bytes>,
     data_bytes: OnceLock<Bytes>,
+    /// permessage-deflate payloads of `envelope` and `data_bytes` (`None`: sent uncompressed).
+    deflated_envelope: OnceLock<Option<Bytes>>,
+    deflated_data: OnceLock<Option<Bytes>>,
     /// Where its bytes are counted, and how many it charged so far.
     account: Option<Arc<BufferBytes>>,
     charged: AtomicUsize,
@@ -104,6 +111,8 @@ impl Event {
             sse: OnceLock::new(),
             envelope: OnceLock::new(),
             data_bytes: OnceLock::new(),
+            deflated_envelope: OnceLock::new(),
+            deflated_data: OnceLock::new(),
             account: None,
             charged: AtomicUsize::new(0),
         }
@@ -175,6 +184,28 @@ impl Event {
                 Bytes::copy_from_slice(self.data.as_bytes())
             })
             .clone()
+    }
+}
+
+impl Event {
+    /// [`Event::envelope`] compressed for permessage-deflate, when worth it (made once, shared).
+    pub fn deflated_envelope(&self) -> Option<&Bytes> {
+        self.deflated_envelope
+            .get_or_init(|| self.deflated(&self.envelope()))
+            .as_ref()
+    }
+
+    /// [`Event::data_frame`] compressed for permessage-deflate, when worth it (made once, shared).
+    pub fn deflated_data(&self) -> Option<&Bytes> {
+        self.deflated_data
+            .get_or_init(|| self.deflated(self.data.as_bytes()))
+            .as_ref()
+    }
+
+    fn deflated(&self, payload: &[u8]) -> Option<Bytes> {
+        let compressed = deflate::deflate(payload)?;
+        self.charge(compressed.len());
+        Some(compressed)
     }
 }
 

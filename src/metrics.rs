@@ -4,7 +4,9 @@
 
 mod labels;
 
-pub use labels::{CLOSE_REASONS, Close, PUBLISH_RESULTS};
+pub use labels::{
+    CLOSE_REASONS, Close, PUBLISH_RESULTS, WS_BUILTIN_SUBPROTOCOLS, WS_EXTENSIONS, WsSent,
+};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -125,6 +127,14 @@ pub struct Metrics {
     pub publish_body_bytes: IntGauge,
     /// Publish requests refused with 503 because the bodies in flight reached their budget.
     pub publish_body_budget_refusals: IntCounter,
+    /// Client WebSocket handshakes answered, by negotiated extension and subprotocol (`none`: no header).
+    pub ws_handshakes: IntCounterVec,
+    /// Event payload bytes sent on client WebSockets, by compression (`deflate`: as compressed, `none`).
+    pub ws_payload_bytes: IntCounterVec,
+    /// What the payloads sent compressed were before compression.
+    pub ws_deflate_original_bytes: IntCounter,
+    /// `ws_payload_bytes` resolved per label (deflate, none).
+    ws_payload_by: [IntCounter; 2],
     /// `events_delivered` and `delivery_latency` resolved per transport once (in `TRANSPORTS` order): the hot path
     /// (every event × every subscriber) then skips the label lookup.
     delivered_by: Vec<(IntCounter, Histogram)>,
@@ -162,6 +172,11 @@ impl Metrics {
             &["transport"],
         )?;
         registry.register(Box::new(latency.clone()))?;
+        let ws_payload_bytes = counter_vec(
+            "pushbridge_ws_payload_bytes_total",
+            "Event payload bytes sent on client WebSockets, by compression (deflate: compressed size, none).",
+            &["compression"],
+        )?;
         let streams_open = IntGauge::new("pushbridge_streams_open", "Live hub streams.")?;
         registry.register(Box::new(streams_open.clone()))?;
 
@@ -412,6 +427,17 @@ impl Metrics {
                 "pushbridge_publish_body_budget_refusals_total",
                 "Publish requests answered 503 because the bodies in flight reached their budget (64 MiB).",
             )?,
+            ws_handshakes: counter_vec(
+                "pushbridge_ws_handshakes_total",
+                "Client WebSocket handshakes answered, by negotiated extension (permessage-deflate, none) and subprotocol (none: not selected).",
+                &["extension", "subprotocol"],
+            )?,
+            ws_payload_by: ["deflate", "none"].map(|c| ws_payload_bytes.with_label_values(&[c])),
+            ws_payload_bytes,
+            ws_deflate_original_bytes: counter(
+                "pushbridge_ws_deflate_original_bytes_total",
+                "Size before compression of the event payloads sent compressed (ratio: divide by pushbridge_ws_payload_bytes_total{compression=\"deflate\"}).",
+            )?,
             delivered_by: Vec::new(),
             registry,
         };
@@ -501,6 +527,12 @@ impl Metrics {
         for result in ["ok", "error"] {
             self.ready_checks.with_label_values(&[result]);
         }
+        for extension in WS_EXTENSIONS {
+            for subprotocol in WS_BUILTIN_SUBPROTOCOLS.iter().chain(&["none"]) {
+                self.ws_handshakes
+                    .with_label_values(&[extension, subprotocol]);
+            }
+        }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -586,6 +618,27 @@ impl Metrics {
         let now = std::time::Instant::now();
         for event in events.iter().filter(|e| live(e)) {
             histogram.observe(now.saturating_duration_since(event.published).as_secs_f64());
+        }
+    }
+
+    /// Counts a client WebSocket handshake answered with or without permessage-deflate and a subprotocol (a name
+    /// from the route's configuration).
+    pub fn ws_handshake(&self, deflate: bool, subprotocol: Option<&str>) {
+        let extension = WS_EXTENSIONS[usize::from(!deflate)];
+        self.ws_handshakes
+            .with_label_values(&[extension, subprotocol.unwrap_or("none")])
+            .inc();
+    }
+
+    /// Counts the payload bytes of one WebSocket write batch.
+    pub fn ws_sent(&self, sent: WsSent) {
+        let [deflated, plain] = &self.ws_payload_by;
+        if sent.deflated > 0 {
+            deflated.inc_by(sent.deflated);
+            self.ws_deflate_original_bytes.inc_by(sent.original);
+        }
+        if sent.plain > 0 {
+            plain.inc_by(sent.plain);
         }
     }
 

@@ -314,6 +314,62 @@ fn client_is_es5() {
     }
 }
 
+/// Chromium offers permessage-deflate on every handshake: on a `compression: deflate` route it gets it, directly and
+/// through nginx forwarding Upgrade, with the envelope subprotocol, and a large event arrives intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_negotiates_permessage_deflate() {
+    let Some(tools) = Tools::find() else { return };
+    let upstream = Arc::new(SseUpstream::start(true).await);
+    let page = harness::serve_page().await;
+    let yaml = format!(
+        "{}  - path: /big/{{channel}}\n    upstream: {{ url: \"http://{}/internal/big/{{channel}}\", kind: sse }}\n    ws: {{ compression: deflate, format: data }}\n",
+        config(upstream.addr, page),
+        upstream.addr
+    );
+    let proxy = proxy::start(&yaml).await;
+    let nginx = Nginx::start(tools.nginx(), proxy.addr(), PROXY_UPGRADE, None).await;
+    let data = format!(
+        "{{\"rows\":[{}]}}",
+        vec!["{\"name\":\"row\",\"value\":12345}"; 60].join(",")
+    );
+    // Published until the test ends: the probe takes the first event after it opened.
+    let publisher = {
+        let (upstream, data) = (upstream.clone(), data.clone());
+        tokio::spawn(async move {
+            loop {
+                upstream.publish(data.clone());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let mut browser = Browser::launch(&tools).await;
+    for (name, base) in [
+        ("deflate-direct", proxy.addr()),
+        ("deflate-nginx", nginx.addr()),
+    ] {
+        browser
+            .open(name, &page_url(base, "deflate", ""), false)
+            .await;
+        let seen = browser.ws_probe(name, &format!("ws://{base}/big/x")).await;
+        assert_eq!(
+            seen["extensions"], "permessage-deflate; server_no_context_takeover",
+            "{name}: {seen}"
+        );
+        assert_eq!(seen["protocol"], "pushbridge.envelope.v1", "{name}: {seen}");
+        let envelope: serde_json::Value =
+            serde_json::from_str(seen["data"].as_str().unwrap_or_default()).unwrap();
+        assert_eq!(envelope["data"], data.as_str(), "{name}");
+        browser.close(name).await;
+    }
+    publisher.abort();
+    browser.quit().await;
+    let metrics = String::from_utf8(proxy.running().metrics().render()).unwrap();
+    assert!(
+        metrics.contains("pushbridge_ws_handshakes_total{extension=\"permessage-deflate\",subprotocol=\"pushbridge.envelope.v1\"} 2"),
+        "{metrics}"
+    );
+}
+
 fn config(upstream: SocketAddr, page: SocketAddr) -> String {
     format!(
         r#"

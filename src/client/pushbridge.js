@@ -79,8 +79,9 @@
   // and a.fail(message, downgrade); each returns its stop function.
 
   function openWs(url, a) {
+    // The envelope subprotocol: envelopes (ids, so resume works) whatever the route's ws.format.
     var sock = new root.WebSocket(absolute(withQuery(url, { transport: 'ws', last_event_id: a.cursor() }))
-      .replace(/^http/, 'ws'));
+      .replace(/^http/, 'ws'), ['pushbridge.envelope.v1']);
     var heard = false;
     sock.onopen = function () { a.live(); };
     sock.onmessage = function (m) {

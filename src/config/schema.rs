@@ -447,6 +447,7 @@ names!(TransportKind { Ws => "ws", Sse => "sse", LongPoll => "long-poll" });
 names!(Mode { Shared => "shared", PerClient => "per-client" });
 names!(UpstreamKind { Sse => "sse", Ws => "ws", Ndjson => "ndjson", Poll => "poll", Redis => "redis", Publish => "publish" });
 names!(WsFormat { Envelope => "envelope", Data => "data" });
+names!(WsCompression { Off => "off", Deflate => "deflate" });
 names!(LogFormat { Text => "text", Json => "json" });
 
 impl UpstreamConfig {

@@ -265,6 +265,13 @@ fn validation_errors_are_located() {
             "more than zero",
         ),
         (
+            "    ws: { compression: deflate, subprotocols: { app.v1: data, \"a b\": envelope } }\n",
+            7,
+            63,
+            "streams[0].ws.subprotocols.a b",
+            "invalid subprotocol name",
+        ),
+        (
             "    transports: []\n",
             7,
             17,

@@ -18,6 +18,7 @@ mod floors;
 mod kinds;
 mod limits;
 mod publish;
+mod ws;
 
 /// Paths under this prefix are served by pushbridge itself (the JS client).
 pub const RESERVED_PREFIX: &str = "/_pushbridge";
@@ -173,6 +174,7 @@ fn stream_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_>) {
         );
     }
     kinds::kind_rules(stream, at, report);
+    ws::rules(stream, at, report);
     for (i, kind) in stream.transports.iter().enumerate() {
         if stream.transports[..i].contains(kind) {
             report.add(

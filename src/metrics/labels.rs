@@ -46,3 +46,19 @@ pub const PUBLISH_RESULTS: [&str; 8] = [
     "not_found",
     "method_not_allowed",
 ];
+
+/// The `extension` label of `pushbridge_ws_handshakes_total`: what a client WebSocket session negotiated.
+pub const WS_EXTENSIONS: [&str; 2] = ["permessage-deflate", "none"];
+/// Subprotocols every route knows (`subprotocol` label; a route's own names are added as they are selected).
+pub const WS_BUILTIN_SUBPROTOCOLS: [&str; 2] = ["pushbridge.envelope.v1", "pushbridge.data.v1"];
+
+/// Event payload bytes one WebSocket write batch sent (`pushbridge_ws_payload_bytes_total`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WsSent {
+    /// Sent uncompressed.
+    pub plain: u64,
+    /// Sent compressed (as on the wire).
+    pub deflated: u64,
+    /// What the compressed ones were before compression.
+    pub original: u64,
+}

@@ -4,18 +4,24 @@
 //! The answer carries the session ([`Upgrade`]): hyper's path runs it on the upgraded connection in a task of the
 //! connection, the direct HTTP/1.1 path runs it on the socket itself.
 
+mod compressed;
 mod handshake;
+mod offer;
 mod session;
 
 use std::time::Duration;
 
-use http::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_VERSION, UPGRADE};
+use http::header::{
+    CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
 use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::{OpenGauge, Served, StreamContext};
 use crate::Body;
+use crate::config::WsCompression;
 use crate::hub::Subscription;
 
 use handshake::Refusal;
@@ -127,9 +133,32 @@ pub fn serve(ctx: StreamContext, subscription: Subscription, req: &Request<()>) 
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
+    let ws_config = &ctx.route.config.ws;
+    let deflate = match ws_config.compression {
+        WsCompression::Deflate => offer::deflate(req.headers()),
+        WsCompression::Off => None,
+    };
+    let subprotocol = offer::subprotocol(req.headers(), ws_config);
+    let negotiated = session::Negotiated {
+        format: subprotocol.as_ref().map_or(ws_config.format, |(_, f)| *f),
+        deflate: deflate.as_ref().map(|(d, _)| *d),
+    };
+    ctx.metrics.ws_handshake(
+        deflate.is_some(),
+        subprotocol
+            .as_ref()
+            .and_then(|(name, _)| name.to_str().ok()),
+    );
     let gauge = OpenGauge::new(&ctx.metrics, "ws", ctx.http_version);
-    let session = session::Session::new(ctx, subscription, forwarded, gauge);
+    let session = session::Session::new(ctx, subscription, forwarded, negotiated, gauge);
     let mut response = Response::new(Upgrade { session, config });
+    let headers = response.headers_mut();
+    if let Some((_, answer)) = deflate {
+        headers.insert(SEC_WEBSOCKET_EXTENSIONS, answer);
+    }
+    if let Some((name, _)) = subprotocol {
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, name);
+    }
     match accepted {
         handshake::Accepted::Http1 { accept_key } => {
             *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

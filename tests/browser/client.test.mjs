@@ -51,7 +51,7 @@ function page({ websocket = true, eventsource = true, storage = {} } = {}) {
   };
   if (websocket) {
     env.WebSocket = class {
-      constructor(url) { this.url = url; sockets.push(this); }
+      constructor(url, protocols) { this.url = url; this.protocols = protocols; sockets.push(this); }
       close() { this.closed = true; }
       message(value) { this.onmessage({ data: JSON.stringify(value) }); }
     };
@@ -116,6 +116,8 @@ test('WebSocket first; a drop reconnects to it from the last id', () => {
   p.connect();
   assert.equal(param(p.sockets[0].url, 'transport'), 'ws');
   assert.equal(p.sockets[0].url.slice(0, 17), 'ws://app.test/eve');
+  // Envelopes whatever the route's ws.format (docs/protocol.md, subprotocols).
+  assert.equal(JSON.stringify(p.sockets[0].protocols), '["pushbridge.envelope.v1"]');
   p.sockets[0].onopen();
   [1, 2, 3].forEach((id) => p.sockets[0].message(tick(id)));
   p.sockets[0].onclose({ code: 1006 });

@@ -292,6 +292,21 @@ impl Browser {
         assert_eq!(answer["ok"], true, "{page}: reload failed: {answer}");
     }
 
+    /// Opens a WebSocket to `url` from the page; the driver's answer (negotiated extensions, protocol, first message).
+    pub async fn ws_probe(&mut self, page: &str, url: &str) -> Value {
+        let answer = self
+            .call(
+                json!({"op": "ws_probe", "page": page, "url": url}),
+                Duration::from_secs(20),
+            )
+            .await;
+        assert_eq!(
+            answer["ok"], true,
+            "{page}: WebSocket probe of {url}: {answer}"
+        );
+        answer
+    }
+
     pub async fn close(&mut self, page: &str) {
         let answer = self
             .call(

@@ -12,6 +12,8 @@
 //   {"op":"reload","page":"p1"}                                               → {"ok":true}
 //       reloads the page in the same tab (its sessionStorage survives, as in a real page session)
 //   {"op":"close","page":"p1"}                                                → {"ok":true}
+//   {"op":"ws_probe","page":"p1","url":"ws://…"}  → {"ok":true,"extensions":"…","protocol":"…","data":"…"}
+//       opens a WebSocket from the page (subprotocol pushbridge.envelope.v1) and returns its first message
 // The first line out is {"ready":true,"version":"…"}. EOF on stdin closes the browser and exits.
 // `old_browser` deletes WebSocket and EventSource before any page script runs (a browser with neither).
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -88,6 +90,20 @@ async function handle(cmd) {
     } catch (error) {
       return { ok: false, error: String(error.message || error).split('\n')[0], state: await state(cmd.page, page) };
     }
+  }
+  if (cmd.op === 'ws_probe') {
+    // A WebSocket of the page's own, asking for the envelope subprotocol: what was negotiated and its first message.
+    const seen = await page.evaluate((url) => new Promise((resolve) => {
+      const ws = new WebSocket(url, ['pushbridge.envelope.v1']);
+      const timer = setTimeout(() => resolve({ error: 'no message within 10 s' }), 10000);
+      ws.onmessage = (m) => {
+        clearTimeout(timer);
+        resolve({ extensions: ws.extensions, protocol: ws.protocol, data: m.data });
+        ws.close();
+      };
+      ws.onerror = () => { clearTimeout(timer); resolve({ error: 'WebSocket error' }); };
+    }), cmd.url);
+    return { ok: !seen.error, ...seen };
   }
   if (cmd.op === 'mark') {
     const t = await page.evaluate((what) => {

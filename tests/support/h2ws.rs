@@ -48,6 +48,20 @@ impl H2Client {
         protocol: Option<&str>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Option<H2Io>) {
+        let (status, _, io) = self
+            .request_with_headers(method, path, protocol, headers)
+            .await;
+        (status, io)
+    }
+
+    /// [`request`](Self::request), also returning the response's header fields.
+    async fn request_with_headers(
+        &mut self,
+        method: Method,
+        path: &str,
+        protocol: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, http::HeaderMap, Option<H2Io>) {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("http://{}{path}", self.addr))
@@ -71,12 +85,23 @@ impl H2Client {
             .expect("response in time")
             .expect("response");
         let status = response.status();
+        let fields = response.headers().clone();
         let io = status.is_success().then(|| H2Io {
             send,
             recv: response.into_body(),
             pending: Bytes::new(),
         });
-        (status, io)
+        (status, fields, io)
+    }
+
+    /// An extended CONNECT to `path` with extra request fields: the status, the response's fields and the raw tunnel.
+    pub async fn tunnel(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, http::HeaderMap, Option<H2Io>) {
+        self.request_with_headers(Method::CONNECT, path, Some("websocket"), headers)
+            .await
     }
 
     /// Opens a WebSocket on `path` (with its query); returns the CONNECT status and the socket when it is 200.

@@ -58,11 +58,45 @@ impl Default for LongPollConfig {
 }
 
 /// WebSocket behaviour.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WsConfig {
-    /// Text frame payload per event.
+    /// Text frame payload per event (for a client that selected no known subprotocol).
     pub format: WsFormat,
+    /// permessage-deflate (RFC 7692) for clients that offer it.
+    pub compression: WsCompression,
+    /// `Sec-WebSocket-Protocol` names a client may select, and the payload each gets; added to (and overriding)
+    /// [`BUILTIN_SUBPROTOCOLS`].
+    pub subprotocols: std::collections::BTreeMap<String, WsFormat>,
+}
+
+/// Subprotocol names every WebSocket route knows (the JS client asks for the first).
+pub const BUILTIN_SUBPROTOCOLS: [(&str, WsFormat); 2] = [
+    ("pushbridge.envelope.v1", WsFormat::Envelope),
+    ("pushbridge.data.v1", WsFormat::Data),
+];
+
+impl WsConfig {
+    /// The payload format of subprotocol `name`, when the route knows it.
+    pub fn subprotocol(&self, name: &str) -> Option<WsFormat> {
+        self.subprotocols.get(name).copied().or_else(|| {
+            BUILTIN_SUBPROTOCOLS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, f)| *f)
+        })
+    }
+}
+
+/// WebSocket compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WsCompression {
+    /// Never negotiate an extension.
+    #[default]
+    Off,
+    /// permessage-deflate, each event compressed once for every subscriber.
+    Deflate,
 }
 
 /// WebSocket text frame payload.

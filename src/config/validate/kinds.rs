@@ -32,20 +32,16 @@ pub(super) fn kind_rules(stream: &StreamConfig, at: &str, report: &mut Report<'_
     only(up.fields.is_some(), "fields", &[UpstreamKind::Redis]);
     redis_rules(stream, &at, report);
 
-    if let Some(protocol) = &up.subprotocol {
-        let token = !protocol.is_empty()
-            && protocol
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-        if !token {
-            report.add(
-                &format!("{at}.subprotocol"),
-                format!(
-                    "invalid subprotocol {:?}: one token such as \"v1.feed\" (RFC 6455 §4.1)",
-                    clip(protocol)
-                ),
-            );
-        }
+    if let Some(protocol) = &up.subprotocol
+        && !super::ws::is_token(protocol)
+    {
+        report.add(
+            &format!("{at}.subprotocol"),
+            format!(
+                "invalid subprotocol {:?}: one token such as \"v1.feed\" (RFC 6455 §4.1)",
+                clip(protocol)
+            ),
+        );
     }
     if let Some(resume) = &up.resume {
         match (&resume.query, &resume.header) {

@@ -3,10 +3,10 @@
 //! blocks only its own writer (the hub's sweeper kicks it); a client that stops answering pings is closed.
 //!
 //! Close codes (RFC 6455 §7.4.1): 1001 on drain or stream end, 1003 for a client message on a route without
-//! `client_messages`, 1007 for invalid UTF-8, 1002 for a protocol error, 1009 for an over-size client message,
-//! 1011 after two unanswered pings, 1013 when the client fell behind the ring (resume with its last id). A client
-//! that did not answer the close frame (it may still be sending the message it was closed for) gets a lingering
-//! close ([`super::linger`]).
+//! `client_messages`, 1007 for invalid UTF-8 or deflate data, 1002 for a protocol error, 1009 for an over-size client
+//! message (a compressed one: as sent or inflated), 1011 after two unanswered pings, 1013 when the client fell behind
+//! the ring (resume with its last id). A client that did not answer the close frame (it may still be sending the
+//! message it was closed for) gets a lingering close ([`super::linger`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -24,6 +24,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, error::CapacityError};
 
+use super::compressed::{Arrivals, Arrived, InflateError, Inflater, Rsv1Reader};
+use super::offer::Deflate;
 use crate::config::WsFormat;
 use crate::event::Event;
 use crate::hub::{Next, Subscription};
@@ -43,7 +45,16 @@ pub struct Session {
     subscription: Subscription,
     /// The handshake's headers forwarded with client messages.
     forwarded: HeaderMap,
+    negotiated: Negotiated,
     _gauge: OpenGauge,
+}
+
+/// What the handshake settled for the session.
+#[derive(Debug, Clone, Copy)]
+pub struct Negotiated {
+    /// Payload per event: the selected subprotocol's, or the route's `ws.format`.
+    pub format: WsFormat,
+    pub deflate: Option<Deflate>,
 }
 
 /// Whether the peer answers pings, shared by the reader and the writer.
@@ -81,12 +92,14 @@ impl Session {
         ctx: StreamContext,
         subscription: Subscription,
         forwarded: HeaderMap,
+        negotiated: Negotiated,
         gauge: OpenGauge,
     ) -> Session {
         Session {
             ctx,
             subscription,
             forwarded,
+            negotiated,
             _gauge: gauge,
         }
     }
@@ -105,9 +118,12 @@ impl Session {
             ctx,
             mut subscription,
             forwarded,
+            negotiated,
             _gauge: gauge,
         } = self;
         async move {
+            let arrivals = negotiated.deflate.map(|_| Arrivals::default());
+            let io = Rsv1Reader::new(io, arrivals.clone());
             let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
             let (mut sink, mut stream) = ws.split();
             let liveness = Liveness::default();
@@ -120,8 +136,8 @@ impl Session {
                     Stop::Kicked => End::Drop,
                     Stop::Drained => End::Close(CloseCode::Away, "going away"),
                 },
-                end = read_loop(&ctx, &forwarded, &mut stream, &liveness) => end,
-                end = write_loop(&ctx, &mut subscription, &mut sink, &liveness) => end,
+                end = read_loop(&ctx, &forwarded, &mut stream, &liveness, Inbound::new(negotiated.deflate, arrivals)) => end,
+                end = write_loop(&ctx, &mut subscription, &mut sink, &liveness, negotiated) => end,
             };
             drop(subscription);
             tracing::debug!(stream = %ctx.key, ?end, "WebSocket session ended");
@@ -131,7 +147,7 @@ impl Session {
             // Boxed: a session does not carry the closing handshake's room while it runs.
             type Closing<'a, IO> =
                 std::pin::Pin<Box<dyn std::future::Future<Output = Option<IO>> + Send + 'a>>;
-            let closing: Closing<'_, IO> = Box::pin(close(ws, end));
+            let closing: Closing<'_, Rsv1Reader<IO>> = Box::pin(close(ws, end));
             let lingering = closing.await;
             // The session counts as open until here.
             drop(gauge);
@@ -148,6 +164,7 @@ async fn write_loop<S>(
     subscription: &mut Subscription,
     sink: &mut S,
     liveness: &Liveness,
+    negotiated: Negotiated,
 ) -> End
 where
     S: Sink<Message, Error = WsError> + Unpin,
@@ -171,13 +188,16 @@ where
         };
         match next {
             Next::Events(events) => {
+                let mut sent = crate::metrics::WsSent::default();
                 for event in &events {
-                    if let Err(error) = sink.feed(event_message(event, config.ws.format)).await {
+                    let message = event_message(event, negotiated, &mut sent);
+                    if let Err(error) = sink.feed(message).await {
                         return hung_up(&error);
                     }
                 }
                 ctx.metrics
                     .delivered("ws", &events, |e| subscription.is_live(e));
+                ctx.metrics.ws_sent(sent);
                 if let Err(error) = sink.flush().await {
                     return hung_up(&error);
                 }
@@ -207,6 +227,7 @@ async fn read_loop<S>(
     forwarded: &HeaderMap,
     stream: &mut S,
     liveness: &Liveness,
+    mut inbound: Inbound,
 ) -> End
 where
     S: Stream<Item = Result<Message, WsError>> + Unpin,
@@ -217,9 +238,9 @@ where
             Some(Ok(message)) => message,
             Some(Err(error)) => return read_error(ctx, &error),
         };
-        let (body, content_type) = match message {
-            Message::Text(text) => (Bytes::from(text), "text/plain; charset=utf-8"),
-            Message::Binary(bytes) => (bytes, "application/octet-stream"),
+        let (body, text) = match message {
+            Message::Text(text) => (Bytes::from(text), true),
+            Message::Binary(bytes) => (bytes, false),
             Message::Pong(_) => {
                 liveness.unanswered.store(0, Ordering::Relaxed);
                 continue;
@@ -234,7 +255,22 @@ where
                 .inc();
             return End::Close(CloseCode::Unsupported, "client messages are not enabled");
         };
-        let content_type = HeaderValue::from_static(content_type);
+        let (body, text) = match inbound.payload(body, text, forwarder.max_bytes()) {
+            Ok(payload) => payload,
+            Err(end) => {
+                ctx.metrics
+                    .client_messages
+                    .with_label_values(&["error"])
+                    .inc();
+                tracing::debug!(stream = %ctx.key, ?end, "Compressed WebSocket client message refused");
+                return end;
+            }
+        };
+        let content_type = HeaderValue::from_static(if text {
+            "text/plain; charset=utf-8"
+        } else {
+            "application/octet-stream"
+        });
         // Pongs are not read while a message is forwarded: the peer gets a fresh allowance afterwards.
         liveness.forwarding.store(true, Ordering::Relaxed);
         // Boxed: an idle session does not carry the room of an HTTP request to the application.
@@ -268,6 +304,45 @@ where
             .client_messages
             .with_label_values(&[outcome])
             .inc();
+    }
+}
+
+/// Client messages as they arrive: compressed ones (permessage-deflate) are inflated.
+struct Inbound {
+    /// With the inflater, when permessage-deflate was negotiated.
+    deflate: Option<(Arrivals, Inflater)>,
+}
+
+impl Inbound {
+    fn new(deflate: Option<Deflate>, arrivals: Option<Arrivals>) -> Inbound {
+        Inbound {
+            deflate: deflate
+                .zip(arrivals)
+                .map(|(d, a)| (a, Inflater::new(d.client_no_context_takeover))),
+        }
+    }
+
+    /// The message's payload and whether it is text, inflated within `max` bytes when it came compressed.
+    fn payload(&mut self, body: Bytes, text: bool, max: usize) -> Result<(Bytes, bool), End> {
+        let Some((arrivals, inflater)) = &mut self.deflate else {
+            return Ok((body, text));
+        };
+        let arrived = arrivals.lock().ok().and_then(|mut q| q.pop_front());
+        let Some(Arrived {
+            compressed: true,
+            text,
+        }) = arrived
+        else {
+            return Ok((body, text));
+        };
+        let body = inflater.inflate(&body, max).map_err(|error| match error {
+            InflateError::TooBig => End::Close(CloseCode::Size, "message too big"),
+            InflateError::Invalid => End::Close(CloseCode::Invalid, "invalid compressed data"),
+        })?;
+        if text && std::str::from_utf8(&body).is_err() {
+            return Err(End::Close(CloseCode::Invalid, "invalid UTF-8"));
+        }
+        Ok((body, text))
     }
 }
 
@@ -342,11 +417,35 @@ async fn shutdown<IO: AsyncWrite + Unpin>(mut io: IO) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, io.shutdown()).await;
 }
 
-/// One text frame carrying the event's shared bytes (no copy; already valid UTF-8, so not checked again).
-fn event_message(event: &Event, format: WsFormat) -> Message {
-    match format {
-        WsFormat::Envelope => text(event.envelope()),
-        WsFormat::Data => text(event.data_frame()),
+/// One text frame carrying the event's shared bytes (no copy; already valid UTF-8, so not checked again): its
+/// compressed form (RSV1 set, RFC 7692 §6) when deflate was negotiated and the event is worth compressing.
+fn event_message(
+    event: &Event,
+    negotiated: Negotiated,
+    sent: &mut crate::metrics::WsSent,
+) -> Message {
+    let (deflated, plain) = match negotiated.format {
+        WsFormat::Envelope => (
+            negotiated.deflate.and_then(|_| event.deflated_envelope()),
+            event.envelope(),
+        ),
+        WsFormat::Data => (
+            negotiated.deflate.and_then(|_| event.deflated_data()),
+            event.data_frame(),
+        ),
+    };
+    match deflated {
+        Some(compressed) if negotiated.deflate.is_some_and(|d| d.fits(plain.len())) => {
+            sent.deflated += compressed.len() as u64;
+            sent.original += plain.len() as u64;
+            let mut frame = Frame::message(compressed.clone(), OpCode::Data(Data::Text), true);
+            frame.header_mut().rsv1 = true;
+            Message::Frame(frame)
+        }
+        _ => {
+            sent.plain += plain.len() as u64;
+            text(plain)
+        }
     }
 }
 
