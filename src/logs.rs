@@ -156,11 +156,15 @@ impl LogLimiter {
         }
     }
 
+    fn slot(&self, key: &impl Hash) -> usize {
+        (self.hasher.hash_one(key) as usize) % SLOTS
+    }
+
     /// Whether a `kind` line about `key` may be written now: `Some(lines suppressed for this key since its last
     /// line)`, or `None` (counted as suppressed).
     pub fn admit(&self, kind: LogKind, key: &impl Hash) -> Option<u64> {
         let interval = (self.started.elapsed().as_millis() / INTERVAL.as_millis()) as u64;
-        let slot = (self.hasher.hash_one(key) as usize) % SLOTS;
+        let slot = self.slot(key);
         let index = LogKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
         let admitted = {
             let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
@@ -217,7 +221,12 @@ mod tests {
         assert_eq!(counter.with_label_values(&["upstream_failed"]).get(), 7);
         // Another kind and another key have their own budgets.
         assert_eq!(limiter.admit(LogKind::AuthCheck, &"a"), Some(0));
-        assert_eq!(limiter.admit(kind, &"b"), Some(0));
+        // (Keys are hashed with a random seed: pick one that does not share "a"'s slot.)
+        let other = (0..)
+            .map(|n| format!("b{n}"))
+            .find(|key| limiter.slot(key) != limiter.slot(&"a"))
+            .unwrap();
+        assert_eq!(limiter.admit(kind, &other), Some(0));
         // The next interval: the first line carries the count.
         limiter.kinds.lock().unwrap()[0]
             .slots
