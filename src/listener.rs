@@ -245,19 +245,13 @@ async fn serve_hyper<IO>(
         let slot = (req.version() == http::Version::HTTP_2).then(|| h2_streams.open(&metrics));
         let router = router.load_full();
         let info = info.clone();
-        async move {
+        // Boxed: hyper keeps a slot (HTTP/1.1) or a task (an HTTP/2 stream) the size of this future for as long as
+        // the response lasts; the handler's state (the request included) is freed once it has answered.
+        boxed(async move {
             let permit = info.guard.permit.clone();
-            // Boxed: hyper keeps a slot (HTTP/1.1) or a task (an HTTP/2 stream) the size of this future for as
-            // long as the response lasts; the handler's state is freed once it has answered.
-            let response = boxed(server::handle(router, req, info)).await;
-            Ok::<_, Infallible>(response.map(|body| {
-                let body = watch::hold(body, permit);
-                match slot {
-                    Some(slot) => watch::hold(body, Arc::new(slot)),
-                    None => body,
-                }
-            }))
-        }
+            let response = server::handle(router, req, info).await;
+            Ok::<_, Infallible>(response.map(|body| watch::hold(body, (permit, slot))))
+        })
     });
     let limits = &shared.limits;
     let watch = activity.watch(first_by, limits.idle_connection_timeout);

@@ -91,7 +91,9 @@ pub async fn handle(router: Arc<Router>, req: Request<Incoming>, conn: ConnInfo)
     let (route, params) = match route(&router, req.method(), req.uri().path()) {
         Routing::ClientScript => return client_script(),
         Routing::Refused(refusal) => return refusal,
-        Routing::PassThrough => return passthrough(&router, req, &conn).await,
+        // Boxed: a proxied request's future is many times a stream reader's (hyper's client), and this one is as
+        // large as its largest branch (kept whole while an HTTP/2 stream's long-poll waits).
+        Routing::PassThrough => return Box::pin(passthrough(&router, req, &conn)).await,
         Routing::Stream(found) => found,
     };
     if matches!(*req.method(), Method::OPTIONS | Method::POST) {
@@ -358,7 +360,7 @@ async fn read(
                 key.clone(),
                 &route.settings,
                 &route.start,
-                upstream_headers.clone(),
+                upstream_headers,
                 resume,
                 Some(kick),
             )
@@ -387,7 +389,6 @@ async fn read(
         .await;
     }
     let ctx = StreamContext {
-        upstream_headers,
         key,
         route: route.clone(),
         hub: router.hub.clone(),

@@ -110,8 +110,6 @@ pub struct StreamContext {
     pub guard: ConnGuard,
     /// `http1` or `http2` (metrics label).
     pub http_version: &'static str,
-    /// Client headers for the upstream request (per-client mode only).
-    pub upstream_headers: http::HeaderMap,
 }
 
 /// Keeps `pushbridge_connections_open` right for one client session.

@@ -110,7 +110,13 @@ impl RoutePattern {
     pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
         let body = path.strip_prefix('/')?;
         let mut parts = body.split('/');
-        let mut params = Vec::new();
+        // Exactly as many as there are: a stream's key keeps these for as long as it has readers.
+        let wanted = self
+            .segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Param(_)))
+            .count();
+        let mut params = Vec::with_capacity(wanted);
         for seg in &self.segments {
             let decoded = percent_decode(parts.next()?)?;
             match seg {

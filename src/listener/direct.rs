@@ -73,30 +73,29 @@ where
             // Each step in a box of its own size: the connection's state stays as small as the step it is in (a
             // held poll, an SSE stream, a WebSocket session), not the largest of them; the answer is turned into
             // its step outside this state too.
-            let next =
-                super::boxed(next_request(&mut io, &mut buf, deadline.0, &info, &shared)).await;
-            let (served, conn) = match next {
-                Next::Serve(served, conn) => (served, conn),
-                Next::Hyper => {
-                    // hyper serves the rest of the connection, the bytes read so far first.
-                    let io = Prefixed::new(buf, io);
-                    let hyper = super::serve_hyper(io, info, deadline.0, shared, protocols);
-                    return super::boxed(hyper).await;
-                }
-                Next::Closed { timed_out } => {
-                    if timed_out {
-                        closed(&shared.metrics, "client", deadline.1);
+            // Matched as a temporary: a local would keep its room (a `Next`) through the steps that follow.
+            let (served, conn) =
+                match super::boxed(next_request(&mut io, &mut buf, deadline.0, &info, &shared))
+                    .await
+                {
+                    Next::Serve(served, conn) => (served, conn),
+                    Next::Hyper => break,
+                    Next::Closed { timed_out } => {
+                        if timed_out {
+                            closed(&shared.metrics, "client", deadline.1);
+                        }
+                        return;
                     }
-                    return;
-                }
-            };
+                };
             // The connection speaks HTTP/1.x now: an HTTP/2 preface later is not HTTP/2 (as on hyper's path).
             protocols = Protocols::Http1;
             let step = step(&mut io, &mut buf, served, conn, &info, &shared);
             match step.await {
                 Then::KeepAlive => {}
                 Then::Close => {
-                    let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, io.shutdown()).await;
+                    // Boxed: room for it would be kept through every step.
+                    let _ =
+                        super::boxed(tokio::time::timeout(SHUTDOWN_TIMEOUT, io.shutdown())).await;
                     return;
                 }
                 Then::Drop => return,
@@ -115,6 +114,9 @@ where
                 (Instant::now() + limits.idle_connection_timeout, Close::Idle)
             };
         }
+        // hyper serves the rest of the connection, the bytes read so far first.
+        let io = Prefixed::new(buf, io);
+        super::boxed(super::serve_hyper(io, info, deadline.0, shared, protocols)).await
     }
 }
 

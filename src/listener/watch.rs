@@ -191,7 +191,7 @@ impl Activity {
 
 /// `body` holding `handle` until it is dropped (so the connection counts as busy meanwhile); its size hint, and
 /// so `Content-Length`, is kept.
-pub fn hold<T: Send + Sync + 'static>(body: crate::Body, handle: Arc<T>) -> crate::Body {
+pub fn hold<T: Send + Unpin + 'static>(body: crate::Body, handle: T) -> crate::Body {
     use http_body_util::BodyExt;
     Held {
         body,
@@ -202,10 +202,10 @@ pub fn hold<T: Send + Sync + 'static>(body: crate::Body, handle: Arc<T>) -> crat
 
 struct Held<T> {
     body: crate::Body,
-    _handle: Arc<T>,
+    _handle: T,
 }
 
-impl<T> http_body::Body for Held<T> {
+impl<T: Unpin> http_body::Body for Held<T> {
     type Data = bytes::Bytes;
     type Error = crate::BoxError;
 

@@ -9,14 +9,16 @@
 //! and the cost per event falls as the load rises. The direct HTTP/1.1 path writes the buffer itself; hyper gets it as one frame.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::ends::Ends;
@@ -208,19 +210,66 @@ impl Feed {
         }
     }
 
-    /// The feed as a hyper body: one data frame per wake-up.
+    /// The feed as a hyper body (HTTP/2): one data frame per wake-up. The wait for the next frame is one future
+    /// that owns the feed and restarts in place for each frame, so an idle stream holds one copy of the feed
+    /// (`stream::unfold` kept two: its closure's argument and the future's local).
     pub fn into_body(self) -> Body {
-        let frames = stream::unfold(Some(self), |feed| async move {
-            let mut feed = feed?;
-            let mut out = Vec::new();
-            let more = feed.fill(&mut out).await;
-            if out.is_empty() {
-                return None;
-            }
-            let frame = Ok::<_, BoxError>(Frame::data(Bytes::from(out)));
-            Some((frame, more.then_some(feed)))
-        });
-        StreamBody::new(frames).boxed_unsync()
+        FeedBody {
+            next: Some(Box::pin(next_frame(self))),
+            restart: next_frame,
+        }
+        .boxed_unsync()
+    }
+}
+
+/// Waits for the feed's next bytes: the feed back, the bytes, and whether the stream goes on.
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its argument twice
+fn next_frame(mut feed: Feed) -> impl Future<Output = (Feed, Vec<u8>, bool)> + Send {
+    async move {
+        let mut out = Vec::new();
+        let more = feed.fill(&mut out).await;
+        (feed, out, more)
+    }
+}
+
+/// [`Feed::into_body`]'s body: `next` is the wait for the next frame (none once the stream ended), `restart` makes
+/// the next wait from the feed.
+struct FeedBody<F, R> {
+    next: Option<Pin<Box<F>>>,
+    restart: R,
+}
+
+impl<F, R> http_body::Body for FeedBody<F, R>
+where
+    F: Future<Output = (Feed, Vec<u8>, bool)>,
+    R: Fn(Feed) -> F + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(next) = this.next.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let (feed, out, more) = ready!(next.as_mut().poll(cx));
+        if more && !out.is_empty() {
+            // The finished wait's box takes the next one.
+            next.set((this.restart)(feed));
+        } else {
+            this.next = None;
+        }
+        if out.is_empty() {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next.is_none()
     }
 }
 
