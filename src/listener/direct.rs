@@ -66,9 +66,10 @@ pub fn serve<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Made here, so the block keeps one copy (and none of `first_by`).
+    let mut deadline = (first_by, Close::HandshakeTimeout);
     async move {
         let mut buf = BytesMut::new();
-        let mut deadline = (first_by, Close::HandshakeTimeout);
         loop {
             // Each step in a box of its own size: the connection's state stays as small as the step it is in (a
             // held poll, an SSE stream, a WebSocket session), not the largest of them; the answer is turned into

@@ -211,11 +211,11 @@ impl Feed {
     }
 
     /// The feed as a hyper body (HTTP/2): one data frame per wake-up. The wait for the next frame is one future
-    /// that owns the feed and restarts in place for each frame, so an idle stream holds one copy of the feed
-    /// (`stream::unfold` kept two: its closure's argument and the future's local).
+    /// that owns the feed and restarts in place for each frame, inside the body's box: an idle stream holds one
+    /// copy of the feed in one allocation (`stream::unfold` kept two copies, and a box of its own).
     pub fn into_body(self) -> Body {
         FeedBody {
-            next: Some(Box::pin(next_frame(self))),
+            next: Some(next_frame(self)),
             restart: next_frame,
         }
         .boxed_unsync()
@@ -232,17 +232,20 @@ fn next_frame(mut feed: Feed) -> impl Future<Output = (Feed, Vec<u8>, bool)> + S
     }
 }
 
-/// [`Feed::into_body`]'s body: `next` is the wait for the next frame (none once the stream ended), `restart` makes
-/// the next wait from the feed.
-struct FeedBody<F, R> {
-    next: Option<Pin<Box<F>>>,
-    restart: R,
+pin_project_lite::pin_project! {
+    /// [`Feed::into_body`]'s body: `next` is the wait for the next frame (none once the stream ended), `restart`
+    /// makes the next wait from the feed.
+    struct FeedBody<F, R> {
+        #[pin]
+        next: Option<F>,
+        restart: R,
+    }
 }
 
 impl<F, R> http_body::Body for FeedBody<F, R>
 where
     F: Future<Output = (Feed, Vec<u8>, bool)>,
-    R: Fn(Feed) -> F + Unpin,
+    R: Fn(Feed) -> F,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -251,16 +254,16 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let Some(next) = this.next.as_mut() else {
+        let mut this = self.project();
+        let Some(next) = this.next.as_mut().as_pin_mut() else {
             return Poll::Ready(None);
         };
-        let (feed, out, more) = ready!(next.as_mut().poll(cx));
+        let (feed, out, more) = ready!(next.poll(cx));
+        // The finished wait's room takes the next one.
         if more && !out.is_empty() {
-            // The finished wait's box takes the next one.
-            next.set((this.restart)(feed));
+            this.next.set(Some((this.restart)(feed)));
         } else {
-            this.next = None;
+            this.next.set(None);
         }
         if out.is_empty() {
             return Poll::Ready(None);
