@@ -9,6 +9,7 @@
 # 28443 (pushbridge) and 28543 (nginx); kills only the processes it started. Installs nginx if missing.
 #
 #   bash benches/tls-handshakes.sh            # KEYS="ecdsa rsa" RUNS=3 COUNT=4000 CONCURRENCY=32
+#   BEFORE=target/pushbridge-before bash benches/tls-handshakes.sh   # a second pushbridge build in the same runs
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -56,11 +57,12 @@ TICKS=$(getconf CLK_TCK)
 
 start_server() { # SERVER KEY: starts it, sets PID and PORT
   local server=$1 key=$2
-  if [[ $server == pushbridge ]]; then
+  if [[ $server == pushbridge || $server == before ]]; then
+    local binary=$PUSHBRIDGE; [[ $server == before ]] && binary=$BEFORE
     PORT=28443
     printf 'listen:\n  - address: "127.0.0.1:%s"\n    tls: { cert: "%s", key: "%s" }\nlog: { format: text, level: warn }\n' \
       "$PORT" "$PWD/$DIR/$key.pem" "$PWD/$DIR/$key.key" > "$DIR/pushbridge.yaml"
-    "$PUSHBRIDGE" run -c "$DIR/pushbridge.yaml" >>"$DIR/pushbridge.log" 2>&1 &
+    "$binary" run -c "$DIR/pushbridge.yaml" >>"$DIR/pushbridge.log" 2>&1 &
     PID=$!
   else
     PORT=28543
@@ -89,10 +91,11 @@ EOF
   wait_port "$PORT"
 }
 
+SERVERS="pushbridge nginx"; [[ -z ${BEFORE:-} ]] || SERVERS="before pushbridge nginx"
 declare -A cpu_rate wall_rate
 for key in $KEYS; do
   for run in $(seq "$RUNS"); do
-    for server in pushbridge nginx; do
+    for server in $SERVERS; do
       start_server "$server" "$key"
       "$CLIENT" --target "127.0.0.1:$PORT" --ca "$DIR/ca.pem" --count 20 >/dev/null   # warm-up
       for mode in full resumed; do
@@ -116,11 +119,15 @@ print(round(j["connections"] / cpu), round(j["per_second"]), j["resumed"], j["fa
 done
 
 median() { python3 -c 'import statistics,sys; print(round(statistics.median(map(float, sys.argv[1:]))))' "$@"; }
-echo "| certificate | handshake | pushbridge per CPU-second | nginx per CPU-second | ratio | pushbridge per second | nginx per second |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
+echo "| certificate | handshake | pushbridge per CPU-second | nginx per CPU-second | ratio | pushbridge per second | nginx per second |${BEFORE:+ before per CPU-second | before ratio |}"
+echo "| --- | --- | --- | --- | --- | --- | --- |${BEFORE:+ --- | --- |}"
 for key in $KEYS; do
   for mode in full resumed; do
-    p=$(median ${cpu_rate[$key,pushbridge,$mode]}) n=$(median ${cpu_rate[$key,nginx,$mode]})
-    echo "| $key | $mode | $p | $n | $(python3 -c "print(round($p / $n, 2))") | $(median ${wall_rate[$key,pushbridge,$mode]}) | $(median ${wall_rate[$key,nginx,$mode]}) |"
+    p=$(median ${cpu_rate[$key,pushbridge,$mode]}) n=$(median ${cpu_rate[$key,nginx,$mode]}) extra=""
+    if [[ -n ${BEFORE:-} ]]; then
+      b=$(median ${cpu_rate[$key,before,$mode]})
+      extra=" $b | $(python3 -c "print(round($b / $n, 2))") |"
+    fi
+    echo "| $key | $mode | $p | $n | $(python3 -c "print(round($p / $n, 2))") | $(median ${wall_rate[$key,pushbridge,$mode]}) | $(median ${wall_rate[$key,nginx,$mode]}) |$extra"
   done
 done
