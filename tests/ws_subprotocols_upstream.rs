@@ -1,8 +1,9 @@
 //! `ws.subprotocols_upstream: pass` on the real server: a Python `websockets` application (third-party server)
 //! behind a per-client `kind: ws` route gets the client's `Sec-WebSocket-Protocol` offer and its choice comes back
 //! in the client's 101 (HTTP/1.1, tokio-tungstenite on a raw socket) or 200 (HTTP/2 extended CONNECT): a name it
-//! picks, none, a name the client did not offer (502, counted), a refusal (its 403), an offer that cannot be passed
-//! (400); and `pushbridge check` refusing `pass` where it cannot work. Needs python3 with `websockets` (`.ci/test`).
+//! picks, none, a name the client did not offer (502, counted), a refusal (its 403), an unreachable application
+//! (502), an offer that cannot be passed (400), a reconnection that selects another name (failed, counted, the
+//! client gets nothing under it); and `pushbridge check` refusing `pass` where it cannot work. Needs python3 with `websockets` (`.ci/test`).
 
 mod support;
 
@@ -86,7 +87,13 @@ streams:
       kind: ws
       url: "ws://{app}/app/{{channel}}"
       connect_timeout: 5s
+      reconnect: {{ initial: 10ms, max: 50ms }}
     ws: {{ format: data, subprotocols_upstream: pass }}
+  - path: /dead/{{channel}}
+    mode: per-client
+    transports: [ws]
+    upstream: {{ kind: ws, url: "ws://127.0.0.1:1/{{channel}}" }}
+    ws: {{ subprotocols_upstream: pass }}
 "#
     )
 }
@@ -194,6 +201,11 @@ async fn the_application_chooses_and_the_client_gets_its_choice() {
     assert_eq!(status, 403);
     assert_eq!(failures(proxy.admin(), "upstream").await, 1.0);
 
+    // An application that cannot be reached.
+    let (status, _, _) = handshake(addr, "/dead/x", Some("a.v1")).await;
+    assert_eq!(status, 502);
+    assert_eq!(failures(proxy.admin(), "upstream").await, 2.0);
+
     // An offer that is not a list of tokens is not passed on.
     let (status, _, _) = handshake(addr, "/chat/pick", Some("a b")).await;
     assert_eq!(status, 400);
@@ -215,6 +227,22 @@ async fn the_application_chooses_and_the_client_gets_its_choice() {
     assert_eq!(fields["sec-websocket-protocol"], "x.v1");
     let mut ws = WebSocketStream::from_raw_socket(io.unwrap(), Role::Client, None).await;
     assert_eq!(first_text(&mut ws).await, "hello x.v1");
+
+    // A reconnection that selects another name fails before it delivers anything (and is retried).
+    let (status, protocol, ws) = handshake(addr, "/chat/flip", Some("a.v1, b.v2")).await;
+    assert_eq!((status, protocol.as_deref()), (101, Some("a.v1")));
+    let mut ws = ws.unwrap();
+    assert_eq!(first_text(&mut ws).await, "hello a.v1");
+    assert_eq!(app.offer().await, "a.v1, b.v2");
+    assert_eq!(
+        app.offer().await,
+        "a.v1, b.v2",
+        "reconnected with the same offer"
+    );
+    support::client::eventually("the change counted", || async {
+        failures(proxy.admin(), "changed").await >= 1.0
+    })
+    .await;
 }
 
 #[test]

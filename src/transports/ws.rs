@@ -3,6 +3,9 @@
 //!
 //! The answer carries the session ([`Upgrade`]): hyper's path runs it on the upgraded connection in a task of the
 //! connection, the direct HTTP/1.1 path runs it on the socket itself.
+//!
+//! With `ws.subprotocols_upstream: pass` the answer waits for the application's handshake ([`passed`]) and relays
+//! its subprotocol choice instead of choosing from the route's names.
 
 mod compressed;
 mod handshake;
@@ -127,22 +130,24 @@ pub async fn passed(
     let within = ctx.route.config.upstream.connect_timeout + PASS_WAIT_MARGIN;
     let (status, text) = match waiting.answer(within).await {
         RelayAnswer::Selected(selected) => return Ok(Passed(selected)),
-        RelayAnswer::Refused(status) if status.is_client_error() => {
-            (status, "refused by the application\n")
-        }
-        RelayAnswer::Refused(_) | RelayAnswer::Failed => (
-            StatusCode::BAD_GATEWAY,
-            "the application's WebSocket handshake failed\n",
-        ),
+        // The connector counted it.
         RelayAnswer::Unoffered => (
             StatusCode::BAD_GATEWAY,
             "the application selected a subprotocol the client did not offer\n",
         ),
+        refused => {
+            ctx.metrics.ws_subprotocol_relay_failure("upstream");
+            match refused {
+                RelayAnswer::Refused(status) if status.is_client_error() => {
+                    (status, "refused by the application\n")
+                }
+                _ => (
+                    StatusCode::BAD_GATEWAY,
+                    "the application's WebSocket handshake failed\n",
+                ),
+            }
+        }
     };
-    if !text.contains("did not offer") {
-        // The connector counted an unoffered name.
-        ctx.metrics.ws_subprotocol_relay_failure("upstream");
-    }
     tracing::debug!(stream = %ctx.key, %status, "WebSocket handshake refused: no subprotocol answer to relay");
     Err(crate::route::plain(status, text))
 }

@@ -60,10 +60,11 @@ pub(super) async fn session(
         .await
         .unwrap_or(Err(UpstreamError::Timeout(spec.connect_timeout)));
     let connected = match connected {
-        Ok((ws, selected)) => relayed(spec, stream, agreed, Ok(selected), metrics).map(|()| ws),
-        Err(error) => Err(relayed(spec, stream, agreed, Err(error), metrics)
-            .err()
-            .unwrap_or_else(|| UpstreamError::Connect("unreachable".into()))),
+        Ok((ws, selected)) => relayed(spec, stream, agreed, Ok(&selected), metrics).map(|()| ws),
+        Err(error) => {
+            let _ = relayed(spec, stream, agreed, Err(&error), metrics);
+            Err(error)
+        }
     };
     super::count_attempt(metrics, route, &connected);
     let mut ws = connected?;
@@ -119,55 +120,43 @@ pub(super) async fn session(
 
 /// Passes a handshake's outcome on under `subprotocols_upstream: pass`: the first one to the waiting client, later
 /// ones checked against it. A selected name the client did not offer, or one other than the first, fails the
-/// connection (counted; the supervisor logs it, rate-limited). Errors come back unchanged.
+/// connection (counted; the supervisor logs it, rate-limited).
 fn relayed(
     spec: &UpstreamSpec,
     stream: &Stream,
     agreed: &mut Agreed,
-    outcome: Result<Option<HeaderValue>, UpstreamError>,
+    outcome: Result<&Option<HeaderValue>, &UpstreamError>,
     metrics: &Metrics,
 ) -> Result<(), UpstreamError> {
+    use relay::Answer;
     let (Some(relay), Some(session)) = (&spec.relay, stream.key().session) else {
-        return outcome.map(drop);
+        return Ok(());
     };
-    let answer = match &outcome {
-        Err(UpstreamError::Status(status)) => relay::Answer::Refused(*status),
-        Err(_) => relay::Answer::Failed,
-        Ok(Some(name)) if !offered(&spec.headers, name) => relay::Answer::Unoffered,
-        Ok(selected) => relay::Answer::Selected(selected.clone()),
+    let answer = match outcome {
+        Err(UpstreamError::Status(status)) => Answer::Refused(*status),
+        Err(_) => Answer::Failed,
+        Ok(Some(name)) if !offered(&spec.headers, name) => Answer::Unoffered,
+        Ok(selected) => Answer::Selected(selected.clone()),
     };
-    let fail = |reason: &'static str, why: String| -> Result<(), UpstreamError> {
-        metrics.ws_subprotocol_relay_failure(reason);
-        Err(UpstreamError::Connect(why))
-    };
-    match (&agreed.0, answer) {
-        (None, answer) => {
-            if let relay::Answer::Selected(selected) = &answer {
-                agreed.0 = Some(selected.clone());
-            }
-            relay.answer(session, answer.clone());
-            if answer == relay::Answer::Unoffered {
-                return fail(
-                    "unoffered",
-                    "the application selected a subprotocol the client did not offer".into(),
-                );
-            }
+    if agreed.0.is_none() {
+        if let Answer::Selected(selected) = &answer {
+            agreed.0 = Some(selected.clone());
         }
-        (Some(_), relay::Answer::Unoffered) => {
-            return fail(
-                "unoffered",
-                "the application selected a subprotocol the client did not offer".into(),
-            );
-        }
-        (Some(first), relay::Answer::Selected(now)) if *first != now => {
-            return fail(
-                "changed",
-                format!("the application selected subprotocol {now:?}, not {first:?} as before"),
-            );
-        }
-        _ => {}
+        relay.answer(session, answer.clone());
     }
-    outcome.map(drop)
+    let (reason, why) = match (&agreed.0, answer) {
+        (_, Answer::Unoffered) => (
+            "unoffered",
+            "the application selected a subprotocol the client did not offer".to_owned(),
+        ),
+        (Some(first), Answer::Selected(now)) if *first != now => (
+            "changed",
+            format!("the application selected subprotocol {now:?}, not {first:?} as before"),
+        ),
+        _ => return Ok(()),
+    };
+    metrics.ws_subprotocol_relay_failure(reason);
+    Err(UpstreamError::Connect(why))
 }
 
 /// Whether `name` is one of the subprotocols the request offers.
