@@ -60,6 +60,7 @@ streams:
   - path: /echo
     upstream: { kind: publish }
     transports: [ws]
+    buffer: { events: 16 }  # echoes are taken at once; 1000 held 128 KiB events would pass the byte budget
     ws: { format: data, compression: deflate }
     client_messages: { forward: "http://127.0.0.1:$APP/messages", max_bytes: 1MiB }
 YAML

@@ -335,7 +335,7 @@ async fn read(
                         upstream_headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, offer);
                     }
                 }
-                Err(refusal) => return Served::Now(refusal),
+                Err(refusal) => return Served::Now(*refusal),
             }
             Some(relay.wait(session))
         }
@@ -437,7 +437,7 @@ async fn read(
             Some(waiting) => match transports::ws::passed(&ctx, waiting).await {
                 Ok(passed) => transports::ws::serve(ctx, subscription, &req, Some(passed)),
                 // Dropping the subscription ends the client's per-client stream and its upstream connection.
-                Err(refusal) => Served::Now(refusal),
+                Err(refusal) => Served::Now(*refusal),
             },
         },
         TransportKind::LongPoll => transports::longpoll::serve(ctx, subscription, query.as_deref()),

@@ -115,8 +115,8 @@ pub struct Passed(pub Option<HeaderValue>);
 pub const PASS_WAIT_MARGIN: Duration = Duration::from_secs(1);
 
 /// The client's subprotocol offer to pass to the application (see [`offer::passed_offer`]), or the 400 refusing it.
-pub fn passed_offer(req: &Request<()>) -> Result<Option<HeaderValue>, Response<Body>> {
-    offer::passed_offer(req.headers()).map_err(|()| refuse(Refusal::Subprotocols))
+pub fn passed_offer(req: &Request<()>) -> Result<Option<HeaderValue>, Box<Response<Body>>> {
+    offer::passed_offer(req.headers()).map_err(|()| Box::new(refuse(Refusal::Subprotocols)))
 }
 
 /// Waits (within `upstream.connect_timeout` and [`PASS_WAIT_MARGIN`]) for the answer to the first handshake of the
@@ -125,7 +125,7 @@ pub fn passed_offer(req: &Request<()>) -> Result<Option<HeaderValue>, Response<B
 pub async fn passed(
     ctx: &StreamContext,
     mut waiting: crate::upstream::RelayWaiting,
-) -> Result<Passed, Response<Body>> {
+) -> Result<Passed, Box<Response<Body>>> {
     use crate::upstream::RelayAnswer;
     let within = ctx.route.config.upstream.connect_timeout + PASS_WAIT_MARGIN;
     let (status, text) = match waiting.answer(within).await {
@@ -149,7 +149,7 @@ pub async fn passed(
         }
     };
     tracing::debug!(stream = %ctx.key, %status, "WebSocket handshake refused: no subprotocol answer to relay");
-    Err(crate::route::plain(status, text))
+    Err(Box::new(crate::route::plain(status, text)))
 }
 
 /// Answers the handshake (101, or 200 on HTTP/2) with the session to run on the connection. `subscription` was

@@ -20,9 +20,10 @@ pub struct Deflate {
 }
 
 impl Deflate {
-    /// Whether a compressed payload of `len` uncompressed bytes honours `server_max_window_bits`.
+    /// Whether a compressed payload of `len` uncompressed bytes honours `server_max_window_bits`: any payload at 15
+    /// bits (the compressor's own window), else one no longer than the window.
     pub fn fits(&self, len: usize) -> bool {
-        len <= 1usize << self.window_bits
+        self.window_bits >= MAX_WINDOW_BITS || len <= 1usize << self.window_bits
     }
 }
 
@@ -262,6 +263,8 @@ mod tests {
             client_no_context_takeover: true,
         };
         assert!(d.fits(256) && !d.fits(257));
+        // Found by Autobahn 12.1.10: a 128 KiB event went uncompressed under the default 15-bit window.
+        assert!(plain(false).fits(128 << 10));
     }
 
     #[test]
