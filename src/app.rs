@@ -308,6 +308,11 @@ pub(crate) fn build_route(
     let max_event_bytes = config.limits.max_event_bytes;
     let start_metrics = metrics.clone();
     let route_name = name.clone();
+    // `ws.subprotocols_upstream: pass` (validated: per-client, `kind: ws`): the application's answers reach the
+    // waiting clients through this.
+    let relay = (stream.ws.subprotocols_upstream == crate::config::SubprotocolsUpstream::Pass)
+        .then(|| Arc::new(upstream::Relay::default()));
+    let start_relay = relay.clone();
     let start: StartUpstream = if kind == crate::config::UpstreamKind::Publish {
         // No upstream: the publish listener feeds the stream; subscribers see it up.
         Arc::new(|stream: Arc<Stream>, _stop, _headers| {
@@ -364,6 +369,7 @@ pub(crate) fn build_route(
                 options: options.clone(),
                 heartbeat,
                 redis,
+                relay: start_relay.clone(),
             };
             tokio::spawn(upstream::supervise(
                 spec,
@@ -401,6 +407,7 @@ pub(crate) fn build_route(
         start,
         messages,
         auth_check,
+        relay,
     })
 }
 

@@ -5,7 +5,8 @@
 mod labels;
 
 pub use labels::{
-    CLOSE_REASONS, Close, PUBLISH_RESULTS, WS_BUILTIN_SUBPROTOCOLS, WS_EXTENSIONS, WsSent,
+    CLOSE_REASONS, Close, PUBLISH_RESULTS, WS_BUILTIN_SUBPROTOCOLS, WS_EXTENSIONS,
+    WS_PASSED_SUBPROTOCOL, WS_RELAY_FAILURES, WsSent,
 };
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -129,6 +130,9 @@ pub struct Metrics {
     pub publish_body_budget_refusals: IntCounter,
     /// Client WebSocket handshakes answered, by negotiated extension and subprotocol (`none`: no header).
     pub ws_handshakes: IntCounterVec,
+    /// Client WebSocket handshakes of `subprotocols_upstream: pass` routes refused or upstream connections failed
+    /// over the application's subprotocol choice, by reason (`WS_RELAY_FAILURES`).
+    pub ws_subprotocol_relay_failures: IntCounterVec,
     /// Event payload bytes sent on client WebSockets, by compression (`deflate`: as compressed, `none`).
     pub ws_payload_bytes: IntCounterVec,
     /// What the payloads sent compressed were before compression.
@@ -432,6 +436,11 @@ impl Metrics {
                 "Client WebSocket handshakes answered, by negotiated extension (permessage-deflate, none) and subprotocol (none: not selected).",
                 &["extension", "subprotocol"],
             )?,
+            ws_subprotocol_relay_failures: counter_vec(
+                "pushbridge_ws_subprotocol_relay_failures_total",
+                "ws.subprotocols_upstream: pass: the application's handshake failed or refused (upstream), selected a subprotocol the client did not offer (unoffered), or a reconnection selected another one than the client got (changed).",
+                &["reason"],
+            )?,
             ws_payload_by: ["deflate", "none"].map(|c| ws_payload_bytes.with_label_values(&[c])),
             ws_payload_bytes,
             ws_deflate_original_bytes: counter(
@@ -527,8 +536,15 @@ impl Metrics {
         for result in ["ok", "error"] {
             self.ready_checks.with_label_values(&[result]);
         }
+        for reason in WS_RELAY_FAILURES {
+            self.ws_subprotocol_relay_failures
+                .with_label_values(&[reason]);
+        }
         for extension in WS_EXTENSIONS {
-            for subprotocol in WS_BUILTIN_SUBPROTOCOLS.iter().chain(&["none"]) {
+            for subprotocol in WS_BUILTIN_SUBPROTOCOLS
+                .iter()
+                .chain(&["none", WS_PASSED_SUBPROTOCOL])
+            {
                 self.ws_handshakes
                     .with_label_values(&[extension, subprotocol]);
             }
@@ -627,6 +643,13 @@ impl Metrics {
         let extension = WS_EXTENSIONS[usize::from(!deflate)];
         self.ws_handshakes
             .with_label_values(&[extension, subprotocol.unwrap_or("none")])
+            .inc();
+    }
+
+    /// Counts a failure of `subprotocols_upstream: pass` (a reason from `WS_RELAY_FAILURES`).
+    pub fn ws_subprotocol_relay_failure(&self, reason: &str) {
+        self.ws_subprotocol_relay_failures
+            .with_label_values(&[reason])
             .inc();
     }
 

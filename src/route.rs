@@ -30,6 +30,8 @@ pub struct Route {
     pub messages: Option<Forwarder>,
     /// The authorization sub-request, when `auth.check` is configured.
     pub auth_check: Option<auth::AuthCheck>,
+    /// `ws.subprotocols_upstream: pass`: where a client's handshake waits for its upstream's answer.
+    pub relay: Option<Arc<crate::upstream::Relay>>,
 }
 
 /// Facts about the client connection a request arrived on.

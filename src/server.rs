@@ -312,7 +312,7 @@ async fn read(
     }
     let last_event_id = last_event_id(&req);
     let request_headers = req.headers().clone();
-    let (key, upstream_headers) = match route.config.mode {
+    let (key, mut upstream_headers) = match route.config.mode {
         Mode::Shared => (key, http::HeaderMap::new()),
         // Each client session gets its own stream and upstream connection, with the client's credentials.
         Mode::PerClient => {
@@ -325,6 +325,23 @@ async fn read(
                 auth::forwarded_headers(&route.config, &request_headers),
             )
         }
+    };
+    // `ws.subprotocols_upstream: pass` (a per-client route): the client's offer goes to its upstream handshake, and
+    // the answer waits for that handshake's result. Registered before the upstream connection starts.
+    let waiting = match (&route.relay, key.session) {
+        (Some(relay), Some(session)) if transport == TransportKind::Ws => {
+            match transports::ws::passed_offer(&req) {
+                Ok(offer) => {
+                    upstream_headers.remove(http::header::SEC_WEBSOCKET_PROTOCOL);
+                    if let Some(offer) = offer {
+                        upstream_headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, offer);
+                    }
+                }
+                Err(refusal) => return Served::Now(*refusal),
+            }
+            Some(relay.wait(session))
+        }
+        _ => None,
     };
     // A key the upstream refused moments ago gets the same answer at once (existing subscribers stay).
     if let Some((status, remaining)) = router.hub.refused(&key) {
@@ -416,7 +433,14 @@ async fn read(
             }
             Served::Sse(Box::new(response))
         }
-        TransportKind::Ws => transports::ws::serve(ctx, subscription, &req),
+        TransportKind::Ws => match waiting {
+            None => transports::ws::serve(ctx, subscription, &req, None),
+            Some(waiting) => match transports::ws::passed(&ctx, waiting).await {
+                Ok(passed) => transports::ws::serve(ctx, subscription, &req, Some(passed)),
+                // Dropping the subscription ends the client's per-client stream and its upstream connection.
+                Err(refusal) => Served::Now(*refusal),
+            },
+        },
         TransportKind::LongPoll => transports::longpoll::serve(ctx, subscription, query.as_deref()),
     };
     // Room for the transport and CORS headers only: a held poll keeps this map while it waits.

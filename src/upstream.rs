@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 pub use backoff::Backoff;
 pub use client::{HttpClient, PoolLimits, http_client, http_client_with};
 pub use tee::Tee;
+pub use ws::relay::{Answer as RelayAnswer, Relay, Waiting as RelayWaiting};
 
 /// Everything needed to connect one stream's upstream.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct UpstreamSpec {
     pub heartbeat: Duration,
     /// `redis`: the stream read (also the stream's history for deep resume).
     pub redis: Option<Arc<redis::RedisLog>>,
+    /// `ws` with `ws.subprotocols_upstream: pass`: where the first handshake's answer goes.
+    pub relay: Option<Arc<Relay>>,
 }
 
 /// How one upstream session ended.
@@ -72,6 +75,7 @@ pub async fn supervise(
 ) {
     let mut state = sse::State::new(spec.max_event_bytes);
     let mut feed = map::Feed::new();
+    let mut agreed = ws::Agreed::default();
     let mut attempt = 0u32;
     loop {
         let session = async {
@@ -79,7 +83,9 @@ pub async fn supervise(
                 UpstreamKind::Sse => {
                     sse::session(&spec, &client, &stream, &mut state, &metrics).await
                 }
-                UpstreamKind::Ws => ws::session(&spec, &stream, &mut feed, &metrics).await,
+                UpstreamKind::Ws => {
+                    ws::session(&spec, &stream, &mut feed, &mut agreed, &metrics).await
+                }
                 UpstreamKind::Ndjson => {
                     ndjson::session(&spec, &client, &stream, &mut feed, &metrics).await
                 }

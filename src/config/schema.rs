@@ -448,6 +448,7 @@ names!(Mode { Shared => "shared", PerClient => "per-client" });
 names!(UpstreamKind { Sse => "sse", Ws => "ws", Ndjson => "ndjson", Poll => "poll", Redis => "redis", Publish => "publish" });
 names!(WsFormat { Envelope => "envelope", Data => "data" });
 names!(WsCompression { Off => "off", Deflate => "deflate" });
+names!(SubprotocolsUpstream { Off => "off", Pass => "pass" });
 names!(LogFormat { Text => "text", Json => "json" });
 
 impl UpstreamConfig {

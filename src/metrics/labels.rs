@@ -51,6 +51,11 @@ pub const PUBLISH_RESULTS: [&str; 8] = [
 pub const WS_EXTENSIONS: [&str; 2] = ["permessage-deflate", "none"];
 /// Subprotocols every route knows (`subprotocol` label; a route's own names are added as they are selected).
 pub const WS_BUILTIN_SUBPROTOCOLS: [&str; 2] = ["pushbridge.envelope.v1", "pushbridge.data.v1"];
+/// `subprotocol` label of a name the application selected (`ws.subprotocols_upstream: pass`): names come from
+/// clients, so they are never labels.
+pub const WS_PASSED_SUBPROTOCOL: &str = "passed";
+/// `reason` of `pushbridge_ws_subprotocol_relay_failures_total`.
+pub const WS_RELAY_FAILURES: [&str; 3] = ["upstream", "unoffered", "changed"];
 
 /// Event payload bytes one WebSocket write batch sent (`pushbridge_ws_payload_bytes_total`).
 #[derive(Debug, Default, Clone, Copy)]

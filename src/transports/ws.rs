@@ -3,6 +3,9 @@
 //!
 //! The answer carries the session ([`Upgrade`]): hyper's path runs it on the upgraded connection in a task of the
 //! connection, the direct HTTP/1.1 path runs it on the socket itself.
+//!
+//! With `ws.subprotocols_upstream: pass` the answer waits for the application's handshake ([`passed`]) and relays
+//! its subprotocol choice instead of choosing from the route's names.
 
 mod compressed;
 mod handshake;
@@ -104,9 +107,60 @@ impl Upgrade {
     }
 }
 
+/// The application's subprotocol choice (`ws.subprotocols_upstream: pass`), relayed as it is.
+#[derive(Debug)]
+pub struct Passed(pub Option<HeaderValue>);
+
+/// Longer than `upstream.connect_timeout` by this, a client's handshake stops waiting for its upstream's answer.
+pub const PASS_WAIT_MARGIN: Duration = Duration::from_secs(1);
+
+/// The client's subprotocol offer to pass to the application (see [`offer::passed_offer`]), or the 400 refusing it.
+pub fn passed_offer(req: &Request<()>) -> Result<Option<HeaderValue>, Box<Response<Body>>> {
+    offer::passed_offer(req.headers()).map_err(|()| Box::new(refuse(Refusal::Subprotocols)))
+}
+
+/// Waits (within `upstream.connect_timeout` and [`PASS_WAIT_MARGIN`]) for the answer to the first handshake of the
+/// client's upstream connection; the refusal the client gets when there is no choice to relay: the application's
+/// 4xx as it is, otherwise 502 (counted; the connector logs why, rate-limited).
+pub async fn passed(
+    ctx: &StreamContext,
+    mut waiting: crate::upstream::RelayWaiting,
+) -> Result<Passed, Box<Response<Body>>> {
+    use crate::upstream::RelayAnswer;
+    let within = ctx.route.config.upstream.connect_timeout + PASS_WAIT_MARGIN;
+    let (status, text) = match waiting.answer(within).await {
+        RelayAnswer::Selected(selected) => return Ok(Passed(selected)),
+        // The connector counted it.
+        RelayAnswer::Unoffered => (
+            StatusCode::BAD_GATEWAY,
+            "the application selected a subprotocol the client did not offer\n",
+        ),
+        refused => {
+            ctx.metrics.ws_subprotocol_relay_failure("upstream");
+            match refused {
+                RelayAnswer::Refused(status) if status.is_client_error() => {
+                    (status, "refused by the application\n")
+                }
+                _ => (
+                    StatusCode::BAD_GATEWAY,
+                    "the application's WebSocket handshake failed\n",
+                ),
+            }
+        }
+    };
+    tracing::debug!(stream = %ctx.key, %status, "WebSocket handshake refused: no subprotocol answer to relay");
+    Err(Box::new(crate::route::plain(status, text)))
+}
+
 /// Answers the handshake (101, or 200 on HTTP/2) with the session to run on the connection. `subscription` was
 /// registered when the request was admitted, so nothing published between the answer and the upgrade is missed.
-pub fn serve(ctx: StreamContext, subscription: Subscription, req: &Request<()>) -> Served {
+/// `passed`: the application's subprotocol choice, instead of the route's names.
+pub fn serve(
+    ctx: StreamContext,
+    subscription: Subscription,
+    req: &Request<()>,
+    passed: Option<Passed>,
+) -> Served {
     let protocol = req
         .extensions()
         .get::<hyper::ext::Protocol>()
@@ -138,16 +192,25 @@ pub fn serve(ctx: StreamContext, subscription: Subscription, req: &Request<()>) 
         WsCompression::Deflate => offer::deflate(req.headers()),
         WsCompression::Off => None,
     };
-    let subprotocol = offer::subprotocol(req.headers(), ws_config);
+    // A passed name leaves the route's `ws.format` (the application's protocol is its own business).
+    let was_passed = passed.is_some();
+    let subprotocol = match passed {
+        Some(Passed(name)) => name.map(|n| (n, ws_config.format)),
+        None => offer::subprotocol(req.headers(), ws_config),
+    };
     let negotiated = session::Negotiated {
         format: subprotocol.as_ref().map_or(ws_config.format, |(_, f)| *f),
         deflate: deflate.as_ref().map(|(d, _)| *d),
     };
     ctx.metrics.ws_handshake(
         deflate.is_some(),
-        subprotocol
-            .as_ref()
-            .and_then(|(name, _)| name.to_str().ok()),
+        subprotocol.as_ref().and_then(|(name, _)| {
+            if was_passed {
+                Some(crate::metrics::WS_PASSED_SUBPROTOCOL)
+            } else {
+                name.to_str().ok()
+            }
+        }),
     );
     let gauge = OpenGauge::new(&ctx.metrics, "ws", ctx.http_version);
     let session = session::Session::new(ctx, subscription, forwarded, negotiated, gauge);

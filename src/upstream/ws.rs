@@ -5,6 +5,10 @@
 //! their base64 is the data. A ping every `heartbeat` with no frame back before the next one means the
 //! upstream is dead. Messages are bounded by `limits.max_event_bytes` (tungstenite refuses larger ones, which
 //! ends the session, counted).
+//!
+//! With `ws.subprotocols_upstream: pass` (`relay`), the request offers the client's subprotocols, the handshake is
+//! ours (`ws/handshake.rs`: the application may select none), the first answer goes to the waiting client
+//! (`ws/relay.rs`), and a later connection of the session must select the same (else it fails and is retried).
 
 use std::sync::Arc;
 
@@ -21,6 +25,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+pub mod handshake;
+pub mod relay;
+
 use super::map::{self, Feed, Skip};
 use super::{SessionEnd, UpstreamSpec};
 use crate::config::BinaryMode;
@@ -34,10 +41,16 @@ const BUFFER: usize = 4 * 1024;
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+/// The subprotocol the first handshake of a `subprotocols_upstream: pass` session selected (and the client got):
+/// every later handshake of the session must select the same.
+#[derive(Debug, Default)]
+pub(super) struct Agreed(Option<Option<HeaderValue>>);
+
 pub(super) async fn session(
     spec: &UpstreamSpec,
     stream: &Arc<Stream>,
     feed: &mut Feed,
+    agreed: &mut Agreed,
     metrics: &Metrics,
 ) -> Result<SessionEnd, UpstreamError> {
     let route = &*spec.route;
@@ -46,6 +59,13 @@ pub(super) async fn session(
     let connected = tokio::time::timeout(spec.connect_timeout, connect(spec, resumed_from))
         .await
         .unwrap_or(Err(UpstreamError::Timeout(spec.connect_timeout)));
+    let connected = match connected {
+        Ok((ws, selected)) => relayed(spec, stream, agreed, Ok(&selected), metrics).map(|()| ws),
+        Err(error) => {
+            let _ = relayed(spec, stream, agreed, Err(&error), metrics);
+            Err(error)
+        }
+    };
     super::count_attempt(metrics, route, &connected);
     let mut ws = connected?;
     let _up = super::connected(spec, stream, metrics, resumed_from);
@@ -98,10 +118,60 @@ pub(super) async fn session(
     Ok(SessionEnd::Closed { delivered })
 }
 
+/// Passes a handshake's outcome on under `subprotocols_upstream: pass`: the first one to the waiting client, later
+/// ones checked against it. A selected name the client did not offer, or one other than the first, fails the
+/// connection (counted; the supervisor logs it, rate-limited).
+fn relayed(
+    spec: &UpstreamSpec,
+    stream: &Stream,
+    agreed: &mut Agreed,
+    outcome: Result<&Option<HeaderValue>, &UpstreamError>,
+    metrics: &Metrics,
+) -> Result<(), UpstreamError> {
+    use relay::Answer;
+    let (Some(relay), Some(session)) = (&spec.relay, stream.key().session) else {
+        return Ok(());
+    };
+    let answer = match outcome {
+        Err(UpstreamError::Status(status)) => Answer::Refused(*status),
+        Err(_) => Answer::Failed,
+        Ok(Some(name)) if !offered(&spec.headers, name) => Answer::Unoffered,
+        Ok(selected) => Answer::Selected(selected.clone()),
+    };
+    if agreed.0.is_none() {
+        if let Answer::Selected(selected) = &answer {
+            agreed.0 = Some(selected.clone());
+        }
+        relay.answer(session, answer.clone());
+    }
+    let (reason, why) = match (&agreed.0, answer) {
+        (_, Answer::Unoffered) => (
+            "unoffered",
+            "the application selected a subprotocol the client did not offer".to_owned(),
+        ),
+        (Some(first), Answer::Selected(now)) if *first != now => (
+            "changed",
+            format!("the application selected subprotocol {now:?}, not {first:?} as before"),
+        ),
+        _ => return Ok(()),
+    };
+    metrics.ws_subprotocol_relay_failure(reason);
+    Err(UpstreamError::Connect(why))
+}
+
+/// Whether `name` is one of the subprotocols the request offers.
+fn offered(headers: &http::HeaderMap, name: &HeaderValue) -> bool {
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|offer| offer.trim_ascii() == name.as_bytes())
+}
+
 async fn connect(
     spec: &UpstreamSpec,
     position: Option<&str>,
-) -> Result<WebSocketStream<Box<dyn Io>>, UpstreamError> {
+) -> Result<(WebSocketStream<Box<dyn Io>>, Option<HeaderValue>), UpstreamError> {
     let request_error = |e: &dyn std::fmt::Display| UpstreamError::Request(e.to_string());
     let (url, header) = map::resume_target(&spec.url, spec.options.resume.as_ref(), position)?;
     let secure = matches!(url.scheme_str(), Some("wss" | "https"));
@@ -155,11 +225,14 @@ async fn connect(
         .write_buffer_size(BUFFER)
         .max_message_size(Some(spec.max_event_bytes))
         .max_frame_size(Some(spec.max_event_bytes));
-    let (ws, _) = tokio_tungstenite::client_async_with_config(request, io, Some(config))
+    if spec.relay.is_some() {
+        return handshake::open(io, &request, config).await;
+    }
+    let (ws, response) = tokio_tungstenite::client_async_with_config(request, io, Some(config))
         .await
         .map_err(|e| match e {
             WsError::Http(response) => UpstreamError::Status(response.status()),
             e => UpstreamError::Connect(format!("WebSocket handshake: {e}")),
         })?;
-    Ok(ws)
+    Ok((ws, response.headers().get(SEC_WEBSOCKET_PROTOCOL).cloned()))
 }

@@ -68,6 +68,20 @@ pub struct WsConfig {
     /// `Sec-WebSocket-Protocol` names a client may select, and the payload each gets; added to (and overriding)
     /// [`BUILTIN_SUBPROTOCOLS`].
     pub subprotocols: std::collections::BTreeMap<String, WsFormat>,
+    /// `pass`: the application's WebSocket upstream chooses the subprotocol (a `mode: per-client` route whose
+    /// upstream is `kind: ws`); exclusive with `subprotocols` and `upstream.subprotocol`.
+    pub subprotocols_upstream: SubprotocolsUpstream,
+}
+
+/// Who selects a client's WebSocket subprotocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubprotocolsUpstream {
+    /// pushbridge, from `ws.subprotocols` and the built-in names.
+    #[default]
+    Off,
+    /// The application: the client's offer goes to the upstream handshake, its choice comes back in the 101.
+    Pass,
 }
 
 /// Subprotocol names every WebSocket route knows (the JS client asks for the first).

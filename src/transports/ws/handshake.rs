@@ -25,6 +25,8 @@ pub enum Refusal {
     NotWebSocket,
     Version,
     Key,
+    /// `subprotocols_upstream: pass`: an offer that cannot be passed on.
+    Subprotocols,
 }
 
 impl Refusal {
@@ -34,6 +36,9 @@ impl Refusal {
             Refusal::NotWebSocket => "a WebSocket handshake is required\n",
             Refusal::Version => "Sec-WebSocket-Version must be 13\n",
             Refusal::Key => "Sec-WebSocket-Key must be 16 base64-encoded bytes\n",
+            Refusal::Subprotocols => {
+                "Sec-WebSocket-Protocol must list tokens (RFC 6455 4.1), 1024 bytes at most\n"
+            }
         }
     }
 }

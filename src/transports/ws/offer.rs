@@ -20,9 +20,10 @@ pub struct Deflate {
 }
 
 impl Deflate {
-    /// Whether a compressed payload of `len` uncompressed bytes honours `server_max_window_bits`.
+    /// Whether a compressed payload of `len` uncompressed bytes honours `server_max_window_bits`: any payload at 15
+    /// bits (the compressor's own window), else one no longer than the window.
     pub fn fits(&self, len: usize) -> bool {
-        len <= 1usize << self.window_bits
+        self.window_bits >= MAX_WINDOW_BITS || len <= 1usize << self.window_bits
     }
 }
 
@@ -126,6 +127,42 @@ fn split_outside_quotes(s: &str, sep: char) -> impl Iterator<Item = &str> {
     })
 }
 
+/// Largest `Sec-WebSocket-Protocol` offer passed to the application (`subprotocols_upstream: pass`), all of the
+/// header's lines together.
+pub const MAX_PASSED_OFFER: usize = 1024;
+
+/// The client's subprotocol offer for the application (`subprotocols_upstream: pass`) as one `a, b` value; `Ok(None)`
+/// without one; `Err(())` when a name is not an RFC 6455 token (§4.1) or the offer is over [`MAX_PASSED_OFFER`].
+pub fn passed_offer(headers: &HeaderMap) -> Result<Option<HeaderValue>, ()> {
+    let lines = headers.get_all(SEC_WEBSOCKET_PROTOCOL);
+    if lines.iter().map(|v| v.len()).sum::<usize>() > MAX_PASSED_OFFER {
+        return Err(());
+    }
+    let mut names = Vec::new();
+    for line in lines {
+        for name in line.as_bytes().split(|b| *b == b',') {
+            let name = name.trim_ascii();
+            if !is_token(name) {
+                return Err(());
+            }
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        return Ok(None);
+    }
+    HeaderValue::from_bytes(&names.join(&b", "[..]))
+        .map(Some)
+        .map_err(drop)
+}
+
+/// An RFC 2616 token: visible ASCII without separators.
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(b))
+}
+
 /// The first subprotocol the client offers that the route knows, with the payload format it selects.
 pub fn subprotocol(headers: &HeaderMap, ws: &WsConfig) -> Option<(HeaderValue, WsFormat)> {
     headers
@@ -226,6 +263,8 @@ mod tests {
             client_no_context_takeover: true,
         };
         assert!(d.fits(256) && !d.fits(257));
+        // Found by Autobahn 12.1.10: a 128 KiB event went uncompressed under the default 15-bit window.
+        assert!(plain(false).fits(128 << 10));
     }
 
     #[test]
@@ -246,5 +285,29 @@ mod tests {
             Some(("pushbridge.envelope.v1".into(), WsFormat::Envelope))
         );
         assert_eq!(pick("chat, superchat"), None);
+    }
+
+    #[test]
+    fn passed_offers() {
+        let offer = |lines: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(line).unwrap());
+            }
+            passed_offer(&headers).map(|v| v.map(|v| v.to_str().unwrap_or_default().to_owned()))
+        };
+        assert_eq!(offer(&[]), Ok(None));
+        assert_eq!(
+            offer(&["chat ,  v2.app", "mqtt"]),
+            Ok(Some("chat, v2.app, mqtt".into()))
+        );
+        for bad in ["chat,", "a b", "x/y", "\"a\"", ""] {
+            assert_eq!(offer(&[bad]), Err(()), "{bad}");
+        }
+        let long = vec!["a".repeat(100); 11];
+        assert_eq!(
+            offer(&long.iter().map(String::as_str).collect::<Vec<_>>()),
+            Err(())
+        );
     }
 }
