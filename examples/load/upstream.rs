@@ -347,7 +347,9 @@ async fn post(
             )
         }
     };
-    let request = http::Request::post(url.clone())
+    // Origin form: Pushpin's publish API does not route an absolute-form target.
+    let path = url.path_and_query().map_or("/", |p| p.as_str());
+    let request = http::Request::post(path)
         .header("host", addr.to_string())
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))?;
