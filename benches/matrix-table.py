@@ -10,7 +10,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-SERVER_ORDER = {"pushbridge": 0, "nchan": 1, "pushpin": 2}
+SERVER_ORDER = {"pushbridge": 0, "nchan": 1, "node": 2, "pushpin": 3}
 KIND_ORDER = {"sse": 0, "long-poll": 1, "ws": 2, "tls": 3, "h2": 4, "ws-off": 5, "ws-deflate": 6}
 KIND_NAMES = {"sse": "SSE", "long-poll": "held long-poll", "ws": "WebSocket", "tls": "SSE over TLS (h1)",
               "h2": "SSE over h2c"}

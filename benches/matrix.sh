@@ -49,10 +49,13 @@ LOGS=target/bench-matrix-logs
 SEQ_LOG=$LOGS/seq.log
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 
-if [[ " $SCENARIOS " == *" deflate "* && " ${DEFLATE_SERVERS:-pushpin} " == *" pushpin "* ]] && ! command -v pushpin >/dev/null; then
+if [[ " $SCENARIOS " == *" deflate "* && " ${DEFLATE_SERVERS:-} " == *" pushpin "* ]] && ! command -v pushpin >/dev/null; then
   echo "matrix: installing Pushpin (and Condure)" >&2
   sudo=""; [[ $(id -u) == 0 ]] || sudo=sudo
   $sudo apt-get install -y pushpin condure >&2
+fi
+if [[ " $SCENARIOS " == *" deflate "* && ! -d tests/differential/node_modules/ws ]]; then
+  (cd tests/differential && npm ci --no-audit --no-fund >&2)
 fi
 if [[ " $SERVERS " == *" nchan "* && ! -f $NCHAN_MODULE ]]; then
   echo "matrix: installing nginx and Nchan" >&2
@@ -166,12 +169,13 @@ matrix() {
 # ws-off offers no extension, ws-deflate offers DEFLATE_OFFER (what a browser sends) and inflates. Servers
 # (DEFLATE_SERVERS): pushbridge with benches/pushbridge-bench-deflate.yaml (compresses each event once); Nchan with
 # nchan_deflate_message_for_websocket (compresses each message once); Pushpin with Condure
-# (benches/pushpin.conf.in and the GRIP backend benches/pushpin-grip.py; Condure compresses per connection).
+# (benches/pushpin.conf.in and the GRIP backend benches/pushpin-grip.py; it did not negotiate the extension here);
+# node: a Node `ws` server (benches/ws-node-fanout.mjs; compresses per connection, with context takeover).
 # With DEFLATE_RATE=0 the clients sit idle: memory per idle connection with and without the extension.
 DEFLATE_CLIENTS=${DEFLATE_CLIENTS:-1000}
 DEFLATE_RATE=${DEFLATE_RATE:-200}
 DEFLATE_SIZE=${DEFLATE_SIZE:-1024}
-DEFLATE_SERVERS=${DEFLATE_SERVERS:-"pushbridge nchan pushpin"}
+DEFLATE_SERVERS=${DEFLATE_SERVERS:-"pushbridge nchan node"}
 DEFLATE_KINDS=${DEFLATE_KINDS:-"ws-off ws-deflate"}
 DEFLATE_OFFER=${DEFLATE_OFFER:-"permessage-deflate; client_max_window_bits"}
 
@@ -200,6 +204,14 @@ deflate_run() {
       for _ in $(seq 50); do (( $(pgrep -c -P "$server_pid" || true) >= NCHAN_WORKERS )) && break; sleep 0.1; done
       pids=$(pgrep -P "$server_pid" | paste -sd,)
       target=http://127.0.0.1:28180/sub/bench publish=http://127.0.0.1:28180/pub ;;
+    node)
+      ports_free 28380 28081
+      "$LOAD" --upstream 127.0.0.1:28081 --rate "$DEFLATE_RATE" --size "$DEFLATE_SIZE" --payload json \
+        --seq-log "$SEQ_LOG" --serve-for 30m 2>/dev/null &
+      source=$!; wait_port 28081 "$source"
+      node benches/ws-node-fanout.mjs >>"$LOGS/node.log" 2>&1 &
+      server_pid=$!; wait_port 28380 "$server_pid"; sleep 0.5
+      pids=$server_pid target=http://127.0.0.1:28380/bench ;;
     pushpin)
       ports_free 28280 28281 28561
       mkdir -p "$dir/run" "$dir/log"

@@ -1,8 +1,8 @@
 //! The WebSocket client of `--ws-deflate`: RFC 6455 by hand (tungstenite 0.30 has no permessage-deflate and fails
 //! a connection on any RSV1 frame), offering permessage-deflate (RFC 7692) in the handshake with `--ws-offer`'s
 //! parameters. A message whose first frame has RSV1 set is inflated with a raw inflater after appending
-//! `00 00 ff ff` (§7.2.2); the inflater's window is kept between messages unless the server's answer has
-//! `server_no_context_takeover`, so servers that compress per connection with context takeover are read too.
+//! `00 00 ff ff` (§7.2.2); the inflater's window is kept between messages, so servers that compress per
+//! connection with context takeover are read too.
 //! Pings get a masked pong; anything else is read and dropped. Client inflate CPU is spent here, in the load
 //! tool, not in the server under test.
 
@@ -33,7 +33,8 @@ pub struct Socket {
 
 struct Inflater {
     raw: Decompress,
-    /// `server_no_context_takeover`: every message from an empty window.
+    /// `server_no_context_takeover`: every message from an empty window (reported; the window is kept anyway).
+    #[cfg_attr(not(test), allow(dead_code))]
     reset: bool,
     /// The payload and the tail.
     input: Vec<u8>,
@@ -264,9 +265,9 @@ impl Inflater {
                 return Err("inflate made no progress".into());
             }
         }
-        if self.reset {
-            self.raw.reset(false);
-        }
+        // Never reset, even with `server_no_context_takeover`: such a message refers to nothing before it, so a
+        // kept window is harmless, and flate2's reset zeroes the 32 KiB window (a memset per message that cost
+        // more than the inflate itself at 200 000 messages/s).
         Ok(&self.out)
     }
 }
