@@ -13,7 +13,9 @@
 //! `seq=` the source numbers events with; see `stats`). With `--pid` (one or more, comma-separated), those
 //! processes' summed RSS before the clients connect and after, and their CPU time over the window, are reported
 //! too. SSE clients can also use TLS (`--tls --ca FILE`; `--write-cert DIR` makes a dev certificate for the
-//! server) or share HTTP/2 connections (`--h2 --streams-per-conn K`). See docs/BENCHMARKS.md.
+//! server) or share HTTP/2 connections (`--h2 --streams-per-conn K`). WebSocket clients can offer permessage-deflate
+//! and inflate (`--ws-offer`, the tool's own client in `wsdeflate`), and the source can send JSON events that
+//! compress like real ones (`--payload json`). See docs/BENCHMARKS.md.
 
 mod clients;
 mod h1sse;
