@@ -269,13 +269,17 @@ async fn start_source(
         let addr = authority(url)?;
         let url = url.clone();
         let publishers = usize::from(args.publishers);
-        let format = args.publish_format;
         eprintln!(
             "publisher: POSTing to {url} ({rate} events/s of {size} B from {publishers} connections)"
         );
+        let to = upstream::PublishTo {
+            url,
+            addr,
+            format: args.publish_format,
+        };
         return Ok(Some(tokio::spawn(async move {
             let (failures, latencies) =
-                upstream::publish(url, addr, rate, publishers, payload, format, log, stop).await;
+                upstream::publish(to, rate, publishers, payload, log, stop).await;
             if failures > 0 {
                 eprintln!("publisher: {failures} failed posts");
             }

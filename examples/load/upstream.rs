@@ -94,6 +94,15 @@ fn order_book(stamps: &str, seq: u64, size: usize) -> String {
     out
 }
 
+/// Where and how `--publish` posts.
+#[derive(Debug, Clone)]
+pub struct PublishTo {
+    pub url: http::Uri,
+    /// The URL's loopback socket address.
+    pub addr: SocketAddr,
+    pub format: PublishFormat,
+}
+
 /// How `--publish` posts an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PublishFormat {
@@ -236,12 +245,10 @@ pub async fn serve(
 /// events; only accepted posts go into `log`. Returns how many posts failed, and each accepted post's round trip
 /// (request sent to answer read) in µs: the publish latency.
 pub async fn publish(
-    url: http::Uri,
-    addr: SocketAddr,
+    to: PublishTo,
     rate: u32,
     publishers: usize,
     payload: Payload,
-    format: PublishFormat,
     log: Option<SeqLog>,
     stop: CancellationToken,
 ) -> (u64, Vec<u32>) {
@@ -251,10 +258,8 @@ pub async fn publish(
         .map(|src| {
             let publisher = publisher(
                 src,
-                url.clone(),
-                addr,
+                to.clone(),
                 payload,
-                format,
                 due.clone(),
                 log.clone(),
                 stop.clone(),
@@ -279,10 +284,8 @@ pub async fn publish(
 /// One publisher connection: a post per due tick until `stop`; its failures and round trips (µs).
 async fn publisher(
     src: usize,
-    url: http::Uri,
-    addr: SocketAddr,
+    to: PublishTo,
     payload: Payload,
-    format: PublishFormat,
     due: Arc<Semaphore>,
     log: Option<Arc<Mutex<SeqLog>>>,
     stop: CancellationToken,
@@ -300,7 +303,7 @@ async fn publisher(
         seq += 1;
         let (data, ts) = data(Some(src), seq, payload);
         let started = std::time::Instant::now();
-        match post(&mut sender, &url, addr, data, format).await {
+        match post(&mut sender, &to, data).await {
             Ok(()) => {
                 let micros = started.elapsed().as_micros();
                 latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
@@ -322,11 +325,10 @@ async fn publisher(
 
 async fn post(
     sender: &mut Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
-    url: &http::Uri,
-    addr: SocketAddr,
+    to: &PublishTo,
     data: String,
-    format: PublishFormat,
 ) -> Result<(), BoxError> {
+    let (url, addr) = (&to.url, to.addr);
     let ready = match sender.as_mut() {
         Some(ready) if !ready.is_closed() => ready,
         _ => {
@@ -337,7 +339,7 @@ async fn post(
         }
     };
     ready.ready().await?;
-    let (content_type, body) = match format {
+    let (content_type, body) = match to.format {
         PublishFormat::Plain => ("text/plain", data),
         PublishFormat::Pushpin => {
             let item = serde_json::json!({"channel": "bench", "formats": {"ws-message": {"content": data}}});
