@@ -10,8 +10,8 @@ import statistics
 import sys
 from collections import defaultdict
 
-SERVER_ORDER = {"pushbridge": 0, "nchan": 1}
-KIND_ORDER = {"sse": 0, "long-poll": 1, "ws": 2, "tls": 3, "h2": 4}
+SERVER_ORDER = {"pushbridge": 0, "nchan": 1, "node": 2, "pushpin": 3}
+KIND_ORDER = {"sse": 0, "long-poll": 1, "ws": 2, "tls": 3, "h2": 4, "ws-off": 5, "ws-deflate": 6}
 KIND_NAMES = {"sse": "SSE", "long-poll": "held long-poll", "ws": "WebSocket", "tls": "SSE over TLS (h1)",
               "h2": "SSE over h2c"}
 
@@ -99,6 +99,31 @@ TARGET_COLUMNS = [c for c in LOAD_COLUMNS if c[0] not in ("missing", "duplicated
     ("duplicated (max)", lambda g, runs: max(r['duplicated'] for r in runs)),
 ]
 
+def ratio(r):
+    wire, read = r.get('ws_wire_bytes_per_message'), r.get('ws_message_bytes_per_message')
+    return read / wire if wire and read else None
+
+
+DEFLATE_COLUMNS = [
+    ("server", lambda g, runs: g["server"]),
+    ("clients offer", lambda g, runs: "permessage-deflate" if g["kind"] == "ws-deflate" else "nothing"),
+    ("subscribers", lambda g, runs: g["clients"]),
+    ("runs", lambda g, runs: len(runs)),
+    ("clients with deflate", median_of(lambda r: r.get('ws_deflate_clients'), 0)),
+    ("published/s", median_of(lambda r: r['published_per_second'])),
+    ("deliveries/s", median_of(lambda r: r['events_per_second'], 0)),
+    ("p50 ms", median_of(lambda r: r['latency_ms']['p50'], 2)),
+    ("p99 ms", median_of(lambda r: r['latency_ms']['p99'], 2)),
+    ("server CPU µs/delivery", median_of(lambda r: r['target_cpu_us_per_event'], 2)),
+    ("server CPU %", median_of(lambda r: r['target_cpu_percent'])),
+    ("payload B/message (wire)", median_of(lambda r: r.get('ws_wire_bytes_per_message'))),
+    ("B/message (read)", median_of(lambda r: r.get('ws_message_bytes_per_message'))),
+    ("ratio", median_of(ratio, 2)),
+    ("KiB/conn", median_of(lambda r: r['kib_per_connection'])),
+    ("missing (max)", lambda g, runs: max(r['missing'] for r in runs)),
+    ("duplicated (max)", lambda g, runs: max(r['duplicated'] for r in runs)),
+]
+
 
 def main():
     path = sys.argv[1]
@@ -111,6 +136,7 @@ def main():
     table(groups, "overload", "c. overload curve (SSE)", LOAD_COLUMNS)
     table(groups, "scale", "d. scale: idle SSE connections up to the fd limit", IDLE_COLUMNS)
     table(groups, "target", "e. issue 17 targets (missing and duplicated: the most of any run)", TARGET_COLUMNS)
+    table(groups, "deflate", "f. WebSocket permessage-deflate (issue 20)", DEFLATE_COLUMNS)
 
 
 if __name__ == "__main__":

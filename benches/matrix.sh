@@ -18,6 +18,8 @@
 #   scale     pushbridge only: idle SSE connections at each of SCALE_CLIENTS → KiB per connection.
 #   target    issue 17's rows at RATE events/s: 1,000 SSE and 1,000 WebSocket, 10,000 and 19,000 SSE, 100 SSE
 #             (TARGET_ROWS, "kind:clients" pairs).
+#   deflate   WebSocket permessage-deflate: pushbridge, Nchan and Pushpin, clients with and without the extension
+#             (DEFLATE_* knobs, in the scenario's block below; not in the default SCENARIOS).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -47,6 +49,14 @@ LOGS=target/bench-matrix-logs
 SEQ_LOG=$LOGS/seq.log
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
 
+if [[ " $SCENARIOS " == *" deflate "* && " ${DEFLATE_SERVERS:-} " == *" pushpin "* ]] && ! command -v pushpin >/dev/null; then
+  echo "matrix: installing Pushpin (and Condure)" >&2
+  sudo=""; [[ $(id -u) == 0 ]] || sudo=sudo
+  $sudo apt-get install -y pushpin condure >&2
+fi
+if [[ " $SCENARIOS " == *" deflate "* && ! -d tests/differential/node_modules/ws ]]; then
+  (cd tests/differential && npm ci --no-audit --no-fund >&2)
+fi
 if [[ " $SERVERS " == *" nchan "* && ! -f $NCHAN_MODULE ]]; then
   echo "matrix: installing nginx and Nchan" >&2
   sudo=""; [[ $(id -u) == 0 ]] || sudo=sudo
@@ -153,6 +163,93 @@ matrix() {
   done
 }
 
+# --- Scenario deflate (issue 20; docs/BENCHMARKS.md, "WebSocket permessage-deflate") ---------------------------
+# DEFLATE_CLIENTS WebSocket subscribers × DEFLATE_RATE events/s of ~DEFLATE_SIZE-byte JSON (the load tool's
+# --payload json), every client the load tool's own WebSocket client (--ws-offer) so both sides read alike: kind
+# ws-off offers no extension, ws-deflate offers DEFLATE_OFFER (what a browser sends) and inflates. Servers
+# (DEFLATE_SERVERS): pushbridge with benches/pushbridge-bench-deflate.yaml (compresses each event once); Nchan with
+# nchan_deflate_message_for_websocket (compresses each message once); Pushpin with Condure
+# (benches/pushpin.conf.in and the GRIP backend benches/pushpin-grip.py; it did not negotiate the extension here);
+# node: a Node `ws` server (benches/ws-node-fanout.mjs; compresses per connection, with context takeover).
+# With DEFLATE_RATE=0 the clients sit idle: memory per idle connection with and without the extension.
+DEFLATE_CLIENTS=${DEFLATE_CLIENTS:-1000}
+DEFLATE_RATE=${DEFLATE_RATE:-200}
+DEFLATE_SIZE=${DEFLATE_SIZE:-1024}
+DEFLATE_SERVERS=${DEFLATE_SERVERS:-"pushbridge nchan node"}
+DEFLATE_KINDS=${DEFLATE_KINDS:-"ws-off ws-deflate"}
+DEFLATE_OFFER=${DEFLATE_OFFER:-"permessage-deflate; client_max_window_bits"}
+
+# deflate_run SERVER KIND: a fresh server (and source or publisher), one warm-up client, the measured clients.
+deflate_run() {
+  local server=$1 kind=$2 server_pid source="" grip="" pids target offer="" publish="" format=plain dir
+  [[ $kind == ws-deflate ]] && offer=$DEFLATE_OFFER
+  : > "$SEQ_LOG"
+  dir=$(mktemp -d)
+  case $server in
+    pushbridge)
+      ports_free 28080 28081 28090
+      "$LOAD" --upstream 127.0.0.1:28081 --rate "$DEFLATE_RATE" --size "$DEFLATE_SIZE" --payload json \
+        --seq-log "$SEQ_LOG" --serve-for 30m 2>/dev/null &
+      source=$!; wait_port 28081 "$source"
+      "$PUSHBRIDGE" run -c benches/pushbridge-bench-deflate.yaml >>"$LOGS/pushbridge.log" 2>&1 &
+      server_pid=$!; wait_port 28080 "$server_pid"; sleep 0.2; alive "$server_pid" "$PUSHBRIDGE"
+      pids=$server_pid target=http://127.0.0.1:28080/events/bench ;;
+    nchan)
+      ports_free 28180
+      sed -e "s|{{DIR}}|$dir|g" -e "s|{{WORKERS}}|$NCHAN_WORKERS|g" \
+        -e 's|nchan_publisher;|nchan_publisher; nchan_deflate_message_for_websocket on;|' \
+        benches/nchan.conf.in > "$dir/nginx.conf"
+      nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;' &
+      server_pid=$!; wait_port 28180 "$server_pid"; alive "$server_pid" nginx
+      for _ in $(seq 50); do (( $(pgrep -c -P "$server_pid" || true) >= NCHAN_WORKERS )) && break; sleep 0.1; done
+      pids=$(pgrep -P "$server_pid" | paste -sd,)
+      target=http://127.0.0.1:28180/sub/bench publish=http://127.0.0.1:28180/pub ;;
+    node)
+      ports_free 28380 28081
+      "$LOAD" --upstream 127.0.0.1:28081 --rate "$DEFLATE_RATE" --size "$DEFLATE_SIZE" --payload json \
+        --seq-log "$SEQ_LOG" --serve-for 30m 2>/dev/null &
+      source=$!; wait_port 28081 "$source"
+      node benches/ws-node-fanout.mjs >>"$LOGS/node.log" 2>&1 &
+      server_pid=$!; wait_port 28380 "$server_pid"; sleep 0.5
+      pids=$server_pid target=http://127.0.0.1:28380/bench ;;
+    pushpin)
+      ports_free 28280 28281 28561
+      mkdir -p "$dir/run" "$dir/log"
+      sed -e "s|{{DIR}}|$dir|g" benches/pushpin.conf.in > "$dir/pushpin.conf"
+      echo "* 127.0.0.1:28281,over_http" > "$dir/routes"
+      python3 benches/pushpin-grip.py 2>>"$LOGS/pushpin-grip.log" &
+      grip=$!; wait_port 28281 "$grip"
+      pushpin --config "$dir/pushpin.conf" --merge-output >>"$LOGS/pushpin.log" 2>&1 &
+      server_pid=$!; wait_port 28280 "$server_pid"; wait_port 28561 "$server_pid"; sleep 0.5
+      pids=$(pgrep -P "$server_pid" | paste -sd,)   # condure, zurl, pushpin-proxy, pushpin-handler
+      target=http://127.0.0.1:28280/bench publish=http://127.0.0.1:28561/publish/ format=pushpin ;;
+  esac
+  if [[ -n $publish && $DEFLATE_RATE != 0 ]]; then
+    "$LOAD" --publish "$publish" --publish-format "$format" --rate "$DEFLATE_RATE" --size "$DEFLATE_SIZE" \
+      --payload json --seq-log "$SEQ_LOG" --serve-for 30m 2>>"$LOGS/publisher.log" &
+    source=$!
+  fi
+  "$LOAD" --target "$target" --transport ws --ws-offer "" --clients 1 --duration 1s --settle 0s >/dev/null 2>&1 || true
+  "$LOAD" --target "$target" --transport ws --ws-offer "$offer" --clients "$DEFLATE_CLIENTS" --duration "$DURATION" \
+    --settle 2s --grace "$GRACE" --pid "$pids" --seq-log "$SEQ_LOG" --json 2>>"$LOGS/load.log" \
+    | sed "s/^{/{\"invocation\":\"$INVOCATION\",\"scenario\":\"deflate\",\"server\":\"$server\",\"kind\":\"$kind\",\"rate\":$DEFLATE_RATE,/" \
+    | tee -a "$OUT" | cut -c1-200 >&2
+  stop "$source" "$server_pid" "$grip"
+  rm -rf "$dir"
+}
+
+deflate_matrix() {
+  for run in $(seq "$RUNS"); do
+    for server in $DEFLATE_SERVERS; do
+      for kind in $DEFLATE_KINDS; do
+        echo "matrix: deflate $server $kind $DEFLATE_CLIENTS clients × $DEFLATE_RATE/s, run $run/$RUNS" >&2
+        deflate_run "$server" "$kind"
+      done
+    done
+  done
+}
+# --- end of scenario deflate ------------------------------------------------------------------------------------
+
 for scenario in $SCENARIOS; do
   case $scenario in
     idle) matrix idle "$IDLE_KINDS" "$IDLE_CLIENTS" 0 "$IDLE_DURATION" "$SERVERS" ;;
@@ -160,6 +257,7 @@ for scenario in $SCENARIOS; do
     overload) matrix overload sse "$OVERLOAD_CLIENTS" "$RATE" "$DURATION" "$SERVERS" ;;
     scale) matrix scale sse "$SCALE_CLIENTS" 0 "$IDLE_DURATION" pushbridge ;;
     target) for row in $TARGET_ROWS; do matrix target "${row%%:*}" "${row##*:}" "$RATE" "$DURATION" "$SERVERS"; done ;;
+    deflate) deflate_matrix ;;
     *) echo "matrix: unknown scenario $scenario (idle, cpu, overload, scale, target)" >&2; exit 2 ;;
   esac
 done

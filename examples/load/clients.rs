@@ -23,8 +23,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::h1sse;
 use crate::stats::{SseScanner, Tally, Window, stamp};
+use crate::{h1sse, wsdeflate};
 
 type BoxError = pushbridge::BoxError;
 
@@ -61,6 +61,8 @@ pub struct Target {
     pub tls: Option<TlsConnector>,
     /// SSE as HTTP/2 streams: one shared h2c connection per slot, `streams_per_conn` clients per slot.
     pub h2: Option<H2Pool>,
+    /// WebSocket through [`wsdeflate`], offering this `Sec-WebSocket-Extensions` value (none when empty).
+    pub ws_offer: Option<String>,
 }
 
 type H2Sender = http2::SendRequest<Empty<Bytes>>;
@@ -154,6 +156,10 @@ async fn session(
         Connection::Sse(body) => read_sse(body, &shared.window, tally).await,
         Connection::H1Sse(stream) => h1sse::read(stream, &shared.window, tally).await,
         Connection::Ws(socket) => read_ws(socket, &shared.window, tally).await,
+        Connection::WsDeflate(socket) => {
+            tally.deflate_sessions += u64::from(socket.deflate());
+            socket.read(&shared.window, tally).await
+        }
         Connection::LongPoll(sender) => {
             poll_loop(sender, &shared.target, &shared.window, tally).await
         }
@@ -166,6 +172,8 @@ enum Connection {
     /// SSE over HTTP/1.1, plaintext or TLS.
     H1Sse(h1sse::Stream),
     Ws(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+    /// WebSocket with permessage-deflate offered (`--ws-deflate`).
+    WsDeflate(Box<wsdeflate::Socket>),
     LongPoll(SendRequest<Empty<Bytes>>),
 }
 
@@ -184,6 +192,12 @@ async fn open(target: &Target, index: u32) -> Result<Connection, BoxError> {
     let tcp = TcpStream::connect(target.addr).await?;
     tcp.set_nodelay(true)?;
     match target.transport {
+        Transport::Ws if target.ws_offer.is_some() => {
+            let offer = target.ws_offer.as_deref().unwrap_or_default();
+            let host = target.addr.to_string();
+            let socket = wsdeflate::open(tcp, &host, &target.path, offer).await?;
+            Ok(Connection::WsDeflate(Box::new(socket)))
+        }
         Transport::Ws => {
             let url = format!("ws://{}{}", target.addr, target.path);
             // tungstenite reads into a 128 KiB buffer by default: far too much for thousands of sockets.
@@ -257,11 +271,13 @@ async fn read_ws(
     while let Some(message) = socket.next().await {
         match message? {
             Message::Text(text) => {
+                tally.payload(window, text.len(), text.len());
                 if let Some(stamp) = stamp(text.as_bytes()) {
                     tally.record(window, stamp);
                 }
             }
             Message::Binary(bytes) => {
+                tally.payload(window, bytes.len(), bytes.len());
                 if let Some(stamp) = stamp(&bytes) {
                     tally.record(window, stamp);
                 }

@@ -13,12 +13,15 @@
 //! `seq=` the source numbers events with; see `stats`). With `--pid` (one or more, comma-separated), those
 //! processes' summed RSS before the clients connect and after, and their CPU time over the window, are reported
 //! too. SSE clients can also use TLS (`--tls --ca FILE`; `--write-cert DIR` makes a dev certificate for the
-//! server) or share HTTP/2 connections (`--h2 --streams-per-conn K`). See docs/BENCHMARKS.md.
+//! server) or share HTTP/2 connections (`--h2 --streams-per-conn K`). WebSocket clients can offer permessage-deflate
+//! and inflate (`--ws-offer`, the tool's own client in `wsdeflate`), and the source can send JSON events that
+//! compress like real ones (`--payload json`). See docs/BENCHMARKS.md.
 
 mod clients;
 mod h1sse;
 mod stats;
 mod upstream;
+mod wsdeflate;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -97,6 +100,17 @@ struct Args {
     /// Bytes of data per event.
     #[arg(long, default_value_t = 200)]
     size: usize,
+    /// What the data is: the stamps padded with `x`, or a JSON document of about --size bytes.
+    #[arg(long, value_enum, default_value = "text")]
+    payload: upstream::Shape,
+    /// With --publish: post the data as is (Nchan), or wrapped in Pushpin's publish API.
+    #[arg(long, value_enum, default_value = "plain")]
+    publish_format: upstream::PublishFormat,
+    /// WebSocket clients of the load tool's own (not tungstenite) that offer this Sec-WebSocket-Extensions value
+    /// and inflate permessage-deflate messages; "" offers nothing (the same client, for the uncompressed side).
+    /// A browser offers "permessage-deflate; client_max_window_bits".
+    #[arg(long)]
+    ws_offer: Option<String>,
     /// The source writes one `<seq> <ts>` line (`<seq> <ts> <publisher>` with --publish) per event it publishes to
     /// this file; the clients read it at the
     /// window's end to know which events every client owes (without it: the span as the clients saw it).
@@ -151,6 +165,13 @@ struct Report {
     publish_latency_ms: Option<Percentiles>,
     /// With `--publish` and `--target`: posts that failed (not accepted: not owed to clients).
     publish_failures: Option<u64>,
+    /// WebSocket: clients whose server accepted permessage-deflate (with `--ws-offer`; counted once per client).
+    ws_deflate_clients: u64,
+    /// WebSocket messages received in the window: mean payload bytes as sent (compressed or not), as read
+    /// (inflated), and how many were compressed.
+    ws_wire_bytes_per_message: Option<f64>,
+    ws_message_bytes_per_message: Option<f64>,
+    ws_compressed_messages: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -220,6 +241,10 @@ async fn start_source(
     stop: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<Option<Published>>>, BoxError> {
     let (rate, size) = (args.rate, args.size);
+    let payload = upstream::Payload {
+        size,
+        shape: args.payload,
+    };
     let log = match (
         &args.seq_log,
         args.upstream.is_some() || args.publish.is_some(),
@@ -234,7 +259,7 @@ async fn start_source(
             "upstream: serving SSE on http://{} ({rate} events/s of {size} B)",
             listener.local_addr()?
         );
-        let serve = upstream::serve(listener, rate, size, log, stop);
+        let serve = upstream::serve(listener, rate, payload, log, stop);
         return Ok(Some(tokio::spawn(async move {
             serve.await;
             None
@@ -247,9 +272,14 @@ async fn start_source(
         eprintln!(
             "publisher: POSTing to {url} ({rate} events/s of {size} B from {publishers} connections)"
         );
+        let to = upstream::PublishTo {
+            url,
+            addr,
+            format: args.publish_format,
+        };
         return Ok(Some(tokio::spawn(async move {
             let (failures, latencies) =
-                upstream::publish(url, addr, rate, publishers, size, log, stop).await;
+                upstream::publish(to, rate, publishers, payload, log, stop).await;
             if failures > 0 {
                 eprintln!("publisher: {failures} failed posts");
             }
@@ -261,6 +291,9 @@ async fn start_source(
 
 fn parse_target(uri: &http::Uri, args: &Args) -> Result<Target, BoxError> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    if args.ws_offer.is_some() && args.transport != Transport::Ws {
+        return Err("--ws-offer is for --transport ws".into());
+    }
     if (args.tls || args.h2) && args.transport != Transport::Sse {
         return Err("--tls and --h2 are for --transport sse".into());
     }
@@ -282,6 +315,7 @@ fn parse_target(uri: &http::Uri, args: &Args) -> Result<Target, BoxError> {
         h2: args
             .h2
             .then(|| H2Pool::new(args.clients, args.streams_per_conn)),
+        ws_offer: args.ws_offer.clone(),
     })
 }
 
@@ -383,6 +417,10 @@ async fn drive(args: &Args, target: Target) -> Report {
     };
     let (missing, owed_per_client) = stats::missing(tallies.iter(), published);
     let duplicated = tallies.iter().map(|t| t.duplicated).sum();
+    let ws_deflate_clients = tallies.iter().filter(|t| t.deflate_sessions > 0).count() as u64;
+    let wire_bytes: u64 = tallies.iter().map(|t| t.wire_bytes).sum();
+    let message_bytes: u64 = tallies.iter().map(|t| t.message_bytes).sum();
+    let ws_compressed_messages = tallies.iter().map(|t| t.compressed).sum();
     let mut events = 0;
     let mut latencies = Vec::with_capacity(tallies.iter().map(|t| t.latencies.len()).sum());
     for tally in tallies {
@@ -439,6 +477,10 @@ async fn drive(args: &Args, target: Target) -> Report {
         load_tool_cpu_percent: percent(cpu_start.1, cpu_end.1),
         publish_latency_ms: None,
         publish_failures: None,
+        ws_deflate_clients,
+        ws_wire_bytes_per_message: (events > 0).then(|| wire_bytes as f64 / events as f64),
+        ws_message_bytes_per_message: (events > 0).then(|| message_bytes as f64 / events as f64),
+        ws_compressed_messages,
     }
 }
 
@@ -477,6 +519,14 @@ fn print_report(r: &Report) {
         kib(r.target_rss_kib_end),
         opt(r.kib_per_connection)
     );
+    if let (Some(wire), Some(message)) =
+        (r.ws_wire_bytes_per_message, r.ws_message_bytes_per_message)
+    {
+        println!(
+            "ws payload        {wire:.1} B per message on the wire, {message:.1} B read ({} compressed; {} clients with permessage-deflate)",
+            r.ws_compressed_messages, r.ws_deflate_clients
+        );
+    }
     println!(
         "CPU %             target {}  load tool {}  (target {} µs per event)",
         opt(r.target_cpu_percent),

@@ -169,6 +169,13 @@ pub struct Tally {
     pub spans: Spans,
     /// Per source, the last seq received.
     last_seq: Vec<u64>,
+    /// WebSocket messages received while the window was open: their payload bytes as sent (compressed or not)
+    /// and as read (inflated), and how many were compressed.
+    pub wire_bytes: u64,
+    pub message_bytes: u64,
+    pub compressed: u64,
+    /// WebSocket connections on which the server accepted permessage-deflate.
+    pub deflate_sessions: u64,
 }
 
 impl Tally {
@@ -202,6 +209,16 @@ impl Tally {
             self.events += 1;
             let latency = now_micros().saturating_sub(stamp.ts);
             self.latencies.push(latency.min(u64::from(u32::MAX)) as u32);
+        }
+    }
+
+    /// Counts one WebSocket message of `wire` payload bytes, `message` once inflated (the same when not
+    /// compressed).
+    pub fn payload(&mut self, window: &Window, wire: usize, message: usize) {
+        if window.is_open() {
+            self.wire_bytes += wire as u64;
+            self.message_bytes += message as u64;
+            self.compressed += u64::from(wire != message);
         }
     }
 

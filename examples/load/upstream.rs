@@ -1,7 +1,8 @@
 //! The event source: either an SSE upstream that pushbridge connects to (`--upstream ADDR`: every `GET` gets the
 //! same live `text/event-stream`, WHATWG HTML §9.2.5), or a publisher that `POST`s each event's data to a URL
-//! (`--publish URL`, for brokers such as Nginx + Nchan, from `--publishers N` connections sharing `--rate`). Each
-//! event's data is `[src=<p> ]seq=<n> ts=<unix µs> ` padded with `x` to `--size` bytes: `n` counts 1, 2, … per
+//! (`--publish URL`, for brokers such as Nginx + Nchan or Pushpin, from `--publishers N` connections sharing
+//! `--rate`). Each event's data is `[src=<p> ]seq=<n> ts=<unix µs> ` padded with `x` to `--size` bytes, or a JSON
+//! document of about `--size` bytes carrying those stamps (`--payload json`): `n` counts 1, 2, … per
 //! tick of the source (an SSE upstream also sends it as the `id:`), or per post of publisher `p`, and the time is
 //! taken when the event is sent.
 
@@ -25,16 +26,90 @@ use crate::stats::{SEQ_MARKER, SRC_MARKER, TS_MARKER, now_micros};
 
 type BoxError = pushbridge::BoxError;
 
-/// Event data of `size` bytes carrying its source (one of several publishers), `seq` and the current time, and
-/// that time.
-fn data(src: Option<usize>, seq: u64, size: usize) -> (String, u64) {
+/// What each event's data looks like (`--size` bytes, `--payload`).
+#[derive(Debug, Clone, Copy)]
+pub struct Payload {
+    pub size: usize,
+    pub shape: Shape,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// The stamps padded with `x` (compresses to almost nothing).
+    Text,
+    /// A JSON order-book snapshot with pseudo-random prices and quantities, the stamps in its `"id"`: compresses
+    /// about as real JSON events do (4× at 1 KiB).
+    Json,
+}
+
+/// Event data carrying its source (one of several publishers), `seq` and the current time, and that time.
+fn data(src: Option<usize>, seq: u64, payload: Payload) -> (String, u64) {
     let ts = now_micros();
     let src = src.map(|p| format!("{SRC_MARKER}{p}")).unwrap_or_default();
-    let mut data = format!("{src}{SEQ_MARKER}{seq} {TS_MARKER}{ts} ");
-    if data.len() < size {
-        data.extend(std::iter::repeat_n('x', size - data.len()));
-    }
+    let stamps = format!("{src}{SEQ_MARKER}{seq} {TS_MARKER}{ts} ");
+    let size = payload.size;
+    let data = match payload.shape {
+        Shape::Text => {
+            let mut data = stamps;
+            if data.len() < size {
+                data.extend(std::iter::repeat_n('x', size - data.len()));
+            }
+            data
+        }
+        Shape::Json => order_book(&stamps, seq, size),
+    };
     (data, ts)
+}
+
+/// `{"id":"<stamps>","symbol":"ACME","bids":[{"price":101.37,"qty":1234,"venue":"X1"},…]}` with as many bids as
+/// bring it to about `size` bytes (never more than one bid over).
+fn order_book(stamps: &str, seq: u64, size: usize) -> String {
+    use std::fmt::Write;
+    // xorshift64*, seeded by seq: every event differs, every run is the same.
+    let mut state = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut out = format!(r#"{{"id":"{stamps}","symbol":"ACME","bids":["#);
+    let mut k = 0;
+    while out.len() + 3 < size {
+        let r = next();
+        if k > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            r#"{{"price":{}.{:02},"qty":{},"venue":"X{}"}}"#,
+            100 + r % 5,
+            (r >> 8) % 100,
+            (r >> 16) % 5000,
+            k % 4
+        );
+        k += 1;
+    }
+    out.push_str("]}");
+    out
+}
+
+/// Where and how `--publish` posts.
+#[derive(Debug, Clone)]
+pub struct PublishTo {
+    pub url: http::Uri,
+    /// The URL's loopback socket address.
+    pub addr: SocketAddr,
+    pub format: PublishFormat,
+}
+
+/// How `--publish` posts an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PublishFormat {
+    /// The data as the body (`text/plain`): Nchan's publisher location.
+    Plain,
+    /// Pushpin's HTTP publish API: `{"items":[{"channel":"bench","formats":{"ws-message":{"content":DATA}}}]}`.
+    Pushpin,
 }
 
 /// The source's record of what it published (`--seq-log FILE`): one `<seq> <ts>` line per event (`<seq> <ts>
@@ -103,7 +178,7 @@ impl Ticker {
 pub async fn serve(
     listener: TcpListener,
     rate: u32,
-    size: usize,
+    payload: Payload,
     mut log: Option<SeqLog>,
     stop: CancellationToken,
 ) {
@@ -113,7 +188,7 @@ pub async fn serve(
         let mut ticker = Ticker::new(rate, MissedTickBehavior::Skip, stop.clone());
         async move {
             while let Some(seq) = ticker.next().await {
-                let (data, ts) = data(None, seq, size);
+                let (data, ts) = data(None, seq, payload);
                 let frame =
                     pushbridge::sse::encode_event(Some(&seq.to_string()), Some("tick"), &data);
                 // No receiver yet is fine: nobody is connected.
@@ -170,11 +245,10 @@ pub async fn serve(
 /// events; only accepted posts go into `log`. Returns how many posts failed, and each accepted post's round trip
 /// (request sent to answer read) in µs: the publish latency.
 pub async fn publish(
-    url: http::Uri,
-    addr: SocketAddr,
+    to: PublishTo,
     rate: u32,
     publishers: usize,
-    size: usize,
+    payload: Payload,
     log: Option<SeqLog>,
     stop: CancellationToken,
 ) -> (u64, Vec<u32>) {
@@ -184,9 +258,8 @@ pub async fn publish(
         .map(|src| {
             let publisher = publisher(
                 src,
-                url.clone(),
-                addr,
-                size,
+                to.clone(),
+                payload,
                 due.clone(),
                 log.clone(),
                 stop.clone(),
@@ -211,9 +284,8 @@ pub async fn publish(
 /// One publisher connection: a post per due tick until `stop`; its failures and round trips (µs).
 async fn publisher(
     src: usize,
-    url: http::Uri,
-    addr: SocketAddr,
-    size: usize,
+    to: PublishTo,
+    payload: Payload,
     due: Arc<Semaphore>,
     log: Option<Arc<Mutex<SeqLog>>>,
     stop: CancellationToken,
@@ -229,9 +301,9 @@ async fn publisher(
             },
         }
         seq += 1;
-        let (data, ts) = data(Some(src), seq, size);
+        let (data, ts) = data(Some(src), seq, payload);
         let started = std::time::Instant::now();
-        match post(&mut sender, &url, addr, data).await {
+        match post(&mut sender, &to, data).await {
             Ok(()) => {
                 let micros = started.elapsed().as_micros();
                 latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
@@ -253,10 +325,10 @@ async fn publisher(
 
 async fn post(
     sender: &mut Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
-    url: &http::Uri,
-    addr: SocketAddr,
+    to: &PublishTo,
     data: String,
 ) -> Result<(), BoxError> {
+    let (url, addr) = (&to.url, to.addr);
     let ready = match sender.as_mut() {
         Some(ready) if !ready.is_closed() => ready,
         _ => {
@@ -267,10 +339,22 @@ async fn post(
         }
     };
     ready.ready().await?;
-    let request = http::Request::post(url.clone())
+    let (content_type, body) = match to.format {
+        PublishFormat::Plain => ("text/plain", data),
+        PublishFormat::Pushpin => {
+            let item = serde_json::json!({"channel": "bench", "formats": {"ws-message": {"content": data}}});
+            (
+                "application/json",
+                serde_json::json!({ "items": [item] }).to_string(),
+            )
+        }
+    };
+    // Origin form: Pushpin's publish API does not route an absolute-form target.
+    let path = url.path_and_query().map_or("/", |p| p.as_str());
+    let request = http::Request::post(path)
         .header("host", addr.to_string())
-        .header("content-type", "text/plain")
-        .body(Full::new(Bytes::from(data)))?;
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))?;
     let response = ready.send_request(request).await?;
     let status = response.status();
     response.into_body().collect().await?;
