@@ -172,14 +172,10 @@ mod tests {
         use std::sync::atomic::AtomicUsize;
         let polls = AtomicUsize::new(0);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u8>();
-        let mut gated = Gated::new(Box::pin(async {
-            let got = std::future::poll_fn(|cx| {
-                polls.fetch_add(1, Ordering::Relaxed);
-                rx.poll_recv(cx)
-            })
-            .await;
-            got
-        }));
+        let mut gated = Gated::new(Box::pin(std::future::poll_fn(|cx| {
+            polls.fetch_add(1, Ordering::Relaxed);
+            rx.poll_recv(cx)
+        })));
         assert!((&mut gated).now_or_never().is_none());
         assert!((&mut gated).now_or_never().is_none());
         assert_eq!(
