@@ -378,11 +378,9 @@ where
     let mut ignored = 0usize;
     let mut scratch = [0u8; 64];
     loop {
-        let at = if chunked {
-            write::begin_chunk(&mut out)
-        } else {
-            out.len()
-        };
+        // The chunk's size line goes in once its length is known: the feed sizes the buffer for the events it
+        // takes (with room for the framing), so a wake-up allocates once and never grows it.
+        let at = out.len();
         let more = loop {
             tokio::select! {
                 biased;
@@ -398,17 +396,15 @@ where
                 },
             }
         };
-        let from = if chunked {
-            write::end_chunk(&mut out, at)
-        } else {
-            0
-        };
-        if !more && chunked {
-            out.extend_from_slice(write::LAST_CHUNK);
+        if chunked {
+            write::frame_chunk(&mut out, at);
+            if !more {
+                out.extend_from_slice(write::LAST_CHUNK);
+            }
         }
-        if out.len() > from {
+        if !out.is_empty() {
             // Most writes complete at once: the kick is only waited on (a `Notified` made) for one that blocks.
-            let mut written = std::pin::pin!(write_out(io, &out[from..]));
+            let mut written = std::pin::pin!(write_out(io, &out));
             let written = match futures_util::FutureExt::now_or_never(written.as_mut()) {
                 Some(written) => written,
                 None => tokio::select! {

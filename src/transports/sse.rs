@@ -33,6 +33,9 @@ const HEARTBEAT: &[u8] = b":\n";
 const BATCH: usize = 64;
 /// Bytes gathered for one write at most (a client far behind catches up in writes of this size).
 pub const MAX_WRITE: usize = 64 * 1024;
+/// Room [`Feed::fill`] leaves after the events it appends, so a writer can frame them without growing the buffer:
+/// an HTTP/1.1 chunk's size line and CRLF (12 bytes) and the last chunk (5).
+pub const FRAMING_ROOM: usize = 24;
 /// The same over HTTP/2, where h2 cuts every write into 16 KiB frames anyway and buffers each one whole on top of
 /// `limits.h2_send_buffer` for a client that does not read.
 pub const MAX_WRITE_HTTP2: usize = 16 * 1024;
@@ -155,15 +158,17 @@ impl Feed {
         if n == 0 {
             return;
         }
-        let events: Vec<Arc<Event>> = self.pending.drain(..n).collect();
-        out.reserve(len + start - out.len());
-        for event in &events {
+        // One allocation for the wake-up's buffer, with room for its framing (an HTTP/1.1 chunk).
+        out.reserve(len + start - out.len() + FRAMING_ROOM);
+        let events = &self.pending.make_contiguous()[..n];
+        for event in events {
             out.extend_from_slice(event.sse_bytes());
         }
         let subscription = &self.subscription;
         self.ctx
             .metrics
-            .delivered("sse", &events, |e| subscription.is_live(e));
+            .delivered("sse", events, |e| subscription.is_live(e));
+        self.pending.drain(..n);
     }
 
     /// [`MAX_WRITE`], or [`MAX_WRITE_HTTP2`] over HTTP/2.

@@ -82,36 +82,21 @@ fn bodyless(status: StatusCode) -> bool {
 /// Room for a chunk-size line: up to 8 hex digits and CRLF.
 const CHUNK_ROOM: usize = 10;
 
-/// Starts a chunk: reserves room for its size line. Returns where the chunk starts.
-pub fn begin_chunk(out: &mut Vec<u8>) -> usize {
-    let at = out.len();
-    out.extend_from_slice(&[0; CHUNK_ROOM]);
-    at
-}
-
-/// Ends the chunk begun at `at`: writes its size line right before the payload and the CRLF after it (an empty
-/// payload leaves no chunk, as an empty chunk would end the body). Returns the offset in `out` the bytes to send
-/// start from.
-pub fn end_chunk(out: &mut Vec<u8>, at: usize) -> usize {
-    let len = out.len() - at - CHUNK_ROOM;
+/// Frames the bytes from `at` to the end of `out` as one chunk: its size line goes in before them (they move up by
+/// its length, a copy within the buffer: cheaper than growing a buffer made before their length was known) and the
+/// CRLF after them. An empty payload leaves no chunk, as an empty chunk would end the body.
+pub fn frame_chunk(out: &mut Vec<u8>, at: usize) {
+    let len = out.len() - at;
     if len == 0 {
-        out.truncate(at);
-        return 0;
+        return;
     }
     let mut line = [0u8; CHUNK_ROOM];
     let mut cursor = std::io::Cursor::new(&mut line[..]);
     // At most 8 hex digits: a chunk is never 4 GiB.
     let _ = write!(cursor, "{len:x}\r\n");
     let n = usize::try_from(cursor.position()).unwrap_or(CHUNK_ROOM);
-    let start = at + CHUNK_ROOM - n;
-    out[start..at + CHUNK_ROOM].copy_from_slice(&line[..n]);
+    out.splice(at..at, line[..n].iter().copied());
     out.extend_from_slice(b"\r\n");
-    if at == 0 {
-        return start;
-    }
-    // Something (a head) precedes the chunk: close the room's unused part.
-    out.drain(at..start);
-    0
 }
 
 /// The last chunk of a chunked body.
@@ -188,23 +173,21 @@ mod tests {
 
     #[test]
     fn chunks_are_framed_in_place() {
-        let mut out = Vec::new();
-        let at = begin_chunk(&mut out);
+        let mut out = Vec::with_capacity(300 + 16);
         out.extend_from_slice(&[b'x'; 300]);
-        let from = end_chunk(&mut out, at);
-        assert_eq!(&out[from..from + 5], b"12c\r\n");
+        frame_chunk(&mut out, 0);
+        assert_eq!(&out[..5], b"12c\r\n");
         assert!(out.ends_with(b"x\r\n"));
-        assert_eq!(out.len() - from, 5 + 300 + 2);
+        assert_eq!(out.len(), 5 + 300 + 2);
+        assert_eq!(out.capacity(), 300 + 16, "framed in the room reserved");
 
         let mut out = b"HEAD".to_vec();
-        let at = begin_chunk(&mut out);
         out.extend_from_slice(b"abc");
-        assert_eq!(end_chunk(&mut out, at), 0);
+        frame_chunk(&mut out, 4);
         assert_eq!(out, b"HEAD3\r\nabc\r\n");
 
         let mut out = b"HEAD".to_vec();
-        let at = begin_chunk(&mut out);
-        assert_eq!(end_chunk(&mut out, at), 0);
+        frame_chunk(&mut out, 4);
         assert_eq!(out, b"HEAD");
     }
 }

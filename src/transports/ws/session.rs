@@ -29,7 +29,7 @@ use super::offer::Deflate;
 use crate::config::WsFormat;
 use crate::event::Event;
 use crate::hub::{Next, Subscription};
-use crate::transports::ends::{End as Stop, Ends};
+use crate::transports::ends::{End as Stop, Ends, Gated};
 use crate::transports::{OpenGauge, StreamContext};
 
 /// Most events taken from the ring per wake-up (written, then flushed once).
@@ -129,15 +129,25 @@ impl Session {
             let liveness = Liveness::default();
             // Polled only when a token fired (not on every event: see `ends.rs`).
             let ends = Ends::new(&ctx.drain, &ctx.kick);
-            let end = tokio::select! {
-                biased;
-                end = ends => match end {
-                    // A kicked client stopped reading: its socket is full, so a close frame would not get through.
-                    Stop::Kicked => End::Drop,
-                    Stop::Drained => End::Close(CloseCode::Away, "going away"),
-                },
-                end = read_loop(&ctx, &forwarded, &mut stream, &liveness, Inbound::new(negotiated.deflate, arrivals)) => end,
-                end = write_loop(&ctx, &mut subscription, &mut sink, &liveness, negotiated) => end,
+            // Polled only when the socket (or a forwarded message) woke it, not on every event the writer sends.
+            let end = {
+                let reader = std::pin::pin!(read_loop(
+                    &ctx,
+                    &forwarded,
+                    &mut stream,
+                    &liveness,
+                    Inbound::new(negotiated.deflate, arrivals),
+                ));
+                tokio::select! {
+                    biased;
+                    end = ends => match end {
+                        // A kicked client stopped reading: its socket is full, so a close frame would not get through.
+                        Stop::Kicked => End::Drop,
+                        Stop::Drained => End::Close(CloseCode::Away, "going away"),
+                    },
+                    end = Gated::new(reader) => end,
+                    end = write_loop(&ctx, &mut subscription, &mut sink, &liveness, negotiated) => end,
+                }
             };
             drop(subscription);
             tracing::debug!(stream = %ctx.key, ?end, "WebSocket session ended");
