@@ -1,6 +1,5 @@
-//! TLS set-up with rustls and its `ring` provider, always passed explicitly (never a process-wide default), except
-//! for the listener certificate's signatures, made with the `aws-lc-rs` provider's key (faster RSA); TLS 1.2 and
-//! 1.3 only.
+//! TLS set-up with rustls and its `ring` provider, always passed explicitly (never a process-wide default);
+//! TLS 1.2 and 1.3 only.
 //!
 //! - [`server`]: the listener's certificate from PEM files, ALPN `h2`, `http/1.1`, hot reload for rotation.
 //! - [`client`]: upstream `https` client config (webpki roots plus an optional CA file).

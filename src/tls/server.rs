@@ -138,15 +138,14 @@ fn certified_key(
             reason: pem_reason(&other),
         },
     })?;
-    // Signed with aws-lc-rs, not ring: its RSA-2048 signature (the bulk of a full handshake with an RSA
-    // certificate) is about 2x faster here (docs/BENCHMARKS.md, "Handshakes per second").
-    let signing_key = rustls::crypto::aws_lc_rs::default_provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| TlsError::UnsupportedKey {
-            path: key_path.to_owned(),
-            reason: e.to_string(),
-        })?;
+    let signing_key =
+        provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::UnsupportedKey {
+                path: key_path.to_owned(),
+                reason: e.to_string(),
+            })?;
     let certified = CertifiedKey::new(chain, signing_key);
     // Unlike `CertifiedKey::from_der`, a key whose public half is unknown is refused, not waved through.
     match certified.keys_match() {

@@ -78,7 +78,8 @@ pub async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
         if io.shutdown().await.is_err() {
             return;
         }
-        let mut buf = [0u8; 4096];
+        // On the heap, taken only when a close lingers: an array here would sit in every session's future.
+        let mut buf = vec![0u8; 4096];
         let mut left = LINGER_BYTES;
         while left > 0 {
             match io.read(&mut buf).await {
@@ -246,4 +247,20 @@ fn refuse(refusal: Refusal) -> Response<Body> {
             .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every WebSocket session's and relay's future holds a `linger` future from the start; it must stay small
+    /// (a 4 KiB array in it once cost 4 KiB per idle connection).
+    #[test]
+    fn linger_future_holds_no_buffer() {
+        let (mut io, _peer) = tokio::io::duplex(64);
+        let future = super::linger(&mut io);
+        assert!(
+            std::mem::size_of_val(&future) < 512,
+            "{} bytes",
+            std::mem::size_of_val(&future)
+        );
+    }
 }
