@@ -298,7 +298,7 @@ pub(crate) fn build_route(
     let backoff = Backoff::try_new(upstream.reconnect.initial, upstream.reconnect.max)
         .map_err(route_error)?;
     let name: Arc<str> = stream.name.as_str().into();
-    metrics.set_upstream_kind(&name, upstream.kind.as_str());
+    metrics.upstream.set_kind(&name, upstream.kind.as_str());
     let template = upstream.url.clone();
     let kind = upstream.kind;
     let connect_timeout = upstream.connect_timeout;

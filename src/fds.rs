@@ -84,7 +84,7 @@ pub fn room_for_stream(metrics: &Metrics, routes: &[Arc<Route>]) -> bool {
     };
     let up: i64 = routes
         .iter()
-        .map(|route| metrics.upstream_up.with_label_values(&[&route.name]).get())
+        .map(|route| metrics.upstream.up.with_label_values(&[&route.name]).get())
         .sum();
     let pending = u64::try_from(metrics.streams_open.get() - up).unwrap_or(0);
     let open = open_now();

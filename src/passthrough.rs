@@ -188,7 +188,7 @@ impl Passthrough {
         if tunnel || req.method() == Method::TRACE || !self.inner.table.select(path).refuses(path) {
             return None;
         }
-        self.inner.metrics.passthrough_internal_refused.inc();
+        self.inner.metrics.passthrough.internal_refused.inc();
         crate::log_limited!(
             self.inner.metrics.logs,
             crate::logs::LogKind::Passthrough,

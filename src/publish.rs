@@ -84,7 +84,7 @@ impl Publisher {
         metrics: Arc<Metrics>,
     ) -> Arc<Publisher> {
         let token = config.token.as_ref().map(|t| sha256(t.as_bytes()));
-        let bodies = inflight::Budget::new(metrics.publish_body_bytes.clone());
+        let bodies = inflight::Budget::new(metrics.publish.body_bytes.clone());
         Arc::new(Publisher {
             config,
             token,
@@ -235,7 +235,8 @@ impl Publisher {
                 let result = if duplicate { "duplicate" } else { "ok" };
                 if !duplicate {
                     self.metrics
-                        .publish_latency
+                        .publish
+                        .latency
                         .with_label_values(&[&label])
                         .observe(started.elapsed().as_secs_f64());
                 }
@@ -252,7 +253,8 @@ impl Publisher {
             }
         };
         self.metrics
-            .published
+            .publish
+            .requests
             .with_label_values(&[&label, result])
             .inc();
         response
@@ -401,7 +403,7 @@ impl Publisher {
                     Err(_) => return Err(Refusal::bad_request("the body could not be read")),
                 };
                 if !held.take(data.len()) {
-                    self.metrics.publish_body_budget_refusals.inc();
+                    self.metrics.publish.body_budget_refusals.inc();
                     return Err(Refusal::unavailable(
                         format!(
                             "too many request bodies in flight (over {} MiB together): nothing was published",
@@ -452,6 +454,7 @@ impl Publisher {
                 )
             })?;
         self.metrics
+            .upstream
             .events_received
             .with_label_values(&[&route.name])
             .inc_by(count);
@@ -460,7 +463,8 @@ impl Publisher {
             let evicted = seen.insert(k, body.clone(), route.settings.buffer_age, now);
             if evicted > 0 {
                 self.metrics
-                    .publish_idempotency_evictions
+                    .publish
+                    .idempotency_evictions
                     .inc_by(evicted as u64);
             }
         }

@@ -122,7 +122,8 @@ async fn passthrough(router: &Router, req: Request<Incoming>, conn: &ConnInfo) -
     };
     router
         .metrics
-        .passthrough_requests
+        .passthrough
+        .requests
         .with_label_values(&[class])
         .inc();
     response

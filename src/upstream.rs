@@ -158,7 +158,8 @@ pub async fn supervise(
 pub(crate) fn count_attempt<T, E>(metrics: &Metrics, route: &str, attempt: &Result<T, E>) {
     let result = if attempt.is_ok() { "ok" } else { "error" };
     metrics
-        .upstream_connects
+        .upstream
+        .connects
         .with_label_values(&[route, result])
         .inc();
 }
@@ -191,7 +192,7 @@ pub(crate) struct UpGauge<'a> {
 
 impl<'a> UpGauge<'a> {
     pub(crate) fn new(metrics: &'a Metrics, route: &'a str) -> UpGauge<'a> {
-        metrics.upstream_up.with_label_values(&[route]).inc();
+        metrics.upstream.up.with_label_values(&[route]).inc();
         UpGauge { metrics, route }
     }
 }
@@ -199,7 +200,8 @@ impl<'a> UpGauge<'a> {
 impl Drop for UpGauge<'_> {
     fn drop(&mut self) {
         self.metrics
-            .upstream_up
+            .upstream
+            .up
             .with_label_values(&[self.route])
             .dec();
     }

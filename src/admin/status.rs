@@ -248,7 +248,7 @@ fn redis_json(router: &Router, m: &Metrics) -> Value {
     let operations: serde_json::Map<String, Value> = ["read", "history", "tee"]
         .iter()
         .map(|op| {
-            let by = |result: &str| m.redis_ops.with_label_values(&[op, result]).get();
+            let by = |result: &str| m.upstream.redis_ops.with_label_values(&[op, result]).get();
             (
                 (*op).to_owned(),
                 json!({"ok": by("ok"), "error": by("error")}),
@@ -258,7 +258,7 @@ fn redis_json(router: &Router, m: &Metrics) -> Value {
     json!({
         "routes": routes,
         "operations_total": operations,
-        "tee_dropped_total": m.tee_dropped.get(),
+        "tee_dropped_total": m.upstream.tee_dropped.get(),
     })
 }
 
@@ -268,7 +268,7 @@ fn route_json(route: &crate::route::Route, view: &RouteView, m: &Metrics) -> Val
         "name": &*route.name,
         "path": route.config.path.to_string(),
         "upstream_kind": route.config.upstream.kind.as_str(),
-        "upstreams_up": m.upstream_up.with_label_values(&[&route.name]).get(),
+        "upstreams_up": m.upstream.up.with_label_values(&[&route.name]).get(),
         "streams": view.streams,
         "upstream_states": states.iter().zip(view.states).map(|(s, n)| ((*s).to_owned(), n.into()))
             .collect::<serde_json::Map<String, Value>>(),

@@ -138,7 +138,7 @@ impl DeepResume {
                     match result {
                         Ok(trimmed) => {
                             self.trim_checked = true;
-                            stream.metrics.log_reads(true);
+                            stream.metrics.upstream.log_reads(true);
                             if trimmed {
                                 stream.metrics.resumes.with_label_values(&["gap"]).inc();
                                 stream.metrics.resumes_gap.inc();
@@ -155,7 +155,7 @@ impl DeepResume {
                     self.pending = None;
                     match result {
                         Ok(entries) => {
-                            stream.metrics.log_reads(true);
+                            stream.metrics.upstream.log_reads(true);
                             self.drained = entries.len() < self.asked;
                             let events = self.deliver(entries);
                             if !events.is_empty() {
@@ -255,7 +255,7 @@ impl DeepResume {
     }
 
     fn failed(&mut self, stream: &Stream, error: &str) {
-        stream.metrics.log_reads(false);
+        stream.metrics.upstream.log_reads(false);
         tracing::debug!(%error, stream = %stream.key(), "Reading the log for a resume failed; retrying");
         self.retry_at = Some(tokio::time::Instant::now() + HISTORY_RETRY);
     }

@@ -289,7 +289,7 @@ impl Stream {
         let (_, reused_id, evicted, id) = match pushed {
             Push::Replayed => {
                 drop(inner);
-                self.metrics.upstream_duplicates.inc();
+                self.metrics.upstream.duplicates.inc();
                 return None;
             }
             Push::Added {
@@ -327,7 +327,7 @@ impl Stream {
             );
         }
         if reused_id {
-            self.metrics.reused_id(&self.key.route);
+            self.metrics.upstream.reused_id(&self.key.route);
             if warn {
                 tracing::warn!(
                     stream = %self.key, id = event.id.as_deref().unwrap_or_default(),

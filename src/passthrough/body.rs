@@ -127,7 +127,7 @@ impl Body for RequestBody {
         }
         this.inner = None;
         if let Some(metrics) = &this.metrics {
-            metrics.passthrough_body_timeouts.inc();
+            metrics.passthrough.body_timeouts.inc();
         }
         tracing::debug!(timeout = ?this.timeout, "Pass-through request body too slow after the response: dropped");
         Poll::Ready(Some(Err(BodyTimeout(this.timeout).into())))
@@ -184,7 +184,7 @@ async fn linger(mut body: Incoming, time: Duration, metrics: Option<Arc<Metrics>
             "Pass-through request body still arriving after the early answer: cut"
         );
         if let Some(metrics) = metrics {
-            metrics.passthrough_body_timeouts.inc();
+            metrics.passthrough.body_timeouts.inc();
         }
     }
 }

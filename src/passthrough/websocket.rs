@@ -65,7 +65,7 @@ pub(super) async fn serve(
         );
     };
     let Ok(slot) = inner.ws_sessions.clone().try_acquire_owned() else {
-        inner.metrics.passthrough_ws_refused.inc();
+        inner.metrics.passthrough.ws_refused.inc();
         tracing::debug!(
             max = inner.websocket.max_sessions,
             "Pass-through WebSocket refused: too many sessions"

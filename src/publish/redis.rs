@@ -128,7 +128,7 @@ impl Publishers {
         }
         let timeout = upstream.connect_timeout;
         let result = server.run(&invocation, timeout).await;
-        metrics.redis_op("publish", result.is_ok());
+        metrics.upstream.redis_op("publish", result.is_ok());
         let value = result.map_err(|failure| {
             let (error, message) = match failure {
                 Failure::NotSent(error) => (error, NOT_SENT),

@@ -137,7 +137,7 @@ pub async fn passed(
             "the application selected a subprotocol the client did not offer\n",
         ),
         refused => {
-            ctx.metrics.ws_subprotocol_relay_failure("upstream");
+            ctx.metrics.ws.subprotocol_relay_failure("upstream");
             match refused {
                 RelayAnswer::Refused(status) if status.is_client_error() => {
                     (status, "refused by the application\n")
@@ -203,7 +203,7 @@ pub fn serve(
         format: subprotocol.as_ref().map_or(ws_config.format, |(_, f)| *f),
         deflate: deflate.as_ref().map(|(d, _)| *d),
     };
-    ctx.metrics.ws_handshake(
+    ctx.metrics.ws.handshake(
         deflate.is_some(),
         subprotocol.as_ref().and_then(|(name, _)| {
             if was_passed {

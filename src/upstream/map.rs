@@ -154,6 +154,7 @@ impl Feed {
             }
             Ok(event) => {
                 metrics
+                    .upstream
                     .events_received
                     .with_label_values(&[&*spec.route])
                     .inc();
@@ -175,7 +176,8 @@ impl Feed {
         why: Skip,
     ) {
         metrics
-            .upstream_malformed
+            .upstream
+            .malformed
             .with_label_values(&[&*spec.route])
             .inc();
         crate::log_limited!(

@@ -267,7 +267,7 @@ pub(super) async fn session(
 ) -> Result<SessionEnd, UpstreamError> {
     let route = &*spec.route;
     let failed = |error: redis::RedisError| {
-        metrics.redis_op("read", false);
+        metrics.upstream.redis_op("read", false);
         UpstreamError::Connect(error.to_string())
     };
     let connected = async {
@@ -313,7 +313,7 @@ pub(super) async fn session(
             .query_async(&mut connection)
             .await
             .map_err(failed)?;
-        metrics.redis_op("read", true);
+        metrics.upstream.redis_op("read", true);
         let Some(reply) = reply else { continue };
         for entry in reply.keys.iter().flat_map(|k| &k.ids) {
             feed.offer(spec, stream, metrics, log.event(entry));

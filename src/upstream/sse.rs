@@ -55,7 +55,7 @@ pub(super) async fn session(
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(_) => {
-                metrics.upstream_silent.with_label_values(&[route]).inc();
+                metrics.upstream.silent.with_label_values(&[route]).inc();
                 return Err(UpstreamError::Silent(spec.idle_timeout));
             }
         };
@@ -67,7 +67,11 @@ pub(super) async fn session(
         for item in state.items.drain(..) {
             match item {
                 Item::Event(event) => {
-                    metrics.events_received.with_label_values(&[route]).inc();
+                    metrics
+                        .upstream
+                        .events_received
+                        .with_label_values(&[route])
+                        .inc();
                     delivered |= stream.publish(Published {
                         id: event.id,
                         event: event.event,
@@ -80,7 +84,7 @@ pub(super) async fn session(
                     stream.set_retry(retry);
                 }
                 Item::Oversize { bytes } => {
-                    metrics.upstream_malformed.with_label_values(&[route]).inc();
+                    metrics.upstream.malformed.with_label_values(&[route]).inc();
                     crate::log_limited!(
                         metrics.logs,
                         crate::logs::LogKind::UpstreamMalformed,

@@ -73,7 +73,7 @@ impl Tee {
     /// Queues `event` for Redis; never waits.
     pub fn offer(&self, event: &Arc<Event>) {
         if self.queue.try_send(event.clone()).is_err() {
-            self.metrics.tee_dropped.inc();
+            self.metrics.upstream.tee_dropped.inc();
             self.warn(
                 "Tee queue full: event not written to Redis (upstream.tee.queue)",
                 "",
@@ -125,14 +125,14 @@ impl Writer {
             match result {
                 Ok(()) => {
                     for _ in &batch {
-                        self.metrics.redis_op("tee", true);
+                        self.metrics.upstream.redis_op("tee", true);
                     }
                     batch.clear();
                     attempt = 0;
                 }
                 Err(error) => {
                     connection = None;
-                    self.metrics.redis_op("tee", false);
+                    self.metrics.upstream.redis_op("tee", false);
                     if let Some(tee) = self.tee.upgrade() {
                         tee.warn("Writing to Redis failed; retrying", &error.to_string());
                     }

@@ -155,7 +155,7 @@ fn relayed(
         ),
         _ => return Ok(()),
     };
-    metrics.ws_subprotocol_relay_failure(reason);
+    metrics.ws.subprotocol_relay_failure(reason);
     Err(UpstreamError::Connect(why))
 }
 

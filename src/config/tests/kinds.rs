@@ -236,3 +236,68 @@ fn redis_options_are_located_when_wrong() {
         assert!(line >= 5 && column >= 1, "{line}:{column}");
     }
 }
+
+#[test]
+fn subprotocols_upstream_pass_needs_a_per_client_ws_upstream() {
+    const PASS: &str = "\
+listen:
+  - address: 127.0.0.1:8080
+streams:
+  - path: /chat
+    mode: per-client
+    transports: [ws]
+    upstream: { kind: ws, url: ws://127.0.0.1:9000/chat }
+    ws: { subprotocols_upstream: pass }
+";
+    let config = Config::parse("test.yaml", PASS).unwrap();
+    assert_eq!(
+        config.streams[0].ws.subprotocols_upstream,
+        SubprotocolsUpstream::Pass
+    );
+    assert_eq!(
+        Config::parse("test.yaml", MINIMAL).unwrap().streams[0]
+            .ws
+            .subprotocols_upstream,
+        SubprotocolsUpstream::Off
+    );
+    let cases = [
+        (
+            PASS.replace("    mode: per-client\n", ""),
+            (
+                7,
+                34,
+                "streams[0].ws.subprotocols_upstream",
+                "mode: per-client",
+            ),
+        ),
+        (
+            PASS.replace("{ kind: ws, url: ws:", "{ kind: sse, url: http:"),
+            (8, 34, "streams[0].ws.subprotocols_upstream", "not sse"),
+        ),
+        (
+            PASS.replace("pass }", "pass, subprotocols: { a.v1: data } }"),
+            (
+                8,
+                54,
+                "streams[0].ws.subprotocols",
+                "ws.subprotocols_upstream: pass",
+            ),
+        ),
+        (
+            PASS.replace("/chat }", "/chat, subprotocol: a.v1 }"),
+            (7, 71, "streams[0].upstream.subprotocol", "client's offer"),
+        ),
+    ];
+    for (yaml, (line, column, path, message)) in cases {
+        let got = only_problem(&yaml);
+        assert_eq!(
+            (got.0, got.1, got.2.as_str()),
+            (line, column, path),
+            "{got:?}"
+        );
+        assert!(got.3.contains(message), "{got:?}");
+    }
+    let (_, _, path, message) = only_problem(&PASS.replace("pass }", "relay }"));
+    assert_eq!(path, "streams[0].ws.subprotocols_upstream");
+    assert!(message.contains("unknown variant"), "{message}");
+}

@@ -111,7 +111,8 @@ impl Session {
         };
         tracing::debug!(?end, "Pass-through WebSocket session ended");
         self.metrics
-            .passthrough_ws_closes
+            .passthrough
+            .ws_closes
             .with_label_values(&[end.reason()])
             .inc();
         let away = || Finish::Close(CloseCode::Away, "going away");
@@ -330,11 +331,13 @@ impl OpenSession {
         slot: OwnedSemaphorePermit,
     ) -> OpenSession {
         metrics
-            .passthrough_ws_total
+            .passthrough
+            .ws_total
             .with_label_values(&[http_version])
             .inc();
         metrics
-            .passthrough_ws_open
+            .passthrough
+            .ws_open
             .with_label_values(&[http_version])
             .inc();
         OpenSession {
@@ -350,7 +353,8 @@ impl Drop for OpenSession {
         // Free first: whoever sees the gauge drop can open a session again.
         drop(self.slot.take());
         self.metrics
-            .passthrough_ws_open
+            .passthrough
+            .ws_open
             .with_label_values(&[self.http_version])
             .dec();
     }

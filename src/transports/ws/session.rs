@@ -207,7 +207,7 @@ where
                 }
                 ctx.metrics
                     .delivered("ws", &events, |e| subscription.is_live(e));
-                ctx.metrics.ws_sent(sent);
+                ctx.metrics.ws.sent(sent);
                 if let Err(error) = sink.flush().await {
                     return hung_up(&error);
                 }
