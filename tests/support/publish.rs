@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use super::binary::{self, Binary};
+
 /// An answer of the publish API.
 #[derive(Debug)]
 pub struct Answer {
@@ -99,3 +101,38 @@ pub async fn curl_url(
 pub async fn curl(addr: SocketAddr, path: &str, headers: &[&str], body: &[u8]) -> Answer {
     curl_method(addr, "POST", path, headers, body).await
 }
+
+/// The publish token of [`config`].
+pub const TOKEN: &str = "t0ken-Secret-42";
+
+/// A config with a publish listener, a `kind: publish` route `/events/{channel}` and `extra` appended.
+pub fn config(extra: &str) -> String {
+    format!(
+        r#"
+listen:
+  - address: "127.0.0.1:0"
+admin: {{ address: "127.0.0.1:0" }}
+log: {{ format: json }}
+publish:
+  address: "127.0.0.1:0"
+  token: {TOKEN}
+  max_body: 4KiB
+limits: {{ max_event_bytes: 1KiB }}
+streams:
+  - path: /events/{{channel}}
+    upstream: {{ kind: publish }}
+  - path: /feed
+    upstream: {{ url: "http://127.0.0.1:9/feed" }}
+{extra}"#
+    )
+}
+
+/// Starts the binary with [`config`]: it, its client listener and its publish listener.
+pub fn start(dir: &tempfile::TempDir) -> (Binary, SocketAddr, SocketAddr) {
+    let binary = binary::start(dir.path(), &config(""), 1, true);
+    let (addr, publish) = (binary.listen[0], binary.publish.expect("publish listener"));
+    (binary, addr, publish)
+}
+
+/// The `Authorization` header of [`TOKEN`].
+pub const AUTH: &str = "Authorization: Bearer t0ken-Secret-42";
