@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::binary::{Binary, with_sse_upstream};
 use support::client::{Proto, connect, empty, eventually, get_text};
+use support::h2raw::{GET, frame, request_headers};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -172,25 +173,6 @@ async fn http2_clients_that_never_read_hold_bounded_memory() {
     drop(keep);
 }
 
-/// An HTTP/2 frame header: length, type, flags, stream id.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// A GET request's header block in HPACK without Huffman or indexing (names from the static table).
-fn get_headers(path: &str) -> Vec<u8> {
-    let mut block = vec![0x82, 0x86]; // :method GET, :scheme http
-    block.push(0x04); // :path, literal value
-    block.push(path.len() as u8);
-    block.extend_from_slice(path.as_bytes());
-    block.extend_from_slice(&[0x01, 1, b'x']); // :authority x
-    block
-}
-
 /// Item 2: a client that ignores the server's SETTINGS_MAX_CONCURRENT_STREAMS and opens more streams on one
 /// connection than `limits.h2_max_streams_per_connection` gets REFUSED_STREAM for the rest; reaching the limit is
 /// counted.
@@ -208,7 +190,7 @@ async fn http2_streams_past_the_per_connection_limit_are_refused_and_counted() {
             1,
             0x5,
             2 * i + 1,
-            &get_headers("/events/a?transport=sse"),
+            &request_headers(GET, "/events/a?transport=sse"),
         ));
     }
     tcp.write_all(&out).await.unwrap();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use support::certs::{KeyKind, TestCa};
 use support::client::{Proto, WAIT, connect, eventually};
+use support::h2raw::{GET, frame, request_headers};
 use support::upstream::SseUpstream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -258,19 +259,6 @@ async fn idle_keep_alive_connections_are_closed_but_streams_in_progress_are_not(
     );
 }
 
-/// A HEADERS frame (stream 1, END_STREAM | END_HEADERS) for `GET /events/dead` over h2c, HPACK literals only.
-fn get_headers(path: &str) -> Vec<u8> {
-    let mut block = vec![0x82, 0x86]; // :method GET, :scheme http (static table)
-    block.push(0x04); // :path, literal without indexing, name from the static table
-    block.push(u8::try_from(path.len()).unwrap());
-    block.extend_from_slice(path.as_bytes());
-    block.extend_from_slice(&[0x01, 1, b'x']); // :authority x
-    let len = block.len();
-    let mut frame = vec![0, 0, u8::try_from(len).unwrap(), 1, 0x05, 0, 0, 0, 1];
-    frame.extend(block);
-    frame
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_peer_that_stops_answering_pings_is_dropped() {
     let upstream = SseUpstream::start(true).await;
@@ -287,7 +275,9 @@ async fn an_h2_peer_that_stops_answering_pings_is_dropped() {
     let mut tcp = TcpStream::connect(proxy.listen[0]).await.unwrap();
     tcp.write_all(PREFACE).await.unwrap();
     tcp.write_all(SETTINGS).await.unwrap();
-    tcp.write_all(&get_headers("/events/dead")).await.unwrap();
+    tcp.write_all(&frame(1, 0x05, 1, &request_headers(GET, "/events/dead")))
+        .await
+        .unwrap();
     let since = Instant::now();
     upstream.wait_connections(1).await;
     let took = closed_after(tcp, since).await;

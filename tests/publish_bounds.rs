@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use support::binary;
 use support::client::{Proto, connect};
 use support::feeds::metric;
+use support::h2raw::{POST, frame, request_headers};
 use support::publish::{AUTH, config, curl, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,21 +153,9 @@ async fn a_request_is_bounded_in_events_and_bytes_and_publishes_nothing_past_a_b
     );
 }
 
-/// An HTTP/2 frame: length, type, flags, stream id, payload.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 /// A POST's header block in HPACK without Huffman or indexing, with the bearer token.
 fn post_headers(path: &str) -> Vec<u8> {
-    let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
-    block.extend_from_slice(&[0x04, path.len() as u8]); // :path
-    block.extend_from_slice(path.as_bytes());
-    block.extend_from_slice(&[0x01, 1, b'x']); // :authority x
+    let mut block = request_headers(POST, path);
     let auth = AUTH.strip_prefix("Authorization: ").unwrap();
     block.extend_from_slice(&[0x0f, 23 - 15, auth.len() as u8]); // authorization (static index 23)
     block.extend_from_slice(auth.as_bytes());

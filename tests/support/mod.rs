@@ -5,6 +5,7 @@ pub mod binary;
 pub mod certs;
 pub mod client;
 pub mod feeds;
+pub mod h2raw;
 pub mod h2ws;
 pub mod json_upstream;
 pub mod nginx;
