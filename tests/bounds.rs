@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::binary::{Binary, with_sse_upstream};
 use support::client::{Proto, connect, empty, eventually, get_text};
-use support::h2raw::{GET, frame, request_headers};
+use support::h2raw::{GET, frame, request_headers, take_frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -203,27 +203,12 @@ async fn http2_streams_past_the_per_connection_limit_are_refused_and_counted() {
             let n = tcp.read(&mut chunk).await.unwrap();
             assert!(n > 0, "connection closed");
             buf.extend_from_slice(&chunk[..n]);
-            while buf.len() >= 9 {
-                let len =
-                    (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
-                if buf.len() < 9 + len {
-                    break;
-                }
-                let (kind, stream) = (
-                    buf[3],
-                    u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff,
-                );
-                let payload = &buf[9..9 + len];
-                match kind {
+            while let Some(frame) = take_frame(&mut buf) {
+                match frame.kind {
                     1 => responses += 1,
-                    3 => {
-                        let code =
-                            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                        refused.push((stream, code));
-                    }
+                    3 => refused.push((frame.stream, frame.code())),
                     _ => {}
                 }
-                buf.drain(..9 + len);
             }
         }
     };

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use support::binary;
 use support::client::{Proto, connect};
 use support::feeds::metric;
-use support::h2raw::{POST, frame, request_headers};
+use support::h2raw::{POST, frame, request_headers, take_frame};
 use support::publish::{AUTH, config, curl, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,23 +193,12 @@ async fn http2_publishers_get_8_streams_per_connection() {
             let n = tcp.read(&mut chunk).await.unwrap();
             assert!(n > 0, "connection closed");
             buf.extend_from_slice(&chunk[..n]);
-            while buf.len() >= 9 {
-                let len =
-                    (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
-                if buf.len() < 9 + len {
-                    break;
-                }
-                let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-                let payload = &buf[9..9 + len];
-                match buf[3] {
-                    1 => answered.push(stream),
-                    3 => refused.push((
-                        stream,
-                        u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]),
-                    )),
+            while let Some(frame) = take_frame(buf) {
+                match frame.kind {
+                    1 => answered.push(frame.stream),
+                    3 => refused.push((frame.stream, frame.code())),
                     _ => {}
                 }
-                buf.drain(..9 + len);
             }
         }
     }

@@ -23,3 +23,40 @@ pub fn request_headers(method: u8, path: &str) -> Vec<u8> {
     block.extend_from_slice(&[0x01, 1, b'x']); // :authority x
     block
 }
+
+/// A frame read off the wire: type, stream id, payload.
+pub struct Received {
+    pub kind: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Received {
+    /// The error code of a RST_STREAM (or the first 4 payload bytes).
+    pub fn code(&self) -> u32 {
+        u32::from_be_bytes([
+            self.payload[0],
+            self.payload[1],
+            self.payload[2],
+            self.payload[3],
+        ])
+    }
+}
+
+/// Takes the first whole frame off `buf`, if it holds one.
+pub fn take_frame(buf: &mut Vec<u8>) -> Option<Received> {
+    if buf.len() < 9 {
+        return None;
+    }
+    let len = (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+    if buf.len() < 9 + len {
+        return None;
+    }
+    let frame = Received {
+        kind: buf[3],
+        stream: u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff,
+        payload: buf[9..9 + len].to_vec(),
+    };
+    buf.drain(..9 + len);
+    Some(frame)
+}
